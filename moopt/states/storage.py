@@ -1,0 +1,138 @@
+"""Storage backends: how one optimizer-state buffer is kept in memory.
+
+A sharing policy declares *which* buffers it needs; a storage backend decides *how* each is
+stored (float32, bfloat16, 8-bit block-wise, ...). The optimizer always does its math in the
+compute dtype (float32, or float64 for float64 parameters) and asks the backend to read a
+buffer into that dtype and to write the updated value back.
+
+A stored buffer is a small dict of tensors (``parts``): ``{"": tensor}`` for plain storage,
+``{"codes": uint8, "absmax": float32}`` for 8-bit. The optimizer keeps the parts flat in its
+``state`` under ``"<buffer>"`` / ``"<buffer>#<part>"`` keys, so ``state_dict`` holds only
+plain tensors and ints.
+
+Example:
+    >>> import torch
+    >>> from moopt.states.storage import get_storage
+    >>> backend = get_storage("fp32")
+    >>> p = torch.zeros(3)
+    >>> parts = backend.allocate(p, signed=True)
+    >>> backend.write(parts, torch.tensor([1.0, -2.0, 3.0]), signed=True)
+    >>> backend.read(parts, p, signed=True)
+    tensor([ 1., -2.,  3.])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import ClassVar
+
+import torch
+from torch import Tensor
+
+from moopt.registry import Registry, decorator_for
+
+Parts = dict[str, Tensor]
+
+STORAGES: Registry[type[StorageBackend]] = Registry("storage backend")
+register_storage = decorator_for(STORAGES)
+
+
+def compute_dtype(param: Tensor) -> torch.dtype:
+    """The dtype optimizer math runs in for ``param``: float64 stays float64, else float32."""
+    return torch.float64 if param.dtype == torch.float64 else torch.float32
+
+
+class StorageBackend:
+    """Base class of storage backends. Subclass, implement the four methods, register.
+
+    ``aliases = True`` promises that ``read`` returns the stored tensor itself (no copy), so
+    in-place updates of the value already update the state and ``write`` is a no-op for it.
+    """
+
+    name: ClassVar[str] = ""
+    aliases: ClassVar[bool] = False
+
+    def allocate(self, param: Tensor, *, signed: bool) -> Parts:
+        """Zero-initialised storage for a buffer shaped like ``param``."""
+        raise NotImplementedError
+
+    def read(self, parts: Parts, param: Tensor, *, signed: bool) -> Tensor:
+        """The buffer as a tensor of ``param``'s shape in ``compute_dtype(param)``."""
+        raise NotImplementedError
+
+    def write(self, parts: Parts, value: Tensor, *, signed: bool) -> None:
+        """Store ``value`` (compute dtype, ``param``'s shape) into ``parts``."""
+        raise NotImplementedError
+
+    def unit_roundoff(self, param: Tensor) -> float:
+        """Relative error of one stored value; used by the bridged cancellation guard."""
+        raise NotImplementedError
+
+    def config(self) -> dict:
+        """Constructor arguments, saved in ``state_dict`` so a load can check them."""
+        return {}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
+        return f"{type(self).__name__}({args})"
+
+
+@register_storage("fp32")
+class FP32Storage(StorageBackend):
+    """Full-precision storage: float32 buffers (float64 for float64 parameters)."""
+
+    name = "fp32"
+    aliases = True
+
+    def allocate(self, param: Tensor, *, signed: bool) -> Parts:
+        return {"": torch.zeros_like(param, dtype=compute_dtype(param),
+                                     memory_format=torch.preserve_format)}
+
+    def read(self, parts: Parts, param: Tensor, *, signed: bool) -> Tensor:
+        return parts[""]
+
+    def write(self, parts: Parts, value: Tensor, *, signed: bool) -> None:
+        if value is not parts[""]:
+            parts[""].copy_(value)
+
+    def unit_roundoff(self, param: Tensor) -> float:
+        return float(torch.finfo(compute_dtype(param)).eps) / 2
+
+
+def get_storage(spec: str | StorageBackend) -> StorageBackend:
+    """A backend instance from a registered name or an instance."""
+    if isinstance(spec, StorageBackend):
+        return spec
+    if isinstance(spec, str):
+        return STORAGES.get(spec)()
+    raise TypeError(f"storage must be a name or a StorageBackend instance, got {spec!r}")
+
+
+def list_storages() -> list[str]:
+    """Names of the registered storage backends."""
+    return STORAGES.names()
+
+
+ALL_ROLES = ("shared", "base", "delta")
+
+
+def resolve_storage(
+    spec: str | StorageBackend | Mapping[str, str | StorageBackend],
+    roles: tuple[str, ...],
+) -> dict[str, StorageBackend]:
+    """Map each of a policy's ``roles`` to a backend.
+
+    ``spec`` is one backend for every role, or a mapping ``{role: backend}`` where the key
+    ``"default"`` (if present) covers the roles it does not name (fp32 otherwise).
+    """
+    if isinstance(spec, Mapping):
+        for role in spec:
+            if role != "default" and role not in ALL_ROLES:
+                raise ValueError(
+                    f"storage role {role!r} is not a state role; roles are "
+                    f"{', '.join(ALL_ROLES)} (or 'default')"
+                )
+        default = get_storage(spec.get("default", "fp32"))
+        return {role: get_storage(spec[role]) if role in spec else default for role in roles}
+    backend = get_storage(spec)
+    return {role: backend for role in roles}
