@@ -1,0 +1,444 @@
+"""``MultiObjectiveOptimizer``: one torch optimizer, N objectives, a pluggable sharing policy.
+
+Example (alternating mode, the papers' setting):
+    >>> import torch, moopt
+    >>> model = torch.nn.Linear(4, 1)
+    >>> opt = moopt.MultiObjectiveOptimizer(model.parameters(), objectives=["forget", "retain"],
+    ...                                     policy="bridged", lr=1e-2)
+    >>> x = torch.randn(8, 4)
+    >>> for name in moopt.schedules.Alternating({"forget": 1, "retain": 5}).take(6):
+    ...     loss = model(x).pow(2).mean() * (-1 if name == "forget" else 1)
+    ...     loss.backward(); opt.step(objective=name); opt.zero_grad()
+    >>> opt.state[model.weight]["T"], opt.state[model.weight]["t/retain"]
+    (6, 5)
+
+Joint mode (every objective's gradient in one step):
+    >>> loss_f, loss_r = -model(x).mean(), model(x).pow(2).mean()
+    >>> opt.backward({"forget": loss_f, "retain": loss_r}); opt.step(); opt.zero_grad()
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+
+from moopt import state_format as fmt
+from moopt import validation as check
+from moopt.errors import NonFiniteGradientError, StateMismatchError
+from moopt.states.policy import (
+    BufferSpec,
+    BufferView,
+    GroupBatch,
+    SharingPolicy,
+    StepContext,
+    get_policy,
+    normalized,
+)
+from moopt.states.storage import StorageBackend, compute_dtype, resolve_storage
+
+NONFINITE_MODES = ("raise", "skip")
+
+
+class MultiObjectiveOptimizer(Optimizer):
+    """An Adam-family optimizer whose state is shared between objectives by a policy.
+
+    Args:
+        params: parameters or param groups, as for any ``torch.optim`` optimizer.
+        objectives: the N >= 1 unique objective names.
+        policy: ``"shared"``, ``"decoupled"``, ``"bridged"``, a registered name, or an
+            instance of :class:`~moopt.states.policy.SharingPolicy`.
+        storage: a backend name (``"fp32"``, ...) or ``{role: name}`` per role
+            (``"base"``, ``"delta"``, ``"shared"``; ``"default"`` for the rest).
+        lr: learning rate; objective k uses ``lr * lr_ratios[k]``.
+        betas: (b1, b2) of shared, decoupled and delta states.
+        base_betas: (b3, b4) of the bridged base state.
+        eps: added to the denominator.
+        weight_decay: decoupled (AdamW-style) weight decay, applied first in every step.
+        lr_ratios: per-objective learning-rate ratios; missing names default to 1.0.
+        bridge_guard: the bridged cancellation guard in units of the storage's rounding
+            error (see :mod:`moopt.states.bridged`); 0 disables it.
+        nonfinite: what a step does with NaN/inf gradients: ``"raise"`` (default) raises
+            :class:`~moopt.errors.NonFiniteGradientError`, ``"skip"`` skips the whole step;
+            either way nothing is written to parameters or state.
+        fast_path: use the policy's multi-tensor fast path where it has one (default). With
+            False every parameter takes the readable per-tensor reference path.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Tensor] | Iterable[dict[str, Any]],
+        objectives: Iterable[str],
+        policy: str | SharingPolicy = "bridged",
+        storage: str | StorageBackend | Mapping[str, str | StorageBackend] = "fp32",
+        *,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.95),
+        base_betas: tuple[float, float] = (0.9, 0.95),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        lr_ratios: Mapping[str, float] | None = None,
+        bridge_guard: float = 8.0,
+        nonfinite: str = "raise",
+        fast_path: bool = True,
+    ) -> None:
+        self.objectives = check.check_objectives(objectives)
+        self.policy = get_policy(policy)
+        self.policy_name = self.policy.name or type(self.policy).__name__
+        self.storage = resolve_storage(storage, self.policy.roles())
+        self._specs: dict[str, BufferSpec] = self.policy.buffer_specs()
+        if nonfinite not in NONFINITE_MODES:
+            raise ValueError(f"nonfinite must be one of {NONFINITE_MODES}, got {nonfinite!r}")
+        self.nonfinite = nonfinite
+        self.fast_path = bool(fast_path)
+        self.skipped_steps = 0
+        self._joint_grads: dict[str, dict[Tensor, Tensor]] = {}
+        defaults = dict(lr=lr, betas=tuple(betas), base_betas=tuple(base_betas), eps=eps,
+                        weight_decay=weight_decay, lr_ratios=lr_ratios,
+                        bridge_guard=bridge_guard)
+        check.check_group(defaults, self.objectives)
+        defaults["lr_ratios"] = check.complete_lr_ratios(lr_ratios, self.objectives)
+        super().__init__(params, defaults)
+
+    # ----------------------------------------------------------------- param groups
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        group = dict(param_group)
+        params = group["params"]
+        params = [params] if isinstance(params, Tensor) else list(params)
+        check.check_params(params)
+        merged = {**self.defaults, **group}
+        check.check_group(merged, self.objectives)
+        if "lr_ratios" in group:
+            group["lr_ratios"] = check.complete_lr_ratios(group["lr_ratios"], self.objectives)
+        for key in ("betas", "base_betas"):
+            if key in group:
+                group[key] = tuple(group[key])
+        group["params"] = params
+        super().add_param_group(group)
+
+    # ----------------------------------------------------------------- gradients
+    def _all_params(self) -> list[Tensor]:
+        return [p for group in self.param_groups for p in group["params"]]
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Clear ``.grad`` and any per-objective gradients stashed for joint mode."""
+        self._joint_grads.clear()
+        super().zero_grad(set_to_none=set_to_none)
+
+    @torch.no_grad()
+    def stash_grads(self, objective: str) -> None:
+        """Move the current ``.grad`` of every parameter into ``objective``'s joint gradients.
+
+        Calling it again for the same objective accumulates (gradient accumulation).
+        """
+        check.check_objective(objective, self.objectives)
+        bucket = self._joint_grads.setdefault(objective, {})
+        for p in self._all_params():
+            if p.grad is None:
+                continue
+            if p in bucket:
+                bucket[p].add_(p.grad)
+            else:
+                bucket[p] = p.grad
+            p.grad = None
+
+    def backward(self, losses: Mapping[str, Tensor], *, retain_graph: bool = False) -> None:
+        """Joint mode: back-propagate each objective's loss separately, keeping the gradients
+        apart for the next :meth:`step`. Losses may share one forward graph."""
+        if not isinstance(losses, Mapping) or not losses:
+            raise ValueError(f"backward() needs a non-empty mapping objective -> loss, "
+                             f"got {losses!r}")
+        for name, loss in losses.items():
+            check.check_objective(name, self.objectives)
+            if not isinstance(loss, Tensor) or loss.numel() != 1:
+                raise ValueError(f"loss of objective {name!r} must be a scalar tensor, "
+                                 f"got {loss!r}")
+        held = [i for i, p in enumerate(self._all_params()) if p.grad is not None]
+        if held:
+            raise RuntimeError(f"backward(): parameters {held[:5]} already hold .grad; call "
+                               "zero_grad() first (joint mode keeps gradients per objective)")
+        items = list(losses.items())
+        for i, (name, loss) in enumerate(items):
+            loss.backward(retain_graph=retain_graph or i < len(items) - 1)
+            self.stash_grads(name)
+
+    # ----------------------------------------------------------------- stepping
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None, *, objective: str | None = None,
+             weights: Mapping[str, float] | None = None) -> Any:
+        """One optimizer step.
+
+        Alternating mode: ``step(objective=name)`` with gradients in ``.grad``.
+        Joint mode: after :meth:`backward` (or :meth:`stash_grads`), ``step(weights=...)``.
+        With a single objective, ``step()`` alone is alternating mode for it.
+        """
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        if self._joint_grads:
+            if objective is not None:
+                raise ValueError(f"step(objective={objective!r}) was called while joint-mode "
+                                 "gradients from backward() are pending; call step() without "
+                                 "objective, or zero_grad() first")
+            self._joint_step(check.check_weights(weights, self.objectives))
+            return loss
+        if weights is not None:
+            raise ValueError("weights apply to joint mode only (after opt.backward(...))")
+        if objective is None:
+            if len(self.objectives) != 1:
+                raise ValueError("step() needs objective=<name> (alternating mode; one of "
+                                 f"{list(self.objectives)}) or gradients from backward() "
+                                 "(joint mode)")
+            objective = self.objectives[0]
+        check.check_objective(objective, self.objectives)
+        self._alternating_step(objective)
+        return loss
+
+    @staticmethod
+    def _grads_finite(grads: list[Tensor]) -> bool:
+        """True when no gradient holds NaN or inf (one pass over the gradients, one sync)."""
+        flags = [g.isfinite().all() for g in grads if type(g) is not Tensor]
+        by_kind: dict[tuple[torch.device, torch.dtype], list[Tensor]] = {}
+        for g in grads:
+            if type(g) is Tensor:
+                by_kind.setdefault((g.device, g.dtype), []).append(g)
+        for tensors in by_kind.values():
+            # The max-norm is NaN or inf exactly when some entry is.
+            flags.append(torch.stack(torch._foreach_norm(tensors, float("inf"))).isfinite().all())
+        return bool(torch.stack([f.cpu() for f in flags]).all()) if flags else True
+
+    def _refuse_nonfinite(self, what: str) -> None:
+        if self.nonfinite == "raise":
+            self._joint_grads.clear()
+            raise NonFiniteGradientError(
+                f"{what} holds NaN or inf; nothing was changed. Pass nonfinite='skip' to skip "
+                "such steps instead")
+        self.skipped_steps += 1
+        self._joint_grads.clear()
+
+    def _alternating_step(self, objective: str) -> None:
+        work = []
+        all_grads: list[Tensor] = []
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            for p in params:
+                if p.grad.is_sparse:
+                    raise RuntimeError("moopt does not support sparse gradients")
+            grads = [p.grad for p in params]
+            all_grads.extend(grads)
+            if params:
+                work.append((group, params, grads))
+        if not self._grads_finite(all_grads):
+            self._refuse_nonfinite(f"a gradient of objective {objective!r}")
+            return
+        for group, params, grads in work:
+            states, contexts = [], []
+            for p in params:
+                state = self._state_of(p)
+                state["T"] += 1
+                state[f"t/{objective}"] += 1
+                states.append(state)
+                contexts.append(self._context(group, state, p, objective=objective))
+            batch = GroupBatch(params, grads, None, states, contexts, self.storage,
+                               group["weight_decay"])
+            if self.fast_path and self.policy.fast_step(batch):
+                continue
+            for p, g, state, ctx in zip(params, grads, states, contexts):
+                self._reference_update(p, state, ctx, grad=g)
+
+    def _joint_step(self, weights: dict[str, float]) -> None:
+        pending = {k: grads for k, grads in self._joint_grads.items() if weights[k] > 0}
+        all_grads = [g for grads in pending.values() for g in grads.values()]
+        if not self._grads_finite(all_grads):
+            self._refuse_nonfinite(f"a gradient of objectives {sorted(pending)}")
+            return
+        for group in self.param_groups:
+            params, states, contexts = [], [], []
+            joint: dict[str, list[Tensor | None]] = {k: [] for k in pending}
+            for p in group["params"]:
+                present = [k for k in self.objectives if k in pending and p in pending[k]]
+                if not present:
+                    continue
+                state = self._state_of(p)
+                state["T"] += 1
+                for k in present:
+                    state[f"t/{k}"] += 1
+                for k in pending:
+                    joint[k].append(pending[k].get(p))
+                params.append(p)
+                states.append(state)
+                contexts.append(self._context(group, state, p,
+                                              weights=normalized(weights, present)))
+            if not params:
+                continue
+            batch = GroupBatch(params, None, joint, states, contexts, self.storage,
+                               group["weight_decay"])
+            if self.fast_path and self.policy.fast_step(batch):
+                continue
+            for i, (p, state, ctx) in enumerate(zip(params, states, contexts)):
+                grads = {k: joint[k][i] for k in ctx.weights}
+                self._reference_update(p, state, ctx, joint_grads=grads)
+        self._joint_grads.clear()
+
+    def _state_of(self, p: Tensor) -> dict[str, Any]:
+        state = self.state[p]
+        if not state:
+            state.update(fmt.new_state(p, self._specs, self.objectives, self.storage))
+        return state
+
+    def _context(self, group: dict[str, Any], state: dict[str, Any], p: Tensor, *,
+                 objective: str | None = None,
+                 weights: dict[str, float] | None = None) -> StepContext:
+        ratios = group["lr_ratios"]
+        return StepContext(
+            T=state["T"],
+            t={k: state[f"t/{k}"] for k in self.objectives},
+            lrs={k: group["lr"] * ratios[k] for k in self.objectives},
+            betas=group["betas"],
+            base_betas=group["base_betas"],
+            eps=group["eps"],
+            guard=group["bridge_guard"],
+            unit_roundoff=max(b.unit_roundoff(p) for b in self.storage.values()),
+            objective=objective,
+            weights=weights or {},
+            group=group,
+        )
+
+    def _reference_update(self, p: Tensor, state: dict[str, Any], ctx: StepContext, *,
+                          grad: Tensor | None = None,
+                          joint_grads: Mapping[str, Tensor] | None = None) -> None:
+        """The readable per-tensor path: weight decay, then the policy's rule."""
+        cdt = compute_dtype(p)
+        work = p if p.dtype == cdt else p.detach().to(cdt)
+        if ctx.objective is not None:
+            lr = ctx.lr
+        else:
+            lr = sum(ctx.weights[k] * ctx.lrs[k] for k in ctx.weights)
+        wd = ctx.group["weight_decay"]
+        if wd != 0:
+            work.mul_(1 - lr * wd)
+
+        def read(spec: BufferSpec, obj: str | None) -> Tensor:
+            parts = fmt.gather_parts(state, spec.key(obj))
+            return self.storage[spec.role].read(parts, p, signed=spec.signed)
+
+        def write(spec: BufferSpec, obj: str | None, value: Tensor) -> None:
+            parts = fmt.gather_parts(state, spec.key(obj))
+            self.storage[spec.role].write(parts, value, signed=spec.signed)
+
+        view = BufferView(self._specs, read, write, ctx.objective)
+        if joint_grads is None:
+            self.policy.alternating(work, grad.to(cdt), view, ctx)
+        else:
+            self.policy.joint(work, {k: g.to(cdt) for k, g in joint_grads.items()}, view, ctx)
+        view.commit()
+        if work is not p:
+            p.copy_(work)
+
+    # ----------------------------------------------------------------- checkpoints
+    def _meta(self) -> dict[str, Any]:
+        return {
+            "format": 1,
+            "objectives": list(self.objectives),
+            "policy": self.policy_name,
+            "policy_config": self.policy.config(),
+            "storage": fmt.describe_storage(self.storage),
+            "skipped_steps": self.skipped_steps,
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        """torch's layout (``state`` by parameter index, ``param_groups``) plus a ``moopt``
+        entry recording objectives, policy and storage, checked by :meth:`load_state_dict`."""
+        sd = super().state_dict()
+        sd["moopt"] = self._meta()
+        return sd
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Load a state saved by a MultiObjectiveOptimizer with the same objectives, policy and
+        storage. Everything is checked before anything changes; state keeps its stored dtype."""
+        meta = state_dict.get("moopt") if isinstance(state_dict, Mapping) else None
+        if not isinstance(meta, Mapping):
+            raise StateMismatchError("not a moopt optimizer state_dict (no 'moopt' entry); it "
+                                     "may come from another torch optimizer")
+        mine = self._meta()
+        for key, label in (("objectives", "objectives"), ("policy", "policy"),
+                           ("policy_config", "policy settings"), ("storage", "storage")):
+            if meta.get(key) != mine[key]:
+                raise StateMismatchError(f"saved state has {label} {meta.get(key)!r}, this "
+                                         f"optimizer has {mine[key]!r}")
+        saved_groups = state_dict["param_groups"]
+        if len(saved_groups) != len(self.param_groups):
+            raise StateMismatchError(f"saved state has {len(saved_groups)} param groups, this "
+                                     f"optimizer has {len(self.param_groups)}")
+        index_to_param: dict[int, Tensor] = {}
+        for gi, (saved, group) in enumerate(zip(saved_groups, self.param_groups)):
+            if len(saved["params"]) != len(group["params"]):
+                raise StateMismatchError(f"param group {gi}: saved state has "
+                                         f"{len(saved['params'])} parameters, this optimizer "
+                                         f"has {len(group['params'])}")
+            index_to_param.update(zip(saved["params"], group["params"]))
+            check.check_group({**group, **{k: v for k, v in saved.items() if k != "params"}},
+                              self.objectives)
+        new_state: dict[Tensor, dict[str, Any]] = {}
+        for index, saved_state in state_dict["state"].items():
+            if index not in index_to_param:
+                raise StateMismatchError(f"saved state names parameter {index}, which no "
+                                         "param group holds")
+            p = index_to_param[index]
+            fmt.check_saved_state(index, p, saved_state, self._specs, self.objectives,
+                                  self.storage)
+            # Distributed (DTensor) state arrives already placed; plain state follows its param.
+            device = None if hasattr(p, "device_mesh") else p.device
+            new_state[p] = {k: fmt.clone_state(v, device) for k, v in saved_state.items()}
+        # Everything checked: now replace.
+        for saved, group in zip(saved_groups, self.param_groups):
+            for key, value in saved.items():
+                if key != "params":
+                    group[key] = tuple(value) if key in ("betas", "base_betas") else value
+        self.state.clear()
+        self.state.update(new_state)
+        self.skipped_steps = int(meta.get("skipped_steps", 0))
+        self._joint_grads.clear()
+
+    # ----------------------------------------------------------------- introspection
+    def memory_report(self) -> dict[str, Any]:
+        """Bytes of optimizer state: ``total_bytes``, ``by_role``, ``by_objective`` (shared
+        buffers under ``"shared"``), ``num_params`` and ``bytes_per_param``. Quantization
+        metadata (e.g. 8-bit block scales) is counted."""
+        by_role = dict.fromkeys(self.policy.roles(), 0)
+        by_objective = dict.fromkeys((*self.objectives, "shared"), 0)
+        total = 0
+        for state in self.state.values():
+            for key, value in state.items():
+                if not isinstance(value, Tensor):
+                    continue
+                buffer_key = key.split("#", 1)[0]
+                name, _, objective = buffer_key.partition("/")
+                nbytes = fmt.tensor_bytes(value)
+                total += nbytes
+                by_role[self._specs[name].role] += nbytes
+                by_objective[objective or "shared"] += nbytes
+        num_params = sum(fmt.tensor_bytes(p) // p.element_size() for p in self._all_params())
+        return {
+            "total_bytes": total,
+            "by_role": by_role,
+            "by_objective": by_objective,
+            "num_params": num_params,
+            "bytes_per_param": total / num_params if num_params else 0.0,
+        }
+
+    def __repr__(self) -> str:
+        storage = ", ".join(f"{role}={b.name or type(b).__name__}"
+                            for role, b in self.storage.items())
+        lines = [f"{type(self).__name__}(policy={self.policy_name!r}, storage=({storage}), "
+                 f"objectives={list(self.objectives)}"]
+        for i, group in enumerate(self.param_groups):
+            lines.append(f"Parameter Group {i}")
+            for key in sorted(k for k in group if k != "params"):
+                lines.append(f"    {key}: {group[key]}")
+        lines.append(")")
+        return "\n".join(lines)
