@@ -32,7 +32,15 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor
 
-from moopt.states.policy import BufferSpec, BufferView, SharingPolicy, StepContext, register_policy
+from moopt.states.policy import (
+    BufferSpec,
+    BufferView,
+    GroupBatch,
+    SharingPolicy,
+    StepContext,
+    builtin_fast_step,
+    register_policy,
+)
 
 
 def base_read(m_b: Tensor, v_b: Tensor, T: int,
@@ -106,3 +114,6 @@ class BridgedPolicy(SharingPolicy):
         b3, b4 = ctx.base_betas
         m_b.mul_(b3).add_(mean_g, alpha=1 - b3)
         v_b.mul_(b4).add_(mean_g2, alpha=1 - b4)
+
+    def fast_step(self, batch: GroupBatch) -> bool:
+        return builtin_fast_step(self, BridgedPolicy, "bridged", batch)

@@ -20,7 +20,15 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor
 
-from moopt.states.policy import BufferSpec, BufferView, SharingPolicy, StepContext, register_policy
+from moopt.states.policy import (
+    BufferSpec,
+    BufferView,
+    GroupBatch,
+    SharingPolicy,
+    StepContext,
+    builtin_fast_step,
+    register_policy,
+)
 from moopt.states.shared import adam_direction, ema_
 
 
@@ -48,3 +56,6 @@ class DecoupledPolicy(SharingPolicy):
             update.add_(adam_direction(m, v, ctx.t[k], ctx.betas, ctx.eps),
                         alpha=ctx.weights[k] * ctx.lrs[k])
         param.sub_(update)
+
+    def fast_step(self, batch: GroupBatch) -> bool:
+        return builtin_fast_step(self, DecoupledPolicy, "decoupled", batch)

@@ -27,6 +27,11 @@ list of parameters at once (weight decay included, counters already incremented)
 the optimizer then runs the reference path for that batch. Tests must hold every fast path
 equal to the reference path.
 
+The built-in policies (exactly these classes, not subclasses, whose math may differ) delegate
+to ``moopt.states.fast.dispatch(kind, batch) -> bool`` with ``kind`` one of ``"shared"``,
+``"decoupled"``, ``"bridged"``; it is imported lazily on the first step and returns False for
+anything it does not handle (its absence means no fast path).
+
 Example (a complete custom policy; also in docs/extending.md):
     >>> import torch, moopt
     >>> from moopt.states.policy import BufferSpec, SharingPolicy
@@ -232,6 +237,17 @@ class SharingPolicy:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
+
+
+def builtin_fast_step(policy: SharingPolicy, cls: type, kind: str, batch: GroupBatch) -> bool:
+    """Delegate a built-in policy's fast path to ``moopt.states.fast.dispatch``."""
+    if type(policy) is not cls:  # a subclass may change the math: reference path only
+        return False
+    try:
+        from moopt.states.fast import dispatch
+    except ImportError:
+        return False
+    return dispatch(kind, batch)
 
 
 POLICIES: Registry[type[SharingPolicy]] = Registry("sharing policy")

@@ -18,7 +18,15 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor
 
-from moopt.states.policy import BufferSpec, BufferView, SharingPolicy, StepContext, register_policy
+from moopt.states.policy import (
+    BufferSpec,
+    BufferView,
+    GroupBatch,
+    SharingPolicy,
+    StepContext,
+    builtin_fast_step,
+    register_policy,
+)
 
 
 def adam_direction(m: Tensor, v: Tensor, step: int, betas: tuple[float, float],
@@ -59,3 +67,6 @@ class SharedPolicy(SharingPolicy):
         lr = sum(ctx.weights[k] * ctx.lrs[k] for k in grads)
         ema_(state["m"], state["v"], grad, ctx.betas)
         param.sub_(adam_direction(state["m"], state["v"], ctx.T, ctx.betas, ctx.eps), alpha=lr)
+
+    def fast_step(self, batch: GroupBatch) -> bool:
+        return builtin_fast_step(self, SharedPolicy, "shared", batch)
