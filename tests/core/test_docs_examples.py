@@ -41,3 +41,10 @@ def test_custom_policy_example_runs_and_is_correct():
         theta -= 0.1 * (m[k] / (1 - 0.9 ** t[k])) / (np.sqrt(v / (1 - 0.95**T)) + 1e-8)
     assert np.max(np.abs(p.detach().numpy() - theta)) < 1e-12
     moopt.states.policy.POLICIES.unregister("shared_v")
+
+
+def test_readme_example_runs(capsys):
+    readme = Path(__file__).resolve().parents[2] / "README.md"
+    code = python_blocks(readme)[0]
+    exec(compile(code, "README.md", "exec"), {})
+    assert capsys.readouterr().out.strip() == "24.0"
