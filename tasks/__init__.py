@@ -1,0 +1,4 @@
+"""Task adapters built on moopt (unlearning, safety, multi-task vision) and shared helpers.
+
+``tasks`` imports ``moopt``; ``moopt`` never imports ``tasks``.
+"""
