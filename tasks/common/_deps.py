@@ -1,0 +1,27 @@
+"""Lazy imports of the heavy optional dependencies, with the extra that provides them."""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+
+def require_transformers() -> ModuleType:
+    """Import ``transformers`` or explain how to install it."""
+    try:
+        import transformers
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "this feature needs the 'transformers' package: pip install moopt[llm]"
+        ) from err
+    return transformers
+
+
+def require_tokenizers() -> ModuleType:
+    """Import ``tokenizers`` or explain how to install it."""
+    try:
+        import tokenizers
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "this feature needs the 'tokenizers' package: pip install moopt[llm]"
+        ) from err
+    return tokenizers

@@ -1,0 +1,99 @@
+"""Batched greedy decoding with left padding.
+
+Example:
+    >>> from tasks.common.tokenizer import train_tokenizer
+    >>> from tasks.common.models import build_small_lm
+    >>> from tasks.common.generate import greedy_generate
+    >>> tok = train_tokenizer(["Question: hi\\nAnswer: hello"] * 2, vocab_size=300)
+    >>> model = build_small_lm(tok, size="tiny", seed=0)
+    >>> outs = greedy_generate(model, tok, ["Question: hi\\nAnswer:"] * 2, max_new_tokens=3)
+    >>> len(outs) == 2 and outs[0] == outs[1]
+    True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+
+def greedy_generate(
+    model: nn.Module,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    max_new_tokens: int,
+    *,
+    batch_size: int = 16,
+    add_bos: bool | None = None,
+) -> list[str]:
+    """Greedy continuations of ``prompts`` (already formatted, see ``qa.format_prompt``).
+
+    Prompts are tokenised without special tokens and prefixed with BOS exactly as
+    ``qa.encode_qa`` does: by default (``add_bos=None``) BOS is added when the tokenizer has
+    one and no chat template (a chat template writes its own BOS into the prompt text);
+    pass ``add_bos`` explicitly for plain prompts on a chat tokenizer. A prompt whose tokens
+    already start with BOS never gets a second one. Prompts are then left-padded in
+    batches of ``batch_size``, and decoded with the model's ``generate`` (no sampling),
+    stopping at EOS. Returns only the new text, special tokens removed, surrounding
+    whitespace stripped. The model is put in eval mode during decoding and restored after.
+    Long prompts are not truncated here: prompt + ``max_new_tokens`` must fit the context.
+    """
+    if not hasattr(model, "generate"):
+        raise TypeError(
+            f"greedy_generate needs a HF model with .generate(); got {type(model).__name__}"
+        )
+    if isinstance(prompts, str):
+        raise TypeError("greedy_generate: prompts must be a list of strings, got one string")
+    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be an int >= 1, got {max_new_tokens!r}")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    if pad is None:
+        raise ValueError("greedy_generate: tokenizer has neither a pad nor an eos token")
+    if add_bos is None:
+        add_bos = not getattr(tokenizer, "chat_template", None)
+    bos = tokenizer.bos_token_id if add_bos else None
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    outputs: list[str] = []
+    try:
+        for start in range(0, len(prompts), batch_size):
+            chunk = prompts[start : start + batch_size]
+            ids = [_encode(tokenizer, p, start + i, bos) for i, p in enumerate(chunk)]
+            width = max(len(x) for x in ids)
+            input_ids = torch.full((len(ids), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(ids), width), dtype=torch.long)
+            for i, x in enumerate(ids):
+                input_ids[i, width - len(x) :] = torch.tensor(x, dtype=torch.long)
+                mask[i, width - len(x) :] = 1
+            with torch.no_grad():
+                out = model.generate(
+                    input_ids=input_ids.to(device),
+                    attention_mask=mask.to(device),
+                    max_new_tokens=max_new_tokens,
+                    do_sample=False,
+                    num_beams=1,
+                    pad_token_id=pad,
+                    eos_token_id=tokenizer.eos_token_id,
+                )
+            new = out[:, width:].tolist()
+            outputs += [tokenizer.decode(t, skip_special_tokens=True).strip() for t in new]
+    finally:
+        model.train(was_training)
+    return outputs
+
+
+def _encode(tokenizer: Any, prompt: str, index: int, bos: int | None) -> list[int]:
+    if not isinstance(prompt, str):
+        raise TypeError(f"prompts[{index}] is {type(prompt).__name__}, not str")
+    ids = list(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+    if bos is not None and (not ids or ids[0] != bos):
+        ids = [bos, *ids]
+    if not ids:
+        raise ValueError(f"prompts[{index}] is empty after tokenisation: {prompt!r}")
+    return ids
