@@ -1,0 +1,63 @@
+"""Configuration of the safety-alignment task (``moopt run safety``).
+
+Example:
+    >>> from tasks.safety.config import SafetyConfig
+    >>> cfg = SafetyConfig(no_overrefusal=True)
+    >>> cfg.objective_names()
+    ['safety', 'utility', 'no_overrefusal']
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from moopt.runner.config import RunConfig
+
+HARMFUL_EVAL_SETS = ["I-MaliciousInstructions", "Q-Harm", "I-CoNa", "I-Controversial",
+                     "I-PhysicalSafetyUnsafe"]
+BENIGN_EVAL_SETS = ["I-Alpaca", "I-PhysicalSafetySafe"]
+
+
+class SafetyConfig(RunConfig):
+    """Fields of ``moopt run safety`` (each settable as ``--name value``).
+
+    Objectives: ``safety`` (SFT on harmful prompts answered with refusals), ``utility`` (SFT
+    on benign prompts with helpful answers) and, with ``no_overrefusal``, a third one (SFT on
+    safe prompts that sound dangerous, answered helpfully). ``schedule`` (default: round
+    robin), ``lr_ratios`` and ``weights`` use these names.
+    """
+
+    lr: float = Field(1e-3, gt=0)
+    no_overrefusal: bool = Field(False, description="add the third objective")
+    batch_size: int = Field(8, ge=1, description="stage-2 batch size")
+    scorer: str = Field("string-match-v1", description="refusal scorer (registered name)")
+
+    # Data (data_dir unset: embedded). With data_dir: safety-tuned-llamas/ and xstest/.
+    data_seed: int = Field(0, ge=0, description="seed of subsets of the real data")
+    train_subset: int | None = Field(None, ge=1, description="real data: harmful train items")
+    eval_subset: int | None = Field(None, ge=1, description="cap of every evaluation set")
+    harmful_eval_sets: list[str] = Field(default_factory=lambda: list(HARMFUL_EVAL_SETS))
+    benign_eval_sets: list[str] = Field(default_factory=lambda: list(BENIGN_EVAL_SETS))
+
+    # Model: a tiny LM trained from scratch in stage 1, or --model PATH.
+    arch: Literal["gpt2", "llama"] = "gpt2"
+    model_size: Literal["tiny", "small"] = "tiny"
+    tokenizer: Literal["word", "bpe"] = "word"
+    vocab_size: int = Field(4096, ge=64)
+    max_length: int = Field(64, ge=8, description="max tokens of prompt + answer (truncated)")
+
+    # Stage 1 (tiny model only): pre-train on the utility data so it answers benign prompts.
+    pretrain_epochs: float = Field(30.0, gt=0)
+    pretrain_lr: float = Field(3e-3, gt=0)
+    pretrain_batch_size: int = Field(16, ge=1)
+
+    # Evaluation.
+    max_new_tokens: int = Field(16, ge=1)
+    eval_batch_size: int = Field(64, ge=1)
+    report_examples: int = Field(4, ge=0, description="generated answers per set in the report")
+
+    def objective_names(self) -> list[str]:
+        names = ["safety", "utility"]
+        return names + ["no_overrefusal"] if self.no_overrefusal else names
