@@ -147,7 +147,12 @@ class MultiObjectiveOptimizer(Optimizer):
 
     def backward(self, losses: Mapping[str, Tensor], *, retain_graph: bool = False) -> None:
         """Joint mode: back-propagate each objective's loss separately, keeping the gradients
-        apart for the next :meth:`step`. Losses may share one forward graph."""
+        apart for the next :meth:`step`. Losses may share one forward graph.
+
+        Under DDP, only the first backward of a forward pass is all-reduced: there, run one
+        forward and backward per objective and call :meth:`stash_grads` after each (see
+        docs/distributed.md). FSDP2 and ``moopt.distributed.average_gradients`` are fine.
+        """
         if not isinstance(losses, Mapping) or not losses:
             raise ValueError(f"backward() needs a non-empty mapping objective -> loss, "
                              f"got {losses!r}")

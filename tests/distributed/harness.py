@@ -1,0 +1,71 @@
+"""Run a function on N gloo ranks from pytest, with a deadline on the whole job.
+
+Each rank initialises a gloo process group with a short collective timeout, runs
+``fn(rank, world_size, out_dir, *args)`` and writes nothing unless ``fn`` does. A rank that
+raises makes :func:`run_ranks` raise (the other ranks are terminated); a job that outlives
+``timeout_s`` is killed and raises :class:`TimeoutError`.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch.multiprocessing as mp
+
+COLLECTIVE_TIMEOUT_S = 45.0
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _entry(rank: int, world_size: int, port: int, fn: Callable[..., Any], out_dir: str,
+           args: tuple) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank), OMP_NUM_THREADS="1")
+    import torch
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world_size,
+                            timeout=datetime.timedelta(seconds=COLLECTIVE_TIMEOUT_S))
+    try:
+        fn(rank, world_size, Path(out_dir), *args)
+    finally:
+        dist.destroy_process_group()
+
+
+def run_ranks(fn: Callable[..., Any], out_dir: Path, *args: Any, world_size: int = 2,
+              timeout_s: float = 120.0) -> float:
+    """Run ``fn`` on ``world_size`` ranks; return the wall time. Raises on failure/timeout."""
+    start = time.perf_counter()
+    ctx = mp.start_processes(_entry, args=(world_size, free_port(), fn, str(out_dir), args),
+                             nprocs=world_size, join=False, start_method="spawn")
+    deadline = start + timeout_s
+    while not ctx.join(timeout=1.0):
+        if time.perf_counter() > deadline:
+            for proc in ctx.processes:
+                if proc.is_alive():
+                    proc.kill()
+            raise TimeoutError(f"{getattr(fn, '__name__', fn)} did not finish within "
+                               f"{timeout_s} s on {world_size} ranks")
+    return time.perf_counter() - start
+
+
+def write_result(out_dir: Path, rank: int, data: dict[str, Any], name: str) -> None:
+    (out_dir / f"{name}-rank{rank}.json").write_text(json.dumps(data))
+
+
+def read_results(out_dir: Path, name: str, world_size: int = 2) -> list[dict[str, Any]]:
+    """Each rank's results of the part ``name`` of a job."""
+    return [json.loads((out_dir / f"{name}-rank{r}.json").read_text())
+            for r in range(world_size)]
