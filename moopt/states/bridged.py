@@ -16,6 +16,11 @@ unless the sum is within ``guard`` rounding errors of zero (in float64 it change
 beyond ~1e-15 relative), and there it bounds the step by what the stored precision can
 resolve. ``bridge_guard=0`` disables it and reproduces the unguarded formula.
 
+With lossy storage (bf16, int8: unit roundoff above 2^-20) both moments of a quiet
+coordinate can be rounded to zero, leaving ``eps`` alone in the denominator; there (and only
+there, unless ``bridge_guard=0``) each objective's direction is also clipped to the exact-Adam
+bound of :func:`moopt.states.shared.adam_step_bound` at its counter t_k.
+
 Example:
     >>> import torch, moopt
     >>> p = torch.nn.Parameter(torch.ones(2))
@@ -27,6 +32,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import torch
@@ -41,6 +47,11 @@ from moopt.states.policy import (
     builtin_fast_step,
     register_policy,
 )
+from moopt.states.shared import BOUND_SLACK, adam_step_bound
+
+# Storage coarser than this (bf16, int8) can round both moments of a coordinate to zero,
+# leaving only eps in the denominator: there bridged directions are clipped to the Adam bound.
+LOSSY_ROUNDOFF = 2.0**-20
 
 
 def base_read(m_b: Tensor, v_b: Tensor, T: int,
@@ -71,7 +82,12 @@ def delta_direction(grad: Tensor, m_k: Tensor, v_k: Tensor, mb_hat: Tensor, vb_h
     mk_hat = m_k / (1 - b1**t_k)
     vk_hat = v_k / (1 - b2**t_k)
     denom = guarded_denominator(vk_hat, vb_hat, ctx.eps, ctx.guard, ctx.unit_roundoff)
-    return mk_hat.add_(mb_hat).div_(denom)
+    direction = mk_hat.add_(mb_hat).div_(denom)
+    if ctx.guard > 0 and ctx.unit_roundoff > LOSSY_ROUNDOFF:
+        bound = adam_step_bound(t_k, ctx.betas) * BOUND_SLACK
+        if math.isfinite(bound):
+            direction.clamp_(-bound, bound)
+    return direction
 
 
 @register_policy("bridged")

@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import torch
@@ -29,12 +30,37 @@ from moopt.states.policy import (
 )
 
 
+def adam_step_bound(step: int, betas: tuple[float, float]) -> float:
+    """The largest ``|m^| / sqrt(v^)`` an exact Adam state can hold after ``step`` updates.
+
+    By Cauchy-Schwarz on the two moving averages (r = b1^2 / b2):
+    ``|m^| / sqrt(v^) <= (1-b1)/(1-b1^t) * sqrt(S_t * (1-b2^t) / (1-b2))`` with
+    ``S_t = sum_{j<t} r^j``. It equals 1 at t = 1 and tends to
+    ``(1-b1) / sqrt((1-b2)(1-r))`` (1.165 for betas 0.9, 0.95). Clipping directions to it
+    changes nothing in exact arithmetic, and stops the blow-up when lossy storage (8-bit,
+    bf16) rounds a small second moment to zero while its first moment survives.
+    """
+    b1, b2 = betas
+    if b2 == 0.0:
+        return math.inf
+    r = b1 * b1 / b2
+    s_t = float(step) if r == 1.0 else (1 - r**step) / (1 - r)
+    return (1 - b1) / (1 - b1**step) * math.sqrt(s_t * (1 - b2**step) / (1 - b2))
+
+
+# Slack on the bound so that rounding in float32 never makes the clip bind by itself.
+BOUND_SLACK = 1.0 + 1e-4
+
+
 def adam_direction(m: Tensor, v: Tensor, step: int, betas: tuple[float, float],
                    eps: float) -> Tensor:
-    """Bias-corrected Adam direction ``m^ / (sqrt(v^) + eps)`` for a counter ``step``."""
+    """Bias-corrected Adam direction ``m^ / (sqrt(v^) + eps)`` for a counter ``step``,
+    clipped to :func:`adam_step_bound` (a no-op for an exactly stored state)."""
     b1, b2 = betas
     denom = (v / (1 - b2**step)).sqrt_().add_(eps)
-    return (m / (1 - b1**step)).div_(denom)
+    direction = (m / (1 - b1**step)).div_(denom)
+    bound = adam_step_bound(step, betas) * BOUND_SLACK
+    return direction.clamp_(-bound, bound) if math.isfinite(bound) else direction
 
 
 def ema_(m: Tensor, v: Tensor, grad: Tensor, betas: tuple[float, float]) -> None:

@@ -1,0 +1,275 @@
+"""Optimizer step time and state memory: moopt configurations against torch and bitsandbytes.
+
+    python benchmarks/step_time.py --out runs/bench            # 1M and 8M parameters
+    python benchmarks/step_time.py --out runs/bench --large    # adds 64M
+
+Every configuration steps the same 8 equal float32 tensors with fixed gradients (the step
+alone is timed, not a backward pass), alternating objectives 1:5 for N = 2 and round-robin
+for N = 8. Configurations are interleaved: each repeat builds every optimizer afresh, warms it
+up, then times ``--steps`` steps; min and median are over all timed steps of all repeats.
+Ratios divide by the median of ``torch.optim.AdamW(fused=True)`` measured in the same run.
+Writes ``step_time.json`` and ``step_time.png`` (bar chart; needs matplotlib) to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import moopt  # noqa: E402
+import moopt.states.bf16  # noqa: E402,F401  (registers "bf16")
+import moopt.states.int8  # noqa: E402,F401  (registers "int8")
+from moopt.states.fast import compiled, with_fast_path  # noqa: E402
+from moopt.states.policy import SharingPolicy, get_policy  # noqa: E402
+
+POLICIES = ("shared", "decoupled", "bridged")
+STORAGES = ("fp32", "bf16", "int8")
+SIZES = {"1M": 1 << 20, "8M": 8 << 20, "64M": 64 << 20}
+
+
+def make_params(total: int, seed: int = 0) -> list[torch.nn.Parameter]:
+    gen = torch.Generator().manual_seed(seed)
+    rows = total // 8 // 1024
+    params = []
+    for _ in range(8):
+        p = torch.nn.Parameter(torch.randn(rows, 1024, generator=gen) * 0.02)
+        p.grad = torch.randn(rows, 1024, generator=gen) * 1e-3
+        params.append(p)
+    return params
+
+
+def state_bytes(optimizer: torch.optim.Optimizer) -> int:
+    total = 0
+    for state in optimizer.state.values():
+        for value in state.values():
+            if isinstance(value, torch.Tensor) and value.dim() > 0:
+                total += value.numel() * value.element_size()
+    return total
+
+
+def objective_cycle(n: int) -> list[str]:
+    names = [f"o{i}" for i in range(n)]
+    if n == 2:
+        return ["o0"] + ["o1"] * 5
+    return names
+
+
+def default_policy(name: str) -> SharingPolicy:
+    """The policy as a user gets it; wired to moopt's fast path if the class is not yet."""
+    policy = get_policy(name)
+    if type(policy).fast_step is SharingPolicy.fast_step:
+        return with_fast_path(name)
+    return policy
+
+
+Config = tuple[str, dict, Callable[[list[torch.nn.Parameter]], tuple]]
+
+
+def configurations(n_objectives: list[int], reference: bool) -> list[Config]:
+    """(label, description, builder) — the builder returns (optimizer, step function)."""
+    configs: list[Config] = []
+
+    def torch_adamw(kind: str):
+        def build(params):
+            opt = torch.optim.AdamW(params, lr=1e-3, betas=(0.9, 0.95), **{kind: True})
+            return opt, lambda i: opt.step()
+        return build
+
+    configs.append(("AdamW fused", {"family": "torch"}, torch_adamw("fused")))
+    configs.append(("AdamW foreach", {"family": "torch"}, torch_adamw("foreach")))
+    try:
+        import bitsandbytes as bnb
+
+        for label, cls in (("bnb Adam8bit", bnb.optim.Adam8bit), ("bnb Adam", bnb.optim.Adam)):
+            def build(params, cls=cls):
+                opt = cls(params, lr=1e-3, betas=(0.9, 0.95))
+                return opt, lambda i: opt.step()
+            configs.append((label, {"family": "bitsandbytes"}, build))
+    except ImportError:
+        print("bitsandbytes not installed: its peers are left out", file=sys.stderr)
+
+    for n in n_objectives:
+        cycle = objective_cycle(n)
+        for policy in POLICIES:
+            for storage in STORAGES:
+                def build(params, policy=policy, storage=storage, n=n, cycle=cycle):
+                    opt = moopt.MultiObjectiveOptimizer(
+                        params, [f"o{i}" for i in range(n)], default_policy(policy), storage,
+                        lr=1e-3)
+                    return opt, lambda i: opt.step(objective=cycle[i % len(cycle)])
+                configs.append((f"{policy} {storage} N={n}",
+                                {"family": "moopt", "policy": policy, "storage": storage,
+                                 "N": n, "path": "default"}, build))
+        if reference:
+            for policy in POLICIES:
+                def build(params, policy=policy, n=n, cycle=cycle):
+                    opt = moopt.MultiObjectiveOptimizer(
+                        params, [f"o{i}" for i in range(n)], policy, "fp32", lr=1e-3,
+                        fast_path=False)
+                    return opt, lambda i: opt.step(objective=cycle[i % len(cycle)])
+                configs.append((f"{policy} fp32 N={n} reference",
+                                {"family": "moopt", "policy": policy, "storage": "fp32",
+                                 "N": n, "path": "reference"}, build))
+    return configs
+
+
+def time_config(build, params, warmup: int, steps: int) -> tuple[list[float], int]:
+    opt, step = build(params)
+    for i in range(warmup):
+        step(i)
+    if compiled.pending():
+        compiled.wait()  # the build runs in the background; a warm run uses its result
+        for i in range(warmup):
+            step(i)
+    times = []
+    for i in range(steps):
+        start = time.perf_counter()
+        step(warmup + i)
+        times.append(time.perf_counter() - start)
+    nbytes = state_bytes(opt)
+    del opt
+    return times, nbytes
+
+
+def machine() -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "logical_cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__, "python": platform.python_version(),
+            "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+            "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None}
+
+
+def run(args: argparse.Namespace) -> dict:
+    sizes = [s for s in args.sizes.split(",") if s]
+    if args.large and "64M" not in sizes:
+        sizes.append("64M")
+    n_objectives = [int(n) for n in args.objectives.split(",")]
+    configs = configurations(n_objectives, reference=not args.no_reference)
+    if args.only:
+        keep = [c for c in configs if any(word in c[0] for word in args.only.split(","))]
+        configs = keep + [c for c in configs if c[0] == "AdamW fused" and c not in keep]
+    results = []
+    for size in sizes:
+        params = make_params(SIZES[size])
+        samples: dict[str, list[float]] = {label: [] for label, _, _ in configs}
+        memory: dict[str, int] = {}
+        for repeat in range(args.repeats):
+            for label, _, build in configs:
+                slow = "reference" in label or label.startswith("bnb")
+                steps = max(2, args.steps // 3) if slow else args.steps
+                times, nbytes = time_config(build, params, args.warmup, steps)
+                samples[label].extend(times)
+                memory[label] = nbytes
+                gc.collect()
+            print(f"[{size}] repeat {repeat + 1}/{args.repeats} done", file=sys.stderr)
+        base = statistics.median(samples["AdamW fused"])
+        numel = SIZES[size]
+        for label, info, _ in configs:
+            med = statistics.median(samples[label])
+            results.append({"size": size, "label": label, **info,
+                            "median_ms": med * 1e3, "min_ms": min(samples[label]) * 1e3,
+                            "ratio_to_fused_adamw": med / base,
+                            "state_bytes_per_param": memory[label] / numel,
+                            "timed_steps": len(samples[label])})
+        del params
+        gc.collect()
+    return {"machine": machine(), "settings": vars(args), "results": results}
+
+
+def print_table(report: dict) -> str:
+    lines = [f"{'size':>4} {'configuration':<28} {'median ms':>10} {'min ms':>9} "
+             f"{'x fused':>8} {'B/param':>8}"]
+    for r in report["results"]:
+        lines.append(f"{r['size']:>4} {r['label']:<28} {r['median_ms']:>10.2f} "
+                     f"{r['min_ms']:>9.2f} {r['ratio_to_fused_adamw']:>8.2f} "
+                     f"{r['state_bytes_per_param']:>8.2f}")
+    text = "\n".join(lines)
+    print(text)
+    return text
+
+
+def plot(report: dict, path: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib not installed (pip install moopt[plots]): no PNG", file=sys.stderr)
+        return
+    sizes = list(dict.fromkeys(r["size"] for r in report["results"]))
+    fig, axes = plt.subplots(len(sizes), 1, figsize=(12, 4.5 * len(sizes)), squeeze=False)
+    for ax, size in zip(axes[:, 0], sizes):
+        rows = [r for r in report["results"] if r["size"] == size]
+        colors = ["tab:gray" if r["family"] != "moopt" else
+                  ("tab:red" if r.get("path") == "reference" else "tab:blue") for r in rows]
+        ax.bar(range(len(rows)), [r["ratio_to_fused_adamw"] for r in rows], color=colors)
+        ax.set_xticks(range(len(rows)), [r["label"] for r in rows], rotation=75, fontsize=7)
+        ax.set_yscale("log")
+        ax.axhline(1.0, color="black", linewidth=0.8)
+        ax.set_ylabel("median step time / fused AdamW")
+        ax.set_title(f"{size} parameters (8 tensors), {report['machine']['cpu']}, "
+                     f"{report['machine']['torch_threads']} threads")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True, type=Path, help="directory for JSON and PNG")
+    parser.add_argument("--sizes", default="1M,8M", help="comma list of 1M, 8M, 64M")
+    parser.add_argument("--large", action="store_true", help="also 64M parameters")
+    parser.add_argument("--objectives", default="2,8", help="comma list of N")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=6, help="timed steps per run")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--no-reference", action="store_true",
+                        help="skip the per-tensor reference path (slow)")
+    parser.add_argument("--only", default="", help="comma list of label substrings")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch intra-op threads for every configuration (default 1: "
+                             "stable timings on a shared machine)")
+    args = parser.parse_args(argv)
+    for sz in args.sizes.split(","):
+        if sz and sz not in SIZES:
+            parser.error(f"unknown size {sz!r}; choose from {', '.join(SIZES)}")
+    if args.repeats < 1 or args.steps < 1 or args.warmup < 1:
+        parser.error("--repeats, --steps and --warmup must be >= 1")
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    report = run(args)
+    report["table"] = print_table(report)
+    settings = dict(report["settings"])
+    settings["out"] = str(settings["out"])
+    report["settings"] = settings
+    (args.out / "step_time.json").write_text(json.dumps(report, indent=2))
+    plot(report, args.out / "step_time.png")
+    print(f"wrote {args.out / 'step_time.json'}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,155 @@
+"""The fast path behind ``SharingPolicy.fast_step`` for shared, decoupled and bridged.
+
+For every parameter of a batch it runs the policy's fused per-tensor kernel
+(:mod:`moopt.states.fast.kernels`): compiled (:mod:`moopt.states.fast.compiled`) for tensors
+of at least ``COMPILE_MIN_NUMEL`` values once the build is ready, eagerly otherwise; 8-bit
+buffers are dequantized before and re-quantized after it; non-contiguous tensors go through
+contiguous copies. Where it cannot take a batch it returns False before touching anything
+and the optimizer runs the reference path: joint mode, DTensor parameters, storage backends
+it does not know (custom ones, bf16 with stochastic rounding).
+
+Example:
+    >>> import torch, moopt
+    >>> from moopt.states.fast import with_fast_path
+    >>> p = torch.nn.Parameter(torch.ones(3))
+    >>> opt = moopt.MultiObjectiveOptimizer([p], ["a", "b"], with_fast_path("bridged"), lr=0.1)
+    >>> p.grad = torch.ones(3); opt.step(objective="a")
+    >>> p.detach()
+    tensor([0.9000, 0.9000, 0.9000])
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from moopt.states.bf16 import BF16Storage
+from moopt.states.bridged import LOSSY_ROUNDOFF
+from moopt.states.fast import compiled
+from moopt.states.fast.kernels import (
+    adam_scalars,
+    bridged_kernel,
+    bridged_scalars,
+    shared_kernel,
+)
+from moopt.states.fast.tensors import is_distributed
+from moopt.states.int8 import Int8Storage
+from moopt.states.policy import GroupBatch, StepContext
+from moopt.states.shared import BOUND_SLACK, adam_step_bound
+from moopt.states.storage import FP32Storage, StorageBackend, compute_dtype
+
+# Compile only where it pays: smaller tensors are dominated by per-call overhead.
+COMPILE_MIN_NUMEL = 1 << 16
+
+# (buffer name, per objective, signed) per policy, in kernel argument order.
+LAYOUTS: dict[str, tuple[tuple[str, bool, bool], ...]] = {
+    "shared": (("m", False, True), ("v", False, False)),
+    "decoupled": (("m", True, True), ("v", True, False)),
+    "bridged": (("m_base", False, True), ("v_base", False, False),
+                ("m", True, True), ("v", True, True)),
+}
+ROLES = {"shared": ("shared", "shared"), "decoupled": ("delta", "delta"),
+         "bridged": ("base", "base", "delta", "delta")}
+
+
+def _supported(backend: StorageBackend) -> bool:
+    if type(backend) is FP32Storage or type(backend) is Int8Storage:
+        return True
+    return type(backend) is BF16Storage and not backend.stochastic_rounding
+
+
+def _bound(step: int, betas: tuple[float, float]) -> float:
+    """The reference path's clip of Adam-like directions (moopt.states.shared)."""
+    bound = adam_step_bound(step, betas) * BOUND_SLACK
+    return bound if math.isfinite(bound) else math.inf
+
+
+def _scalars(policy: str, ctx: StepContext, decay: float, like: Tensor) -> Tensor:
+    if policy == "bridged":
+        # Bridged clips only with lossy storage and the guard on (moopt.states.bridged).
+        clip = ctx.guard > 0 and ctx.unit_roundoff > LOSSY_ROUNDOFF
+        return bridged_scalars(decay=decay, lr=ctx.lr, betas=ctx.betas,
+                               base_betas=ctx.base_betas, T=ctx.T, t_k=ctx.t_k, eps=ctx.eps,
+                               guard_u=ctx.guard * ctx.unit_roundoff, like=like,
+                               bound=_bound(ctx.t_k, ctx.betas) if clip else math.inf)
+    step = ctx.T if policy == "shared" else ctx.t_k
+    return adam_scalars(decay=decay, lr=ctx.lr, betas=ctx.betas, step=step, eps=ctx.eps,
+                        like=like, bound=_bound(step, ctx.betas))
+
+
+def _kernel(policy: str):
+    return bridged_kernel if policy == "bridged" else shared_kernel
+
+
+def _stand_ins(args: tuple):
+    """A function making small inputs of the kinds of ``args`` (for the background build)."""
+    n = 2048
+
+    def small(t: Tensor) -> Tensor:
+        return torch.zeros(n, dtype=t.dtype, device=t.device)
+
+    def make() -> tuple:
+        return (small(args[0]), small(args[1]), *[(small(b[0]),) for b in args[2:-2]],
+                args[-2], args[-1].clone())
+
+    return make
+
+
+def _compiled_for(policy: str, args: tuple, kinds: tuple[str, ...]):
+    p, g = args[0], args[1]
+    if (p.numel() < COMPILE_MIN_NUMEL or p.dtype == torch.float64
+            or p.device.type not in ("cpu", "cuda")):
+        return None
+    key = (policy, kinds, p.dtype, g.dtype, p.device.type,
+           tuple(b[0].dtype for b in args[2:-2]))
+    return compiled.get(key, _kernel(policy), _stand_ins(args))
+
+
+def fast_step(policy: str, batch: GroupBatch) -> bool:
+    """Run one alternating step of ``policy`` on every parameter of ``batch``; False if it
+    cannot (then nothing was changed)."""
+    if batch.grads is None or policy not in LAYOUTS:
+        return False
+    roles = ROLES[policy]
+    backends = [batch.storage[r] for r in roles]
+    if not all(_supported(b) for b in backends):
+        return False
+    if any(is_distributed(p) or is_distributed(g) for p, g in zip(batch.params, batch.grads)):
+        return False
+    layout = LAYOUTS[policy]
+    for p, g, state, ctx in zip(batch.params, batch.grads, batch.states, batch.contexts):
+        keys = [f"{name}/{ctx.objective}" if per_obj else name for name, per_obj, _ in layout]
+        decay = 1 - ctx.lr * batch.weight_decay if batch.weight_decay != 0 else 1.0
+        s = _scalars(policy, ctx, decay,
+                     torch.empty(0, dtype=compute_dtype(p), device=p.device))
+        _update(policy, p, g, state, keys, backends, layout, s)
+    return True
+
+
+def _update(policy, p, g, state, keys, backends, layout, s) -> None:
+    """One parameter: 8-bit buffers dequantized to float32 temporaries, the kernel (compiled
+    where it pays, else eager) on flat views, temporaries re-quantized."""
+    bufs, temps = [], []
+    for key, backend, (_, _, signed) in zip(keys, backends, layout):
+        if isinstance(backend, Int8Storage) and backend.quantizes(p):
+            parts = {"codes": state[key + "#codes"], "absmax": state[key + "#absmax"]}
+            value = backend.read(parts, p, signed=signed).reshape(-1)
+            temps.append((backend, parts, signed, value))
+            bufs.append(value)
+        else:
+            bufs.append(state[key])
+    contiguous = p.is_contiguous() and all(b.is_contiguous() for b in bufs)
+    work = p.detach().view(-1) if contiguous else p.detach().reshape(-1).clone()
+    flat = [b.view(-1) if contiguous else b.reshape(-1).clone() for b in bufs]
+    kinds = tuple("plain" for _ in flat)
+    args = (work, g.detach().reshape(-1), *[(b,) for b in flat], kinds, s)
+    kernel = _compiled_for(policy, args, kinds) or _kernel(policy)
+    kernel(*args)
+    if not contiguous:
+        p.detach().copy_(work.view(p.shape))
+        for b, new in zip(bufs, flat):
+            b.copy_(new.view(b.shape))
+    for backend, parts, signed, value in temps:
+        backend.write(parts, value, signed=signed)

@@ -1,0 +1,230 @@
+"""Block-wise dynamic quantization in pure PyTorch (Dettmers et al., ICLR 2022).
+
+A tensor is flattened and cut into blocks of ``block_size`` elements. Each block keeps its
+absolute maximum (float32) and one code per element: the index of the entry of a sorted
+"dynamic" map of [-1, 1] (signed) or [0, 1] (unsigned) nearest to ``x / absmax``.
+
+The dynamic map (Dettmers, "8-Bit Approximations for Parallelism in Deep Learning", 2016):
+a code is a sign bit (signed maps only), then a run of ``E`` zero bits giving the decimal
+exponent ``10^-E``, then an indicator bit 1, then the remaining bits as a linear fraction:
+the midpoint of one of ``2^bits`` equal cells of [0.1, 1]. The all-zero code is 0, and the
+otherwise unused "negative zero" (signed) or "exponent past the last" (unsigned) code is 1.0.
+
+Encoding is exact round-to-nearest without a search over the map: the top 16 bits of the
+float32 pattern of ``x / absmax`` (sign, exponent, 7 mantissa bits) index a table giving the
+nearest code at the low end of that narrow interval and the one map midpoint (if any) that
+falls inside it; one comparison finishes the job. All vectorised, no Python loop over blocks.
+
+Example:
+    >>> import torch
+    >>> from moopt.states.quantization import get_map, quantize_blockwise, dequantize_blockwise
+    >>> qmap = get_map(signed=True)
+    >>> x = torch.linspace(-3, 3, 1000)
+    >>> codes, absmax = quantize_blockwise(x, qmap, block_size=256)
+    >>> codes.dtype, codes.shape, absmax.shape
+    (torch.uint8, torch.Size([1000]), torch.Size([4]))
+    >>> y = dequantize_blockwise(codes, absmax, qmap, block_size=256)
+    >>> bool((y - x).abs().max() < 0.03)
+    True
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import torch
+from torch import Tensor
+
+
+def dynamic_map(signed: bool = True, total_bits: int = 8) -> Tensor:
+    """The sorted ``2**total_bits`` entries of the dynamic map, as float32.
+
+    Built code by code from the bit layout described in the module docstring.
+    """
+    if not isinstance(total_bits, int) or not 2 <= total_bits <= 8:
+        raise ValueError(f"total_bits must be an int in [2, 8], got {total_bits!r}")
+    payload = total_bits - 1 if signed else total_bits  # bits after the sign bit
+    values: list[float] = []
+    for code in range(2**payload):
+        zeros = payload - code.bit_length()  # leading zero bits = decimal exponent
+        fraction_bits = payload - 1 - zeros  # bits after the indicator bit
+        if code == 0:
+            magnitude = 0.0
+            special = 1.0  # the spare "negative zero" code of a signed map
+        elif not signed and fraction_bits == 0:
+            # Unsigned only: the code 0...01 has no fraction bits left; it stands for 1.0.
+            magnitude, special = 1.0, None
+        else:
+            cells = 2**fraction_bits
+            fraction = code & (cells - 1)
+            magnitude = 10.0**-zeros * (0.1 + 0.9 * (fraction + 0.5) / cells)
+            special = None
+        values.append(magnitude)
+        if signed:
+            values.append(special if special is not None else -magnitude)
+    out = torch.tensor(sorted(values), dtype=torch.float64)
+    if out.numel() != 2**total_bits or bool((out[1:] <= out[:-1]).any()):
+        raise AssertionError(f"dynamic map for {total_bits} bits is not {2**total_bits} "
+                             "distinct sorted values")
+    return out.to(torch.float32)
+
+
+class QuantMap:
+    """A sorted code book of [-1, 1] with a lookup table for exact nearest-entry encoding.
+
+    Example:
+        >>> import torch
+        >>> from moopt.states.quantization import QuantMap
+        >>> qmap = QuantMap(torch.tensor([-1.0, -0.25, 0.0, 0.5, 1.0]))
+        >>> qmap.encode(torch.tensor([-0.7, 0.2, 0.3, 0.9]))
+        tensor([0, 2, 3, 4], dtype=torch.uint8)
+    """
+
+    KEY_SHIFT = 16  # keep sign, exponent and 7 mantissa bits of the float32 pattern
+
+    def __init__(self, values: Tensor) -> None:
+        values = torch.as_tensor(values, dtype=torch.float32).flatten().cpu()
+        if not 2 <= values.numel() <= 256:
+            raise ValueError(f"a map needs 2..256 entries, got {values.numel()}")
+        if bool((values[1:] <= values[:-1]).any()):
+            raise ValueError("map entries must be strictly increasing")
+        self.values = values
+        self.midpoints = ((values[1:].double() + values[:-1].double()) / 2).float()
+        self._code_lo, self._threshold = self._build_tables()
+        self._on_device: dict[torch.device, tuple[Tensor, Tensor, Tensor]] = {}
+
+    @property
+    def bits(self) -> int:
+        return max(1, (self.values.numel() - 1).bit_length())
+
+    def _build_tables(self) -> tuple[Tensor, Tensor]:
+        shift = self.KEY_SHIFT
+        keys = np.arange(2 ** (32 - shift), dtype=np.uint64)
+        lo_bits = (keys << np.uint64(shift)).astype(np.uint32)
+        hi_bits = lo_bits | np.uint32((1 << shift) - 1)
+        with np.errstate(invalid="ignore"):  # nan patterns are expected here
+            lo = lo_bits.view(np.float32).astype(np.float64)
+            hi = hi_bits.view(np.float32).astype(np.float64)
+        # Patterns with exponent 255 (inf / nan) never occur for finite blocks; clip them.
+        bad = ~(np.isfinite(lo) & np.isfinite(hi))
+        lo[bad] = np.copysign(1.0, lo[bad])
+        hi[bad] = lo[bad]
+        a, b = np.minimum(lo, hi), np.maximum(lo, hi)
+        mids = self.midpoints.double().numpy()
+        # code(y) = number of midpoints strictly below y: the nearest entry (ties go down).
+        ca = np.searchsorted(mids, a, side="left")
+        cb = np.searchsorted(mids, b, side="left")
+        if int((cb - ca).max()) > 1:
+            raise ValueError("map entries are too close for a 16-bit lookup key")
+        threshold = np.where(cb > ca, mids[np.minimum(ca, len(mids) - 1)], np.inf)
+        return (torch.from_numpy(ca.astype(np.uint8)),
+                torch.from_numpy(threshold.astype(np.float32)))
+
+    def tables(self, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+        """(entries, code at the low end of each key, midpoint inside each key) on ``device``."""
+        device = torch.device(device)
+        if device not in self._on_device:
+            self._on_device[device] = (self.values.to(device), self._code_lo.to(device),
+                                       self._threshold.to(device))
+        return self._on_device[device]
+
+    def encode(self, y: Tensor, out: Tensor | None = None) -> Tensor:
+        """Codes (uint8) of the entries nearest to the float32 values ``y``."""
+        _, code_lo, threshold = self.tables(y.device)
+        y = y.contiguous()
+        key = torch.bitwise_right_shift(y.view(torch.int32), self.KEY_SHIFT)
+        key.bitwise_and_(0xFFFF)
+        key = key.view(-1)
+        codes = torch.index_select(code_lo, 0, key, out=out.view(-1) if out is not None else None)
+        codes.add_(y.view(-1) > torch.index_select(threshold, 0, key))
+        return codes.view(y.shape) if out is None else out
+
+    def decode(self, codes: Tensor) -> Tensor:
+        """The float32 entries of ``codes``."""
+        values = self.tables(codes.device)[0]
+        return torch.index_select(values, 0, codes.reshape(-1).int()).view(codes.shape)
+
+    def max_abs_error(self) -> float:
+        """The largest ``|x - decode(encode(x))|`` over the map's range (half the widest gap,
+        or the distance from an end of the range to the nearest entry)."""
+        v = self.values.double()
+        low = -1.0 if float(v[0]) < 0 else 0.0
+        gaps = [float((v[1:] - v[:-1]).max()) / 2, float(v[0]) - low, 1.0 - float(v[-1])]
+        return max(gaps)
+
+
+@functools.cache
+def get_map(signed: bool = True, total_bits: int = 8) -> QuantMap:
+    """The (cached) dynamic map of ``total_bits`` bits, signed or unsigned."""
+    return QuantMap(dynamic_map(bool(signed), int(total_bits)))
+
+
+def num_blocks(numel: int, block_size: int) -> int:
+    return -(-numel // block_size)
+
+
+def _blocks(flat: Tensor, block_size: int) -> list[tuple[Tensor, slice]]:
+    """The flat tensor as (rows of full blocks, last partial block) 2-D views."""
+    n = flat.numel()
+    full = n // block_size
+    views = []
+    if full:
+        views.append((flat[: full * block_size].view(full, block_size), slice(0, full)))
+    if n > full * block_size:
+        views.append((flat[full * block_size:].view(1, -1), slice(full, full + 1)))
+    return views
+
+
+def quantize_blockwise(
+    x: Tensor,
+    qmap: QuantMap,
+    block_size: int = 256,
+    *,
+    codes: Tensor | None = None,
+    absmax: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Quantize ``x`` block-wise: returns flat uint8 ``codes`` and float32 ``absmax``.
+
+    ``codes`` / ``absmax`` may be given to write into (shapes ``(numel,)`` and
+    ``(ceil(numel / block_size),)``).
+    """
+    flat = x.detach().reshape(-1)
+    if flat.dtype != torch.float32:
+        flat = flat.float()
+    n = flat.numel()
+    nb = num_blocks(n, block_size)
+    if absmax is None:
+        absmax = torch.empty(nb, dtype=torch.float32, device=flat.device)
+    if codes is None:
+        codes = torch.empty(n, dtype=torch.uint8, device=flat.device)
+    scaled = torch.empty_like(flat)
+    for rows, blocks in _blocks(flat, block_size):
+        amax = torch.amax(rows.abs(), dim=1)
+        absmax[blocks] = amax
+        # An all-zero block divides by 1 instead of 0 (its codes then encode 0).
+        scale = torch.where(amax > 0, amax, torch.ones_like(amax))
+        torch.div(rows, scale[:, None], out=scaled[blocks.start * block_size:
+                                                  blocks.start * block_size + rows.numel()]
+                  .view(rows.shape))
+    qmap.encode(scaled, out=codes.view(-1))
+    return codes, absmax
+
+
+def dequantize_blockwise(
+    codes: Tensor,
+    absmax: Tensor,
+    qmap: QuantMap,
+    block_size: int = 256,
+    *,
+    out: Tensor | None = None,
+) -> Tensor:
+    """The flat float32 tensor encoded by ``codes`` and ``absmax``."""
+    values = qmap.decode(codes.reshape(-1))
+    if out is None:
+        out = values
+    for rows, blocks in _blocks(values, block_size):
+        start = blocks.start * block_size
+        torch.mul(rows, absmax[blocks, None], out=out.view(-1)[start:start + rows.numel()]
+                  .view(rows.shape))
+    return out
