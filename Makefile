@@ -15,7 +15,9 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m pytest -q -m "not slow"
+	# Compiled kernels are exercised by the slow suite; here they would only burn CPU in
+	# background compiles. Doctests of moopt/ run too (see pyproject).
+	MOOPT_COMPILE=0 $(PY) -m pytest -q -m "not slow"
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow

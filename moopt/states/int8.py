@@ -70,8 +70,11 @@ class Int8Storage(StorageBackend):
         return get_map(signed=signed, total_bits=self.bits)
 
     def quantizes(self, param: Tensor) -> bool:
-        """Whether a buffer shaped like ``param`` is stored in 8 bits (else full precision)."""
-        return local(param).numel() >= max(self.min_size, 1)
+        """Whether a buffer shaped like ``param`` is stored in 8 bits (else full precision).
+
+        Decided on the global size (a DTensor's ``numel`` is the whole parameter's) so that
+        every rank of a sharded parameter picks the same layout; blocks are cut per shard."""
+        return param.numel() >= max(self.min_size, 1)
 
     def allocate(self, param: Tensor, *, signed: bool) -> Parts:
         shard = local(param)
