@@ -1,0 +1,244 @@
+"""The ``moopt`` command line: ``run``, ``compare`` and ``list``.
+
+    moopt run TASK [--preset NAME] [--config FILE] [--policy P] [--storage S] [--out DIR]
+                   [--seed N] [--lr X] [--steps N] [--data-dir DIR] [--model PATH]
+                   [--resume | --overwrite] [--set key=value ...] [--TASK-OPTION VALUE ...]
+    moopt compare TASK [--preset NAME] [--policies a,b] [--storages fp32,int8] [--lrs 1e-3,3e-3]
+                   [--seeds 0,1] --out DIR [...same options as run]
+    moopt list
+
+Task-specific options are the fields of the task's config class: ``--loss npo+gd`` sets
+``loss``; ``--eval-every 10`` sets ``eval_every``. ``--storage`` takes one backend name or
+per-role names (``base=fp32,delta=int8``).
+
+Example:
+    >>> from moopt.cli import main
+    >>> main(["list"])  # doctest: +ELLIPSIS
+    tasks:
+    ...
+    0
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from moopt.errors import MooptError
+
+COMMON_FLAGS = ("policy", "storage", "data_dir", "model", "out", "seed", "lr", "steps")
+
+
+class CLIError(MooptError, ValueError):
+    """A command-line argument is invalid."""
+
+
+def _csv(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
+def parse_storage(text: str) -> str | dict[str, str]:
+    """``"int8"`` -> ``"int8"``; ``"base=fp32,delta=int8"`` -> ``{"base": ..., "delta": ...}``."""
+    if "=" not in text:
+        return text
+    out = {}
+    for part in _csv(text):
+        role, sep, name = part.partition("=")
+        if not sep or not role or not name:
+            raise CLIError(f"--storage {text!r}: expected NAME or role=NAME,role=NAME")
+        out[role.strip()] = name.strip()
+    return out
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("task", help="task name (see `moopt list`) or module.path:ClassName")
+    p.add_argument("--preset", help="named preset of the task")
+    p.add_argument("--config", type=Path, help="config file (.json, .toml, .yaml)")
+    p.add_argument("--policy", help="sharing policy (shared, decoupled, bridged, ...)")
+    p.add_argument("--storage", type=parse_storage, help="storage backend or role=name,...")
+    p.add_argument("--data-dir", type=Path, help="task data directory (default: embedded data)")
+    p.add_argument("--model", type=Path, help="local model checkpoint to start from")
+    p.add_argument("--out", type=Path, help="output directory")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--steps", type=int)
+    p.add_argument("--cache-dir", type=Path, help="cache of prepared artefacts")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--resume", action="store_true", help="continue the run in --out")
+    group.add_argument("--overwrite", action="store_true", help="replace the run in --out")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config key (JSON values; dotted keys for dicts)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-plots", action="store_true", help="do not draw PNG plots")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="moopt", description="Train one model on several objectives with moopt.",
+        allow_abbrev=False)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="one training run of a task", allow_abbrev=False)
+    _add_common(run)
+    cmp = sub.add_parser("compare", help="a grid of runs and a comparison report",
+                         allow_abbrev=False)
+    _add_common(cmp)
+    cmp.add_argument("--policies", type=_csv, help="comma-separated policies")
+    cmp.add_argument("--storages", type=lambda s: [parse_storage(x) for x in s.split(";")],
+                     help="storages separated by ';' (each NAME or role=NAME,...)")
+    cmp.add_argument("--lrs", type=lambda s: [float(x) for x in _csv(s)], help="e.g. 1e-3,3e-3")
+    cmp.add_argument("--seeds", type=lambda s: [int(x) for x in _csv(s)], help="e.g. 0,1,2")
+    sub.add_parser("list", help="tasks, policies, storages and objectives")
+    return parser
+
+
+def task_options(extra: Sequence[str], config_class: type, task: str) -> dict[str, Any]:
+    """Turn leftover ``--some-field VALUE`` tokens into config fields of the task."""
+    fields = config_class.model_fields
+    out: dict[str, Any] = {}
+    i = 0
+    while i < len(extra):
+        token = extra[i]
+        if not token.startswith("--"):
+            raise CLIError(f"unexpected argument {token!r}")
+        name, eq, value = token[2:].partition("=")
+        key = name.replace("-", "_")
+        if key not in fields:
+            own = sorted(set(fields) - set(COMMON_FLAGS) - {"task", "preset"})
+            raise CLIError(
+                f"unknown option --{name} for task {task!r}; task options: "
+                + ", ".join("--" + f.replace("_", "-") for f in own)
+            )
+        if not eq:
+            if i + 1 < len(extra) and not extra[i + 1].startswith("--"):
+                value = extra[i + 1]
+                i += 1
+            else:
+                value = "true"
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+        i += 1
+    return out
+
+
+def _resolve(args: argparse.Namespace, extra: Sequence[str]):
+    from moopt.runner.config import resolve_config
+    from moopt.runner.discovery import get_task
+
+    task = get_task(args.task)
+    preset_name = args.preset or task.default_preset
+    preset: dict[str, Any] = {}
+    if preset_name is not None:
+        if preset_name not in task.presets:
+            known = ", ".join(sorted(task.presets)) or "(none)"
+            raise CLIError(f"unknown preset {preset_name!r} of task {task.name!r}; "
+                           f"presets: {known}")
+        preset = dict(task.presets[preset_name])
+        preset["preset"] = preset_name
+    flags = {k: getattr(args, k) for k in COMMON_FLAGS}
+    flags["cache_dir"] = args.cache_dir
+    flags.update(task_options(extra, task.config_class, task.name))
+    if args.no_progress:
+        flags["progress"] = False
+    flags["task"] = task.name or args.task
+    cfg = resolve_config(task.config_class, preset=preset, file=args.config, flags=flags,
+                         overrides=args.overrides)
+    return task, cfg, preset
+
+
+def _print_metrics(metrics: dict[str, float]) -> None:
+    width = max((len(k) for k in metrics), default=0)
+    for key in sorted(metrics):
+        print(f"  {key:<{width}}  {metrics[key]:.4g}")
+
+
+def cmd_run(args: argparse.Namespace, extra: Sequence[str]) -> int:
+    from moopt.runner.run import run_task
+
+    task, cfg, _ = _resolve(args, extra)
+    if cfg.out is None:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        name = f"{task.name}-{cfg.preset or 'custom'}-{stamp}"
+        cfg = cfg.model_copy(update={"out": Path("runs") / name})
+    result = run_task(task, cfg, resume=args.resume, overwrite=args.overwrite,
+                      plots=not args.no_plots)
+    print(f"run finished: {cfg.out}")
+    _print_metrics(result.metrics)
+    print("stage times (s): " + ", ".join(f"{k} {v:.1f}" for k, v in result.timings.items()))
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace, extra: Sequence[str]) -> int:
+    from moopt.runner.compare import CompareGrid, run_compare
+
+    task, cfg, preset = _resolve(args, extra)
+    if args.out is None:
+        raise CLIError("moopt compare needs --out DIR")
+    grid = CompareGrid.from_spec(preset.get("compare"), cfg, policies=args.policies,
+                                 storages=args.storages, lrs=args.lrs, seeds=args.seeds)
+    results = run_compare(task, cfg, grid, Path(args.out), resume=args.resume,
+                          overwrite=args.overwrite, plots=not args.no_plots)
+    print(f"comparison finished: {args.out}/report.md ({len(results['runs'])} runs)")
+    x, y = task.tradeoff or (None, None)
+    for row in results["aggregates"]:
+        vals = ", ".join(f"{m} {row[m + '_mean']:.4g}±{row[m + '_std']:.2g}"
+                         for m in (x, y) if m and m + "_mean" in row)
+        print(f"  {row['label']}: {vals}")
+    return 0
+
+
+def cmd_list() -> int:
+    from moopt.objectives import list_objectives, objective_info
+    from moopt.runner.discovery import get_task_class, list_tasks
+    from moopt.states import list_policies, list_storages
+
+    print("tasks:")
+    for name in list_tasks():
+        try:
+            cls = get_task_class(name)
+            presets = ", ".join(sorted(cls.presets)) or "-"
+            print(f"  {name:<18} {cls.description}  [presets: {presets}]")
+        except Exception as err:  # a broken optional task must not hide the others
+            print(f"  {name:<18} (unavailable: {err})")
+    print("policies: " + ", ".join(list_policies()))
+    print("storages: " + ", ".join(list_storages()))
+    print("objectives:")
+    for name in list_objectives():
+        info = objective_info(name)
+        ref = ", needs reference" if info.needs_reference else ""
+        print(f"  {name:<8} ({info.role}{ref}) {info.description}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``moopt`` console script; returns the exit status."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "list":
+        if extra:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        return cmd_list()
+    try:
+        if args.command == "run":
+            return cmd_run(args, extra)
+        return cmd_compare(args, extra)
+    except KeyboardInterrupt:
+        print("moopt: interrupted; continue with --resume (from the last checkpoint)",
+              file=sys.stderr)
+        return 130
+    except (MooptError, ValueError, TypeError, ImportError, OSError) as err:
+        if os.environ.get("MOOPT_DEBUG"):
+            raise
+        print(f"moopt: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,305 @@
+"""``moopt compare``: a grid of runs (policies x storages x learning rates x seeds) on one
+prepared model, with tables of mean and spread over seeds and trade-off plots.
+
+Layout of the output directory:
+    compare.json        the grid and the base config (identifies the comparison)
+    runs/<label>/       one ordinary run directory per grid point
+    results.json        every run's metrics and the per-config aggregates
+    report.md           tables, stage times, trade-off and learning-rate plots
+
+With ``resume=True`` finished grid points are read back instead of re-run, so an
+interrupted comparison continues where it stopped.
+
+Example:
+    >>> from moopt.runner.compare import CompareGrid
+    >>> g = CompareGrid(configs=[("shared", "fp32"), ("bridged", "fp32")], lrs=[1e-3], seeds=[0, 1])
+    >>> [p["label"] for p in g.points()][:2]
+    ['shared-fp32-lr0.001-s0', 'shared-fp32-lr0.001-s1']
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from moopt.runner.config import RunConfig, validate_config
+from moopt.runner.loop import is_main_process
+from moopt.runner.report import markdown_table
+from moopt.runner.run import make_context, run_task, write_json_atomic
+from moopt.runner.rundir import open_run_dir
+from moopt.runner.task import TaskAdapter
+
+
+def storage_label(storage: str | dict[str, str]) -> str:
+    if isinstance(storage, dict):
+        return "+".join(f"{k}={v}" for k, v in sorted(storage.items()))
+    return storage
+
+
+@dataclass
+class CompareGrid:
+    """The (policy, storage) configurations, learning rates and seeds to run."""
+
+    configs: list[tuple[str, str | dict[str, str]]]
+    lrs: list[float]
+    seeds: list[int]
+    skipped: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_spec(
+        cls,
+        spec: dict[str, Any] | None,
+        base: RunConfig,
+        *,
+        policies: list[str] | None = None,
+        storages: list[str] | None = None,
+        lrs: list[float] | None = None,
+        seeds: list[int] | None = None,
+    ) -> CompareGrid:
+        """The grid of a preset's ``"compare"`` entry, overridden by explicit lists.
+
+        Configurations of the preset whose policy or storage is not registered are skipped
+        (and listed in ``skipped``); explicitly requested ones must exist.
+        """
+        from moopt.states.policy import list_policies
+        from moopt.states.storage import list_storages
+
+        spec = dict(spec or {})
+        if policies or storages:
+            pols = policies or [base.policy]
+            stos = storages or [base.storage]
+            configs = [(p, s) for p in pols for s in stos]
+            optional = False
+        elif "configs" in spec:
+            configs = [(c[0], c[1]) for c in spec["configs"]]
+            optional = True
+        else:
+            pols = spec.get("policies", [base.policy])
+            stos = spec.get("storages", [base.storage])
+            configs = [(p, s) for p in pols for s in stos]
+            optional = True
+        known_p, known_s = set(list_policies()), set(list_storages())
+        kept, skipped = [], []
+        for pol, sto in configs:
+            names = list(sto.values()) if isinstance(sto, dict) else [sto]
+            bad = [pol] if pol not in known_p else []
+            bad += [s for s in names if s not in known_s]
+            if not bad:
+                kept.append((pol, sto))
+            elif optional:
+                skipped.append(f"{pol}/{storage_label(sto)} (not registered: {', '.join(bad)})")
+            else:
+                raise ValueError(
+                    f"compare: {', '.join(repr(b) for b in bad)} not registered; policies: "
+                    f"{', '.join(sorted(known_p))}; storages: {', '.join(sorted(known_s))}"
+                )
+        grid = cls(
+            configs=kept,
+            lrs=[float(x) for x in (lrs or spec.get("lrs") or [base.lr])],
+            seeds=[int(x) for x in (seeds or spec.get("seeds") or [base.seed])],
+            skipped=skipped,
+        )
+        if not grid.configs:
+            raise ValueError(f"compare: no runnable configuration left (skipped: {skipped})")
+        return grid
+
+    def points(self) -> list[dict[str, Any]]:
+        """One dict per run: policy, storage, lr, seed, group and label."""
+        out = []
+        for pol, sto in self.configs:
+            for lr in self.lrs:
+                for seed in self.seeds:
+                    group = f"{pol}-{storage_label(sto)}"
+                    label = re.sub(r"[^A-Za-z0-9_.+=-]", "_", f"{group}-lr{lr:g}-s{seed}")
+                    out.append({"policy": pol, "storage": sto, "lr": lr, "seed": seed,
+                                "group": group, "label": label})
+        return out
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"configs": [list(c) for c in self.configs], "lrs": self.lrs, "seeds": self.seeds}
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return mean, 0.0
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+
+
+def aggregate(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean and sample standard deviation over seeds of every metric, per (group, lr)."""
+    groups: dict[tuple[str, float], list[dict[str, Any]]] = {}
+    for r in runs:
+        groups.setdefault((r["group"], r["lr"]), []).append(r)
+    out = []
+    for (group, lr), members in groups.items():
+        row: dict[str, Any] = {"group": group, "lr": lr, "n": len(members),
+                               "policy": members[0]["policy"],
+                               "storage": members[0]["storage"],
+                               "label": f"{group} lr={lr:g}"}
+        names = sorted(set.intersection(*(set(m["metrics"]) for m in members)))
+        for name in names:
+            row[name + "_mean"], row[name + "_std"] = _mean_std(
+                [m["metrics"][name] for m in members])
+        out.append(row)
+    return out
+
+
+def lr_spread(
+    rows: list[dict[str, Any]], metrics: list[str], higher_is_better: dict[str, bool] | None = None
+) -> list[list[Any]]:
+    """Per group: for each metric the best, worst and spread (max - min) of the per-lr
+    means, i.e. how much the outcome depends on picking the right learning rate."""
+    higher_is_better = higher_is_better or {}
+    table = []
+    for group in sorted({r["group"] for r in rows}):
+        members = [r for r in rows if r["group"] == group]
+        row: list[Any] = [group]
+        for m in metrics:
+            vals = [r[m + "_mean"] for r in members if m + "_mean" in r]
+            if not vals:
+                row += ["-", "-", "-"]
+                continue
+            best, worst = (max, min) if higher_is_better.get(m, True) else (min, max)
+            row += [best(vals), worst(vals), max(vals) - min(vals)]
+        table.append(row)
+    return table
+
+
+def run_compare(
+    task: TaskAdapter,
+    base: RunConfig,
+    grid: CompareGrid,
+    out: Path,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    plots: bool = True,
+    run_plots: bool | None = None,
+) -> dict[str, Any]:
+    """Run every grid point (sharing one ``prepare``), then write the comparison report.
+    ``plots``: the comparison's plots; ``run_plots``: each run's own (default: ``plots``)."""
+    run_plots = plots if run_plots is None else run_plots
+    if base.task is None and task.name:
+        base = base.model_copy(update={"task": task.name})
+    task.validate(base)
+    marker = {"base": base.semantic_dict(), "grid": grid.as_dict()}
+    main = is_main_process()  # under torch.distributed only rank 0 writes
+    if main:
+        open_run_dir(out, marker, resume=resume, overwrite=overwrite, marker="compare.json")
+    ctx = make_context(base, out)
+    wall = time.perf_counter()
+    with ctx.stage("prepare"):
+        prepared = task.prepare(base, ctx)
+    runs = []
+    points = grid.points()
+    for i, point in enumerate(points, 1):
+        data = base.model_dump()
+        data.update({k: point[k] for k in ("policy", "storage", "lr", "seed")})
+        data["out"] = out / "runs" / point["label"]
+        cfg = validate_config(type(base), data)
+        run_dir = Path(cfg.out)
+        metrics = _finished_metrics(run_dir, cfg) if resume else None
+        if metrics is None:
+            ctx.log(f"[{i}/{len(points)}] {point['label']}")
+            sub_ctx = make_context(cfg, run_dir)
+            result = run_task(task, cfg, resume=resume, prepared=prepared, plots=run_plots,
+                              ctx=sub_ctx)
+            metrics = result.metrics
+            for stage, sec in sub_ctx.timings.items():
+                ctx.timings["runs/" + stage] = ctx.timings.get("runs/" + stage, 0.0) + sec
+        else:
+            ctx.log(f"[{i}/{len(points)}] {point['label']} (finished earlier, reused)")
+        eval_metrics = {k: v for k, v in metrics.items() if not k.startswith("time_")}
+        runs.append({**point, "metrics": eval_metrics})
+    ctx.timings["total"] = time.perf_counter() - wall
+    rows = aggregate(runs)
+    results = {"runs": runs, "aggregates": rows, "timings": ctx.timings,
+               "skipped": grid.skipped}
+    if main:
+        write_json_atomic(out / "results.json", results)
+        write_compare_report(out, task, base, grid, rows, ctx.timings, plots=plots)
+    return results
+
+
+def _finished_metrics(run_dir: Path, cfg: RunConfig) -> dict[str, float] | None:
+    """Metrics of a finished earlier run with the same config, else ``None``."""
+    try:
+        status = json.loads((run_dir / "run.json").read_text())
+        old = json.loads((run_dir / "config.json").read_text())
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    from moopt.runner.rundir import config_differences
+
+    if status.get("status") != "finished" or config_differences(old, cfg.semantic_dict()):
+        return None
+    return metrics
+
+
+def write_compare_report(
+    out: Path,
+    task: TaskAdapter,
+    base: RunConfig,
+    grid: CompareGrid,
+    rows: list[dict[str, Any]],
+    timings: dict[str, float],
+    *,
+    plots: bool = True,
+) -> Path:
+    """``report.md`` of a comparison: grid, times, tables and plots."""
+    from moopt.runner import plots as P
+    from moopt.runner.report import _try_plot
+
+    all_metrics = sorted({k[:-5] for r in rows for k in r if k.endswith("_mean")})
+    shown = [m for m in (task.report_metrics or all_metrics) if m in all_metrics]
+    parts = [f"# moopt compare: {base.task or task.name}"
+             + (f" (preset `{base.preset}`)" if base.preset else ""), ""]
+    parts += [f"Grid: {len(grid.configs)} policy/storage configs x {len(grid.lrs)} lrs "
+              f"{grid.lrs} x {len(grid.seeds)} seeds {grid.seeds}. Values are mean ± sample "
+              "standard deviation over seeds.", ""]
+    if grid.skipped:
+        parts += ["Skipped (not available in this installation): " + "; ".join(grid.skipped), ""]
+    header = ["config", "lr", "seeds"] + shown
+    body = [[r["group"], r["lr"], r["n"]]
+            + [f"{r[m + '_mean']:.4g} ± {r[m + '_std']:.2g}" if m + "_mean" in r else "-"
+               for m in shown] for r in sorted(rows, key=lambda r: (r["group"], r["lr"]))]
+    parts += ["## Results", "", markdown_table(header, body), ""]
+    spread_metrics = list(task.tradeoff) if task.tradeoff else shown[:2]
+    spread_metrics = [m for m in spread_metrics if m in all_metrics]
+    if len(grid.lrs) > 1 and spread_metrics:
+        head = ["config"] + [
+            f"{m} {w}" for m in spread_metrics for w in ("best", "worst", "spread")
+        ]
+        parts += ["## Sensitivity to the learning rate", "",
+                  "Best, worst and spread (max - min) of the per-lr means: how much the "
+                  "outcome depends on picking the right learning rate.", "",
+                  markdown_table(head, lr_spread(rows, spread_metrics,
+                                                 dict(task.higher_is_better))), ""]
+    parts += ["## Stage times", "",
+              markdown_table(["stage", "seconds"], [[k, v] for k, v in timings.items()]), ""]
+    if plots and task.tradeoff and all(m in all_metrics for m in task.tradeoff):
+        x, y = task.tradeoff
+        images = []
+        png, note = _try_plot(P.plot_tradeoff, rows, x, y, out / "tradeoff.png")
+        images.append((png, note))
+        if len(grid.lrs) > 1:
+            png, note = _try_plot(P.plot_lr_spread, rows, [x, y], out / "lr_spread.png")
+            images.append((png, note))
+        parts += ["## Plots", ""]
+        for png, note in images:
+            parts.append(f"![{png.stem}]({png.name})" if png else f"_Plot skipped: {note}_")
+        parts.append("")
+    parts += ["## Base config", "", "```json",
+              json.dumps(base.model_dump(mode="json"), indent=2, sort_keys=True), "```", ""]
+    path = out / "report.md"
+    tmp = path.with_name("report.md.tmp")
+    tmp.write_text("\n".join(parts))
+    tmp.replace(path)
+    return path

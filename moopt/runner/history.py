@@ -1,0 +1,63 @@
+"""Metrics history of a run: one JSON object per line in ``history.jsonl``.
+
+Training records look like ``{"step": 12, "objective": "forget", "loss": 0.53}``;
+evaluation records like ``{"step": 50, "eval": {"model_utility": 0.41, ...}}``. On resume
+the file is cut back to the checkpoint's step so no record is duplicated.
+
+Example:
+    >>> import tempfile, pathlib
+    >>> from moopt.runner.history import History
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> h = History(d / "history.jsonl")
+    >>> h.add({"step": 1, "objective": "a", "loss": 1.0})
+    >>> h.add({"step": 2, "objective": "a", "loss": 0.5})
+    >>> h.truncate(1); len(History(d / "history.jsonl").records)
+    1
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+class History:
+    """Appends records to memory and (when ``path`` is given) to a JSONL file."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.records: list[dict[str, Any]] = []
+        if path is not None and path.is_file():
+            for lineno, line in enumerate(path.read_text().splitlines(), 1):
+                if line.strip():
+                    try:
+                        self.records.append(json.loads(line))
+                    except json.JSONDecodeError as err:
+                        raise ValueError(f"{path}:{lineno}: broken history record: {err}") from None
+
+    def add(self, record: dict[str, Any]) -> None:
+        self.records.append(record)
+        if self.path is not None:
+            with self.path.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def truncate(self, step: int) -> None:
+        """Drop records after ``step`` (and rewrite the file atomically)."""
+        self.records = [r for r in self.records if r["step"] <= step]
+        if self.path is not None:
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            tmp.write_text("".join(json.dumps(r) + "\n" for r in self.records))
+            tmp.replace(self.path)
+
+    def losses(self) -> dict[str, list[tuple[int, float]]]:
+        """Training losses per objective as ``[(step, loss), ...]``."""
+        out: dict[str, list[tuple[int, float]]] = {}
+        for r in self.records:
+            if "loss" in r:
+                out.setdefault(r["objective"], []).append((r["step"], r["loss"]))
+        return out
+
+    def evals(self) -> list[tuple[int, dict[str, float]]]:
+        """Evaluation results as ``[(step, metrics), ...]``."""
+        return [(r["step"], r["eval"]) for r in self.records if "eval" in r]

@@ -1,0 +1,276 @@
+"""The training loop shared by every task.
+
+Alternating schedules: each step computes the loss of the objective the schedule names,
+back-propagates it and calls ``opt.step(objective=name)``. Joint schedule: each step
+computes every objective's loss, ``opt.backward({name: loss})`` keeps the gradients apart,
+and ``opt.step(weights=...)`` combines them as the sharing policy defines.
+
+Every ``eval_every`` steps the task evaluates; every ``checkpoint_every`` steps (and at the
+end) a checkpoint is written, from which ``resume`` continues bit-for-bit as if the run had
+never stopped (same parameters, optimizer state, schedule position, batches and RNG).
+
+Example:
+    >>> import torch
+    >>> from moopt.runner import RunConfig, TrainObjective, TrainingSetup
+    >>> from moopt.runner.loop import train
+    >>> w = torch.nn.Linear(1, 1, bias=False)
+    >>> setup = TrainingSetup(w, {
+    ...     "up": TrainObjective(lambda: (w.weight - 1).pow(2).sum()),
+    ...     "down": TrainObjective(lambda: (w.weight + 1).pow(2).sum())})
+    >>> result = train(setup, RunConfig(steps=6, lr=0.1, policy="decoupled", progress=False))
+    >>> result.step
+    6
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from moopt.errors import MooptError
+from moopt.runner import checkpoint as ckpt
+from moopt.runner.config import ConfigError, RunConfig
+from moopt.runner.history import History
+from moopt.runner.task import TrainingSetup
+
+EvaluateFn = Callable[[], dict[str, float]]
+
+
+class TrainingError(MooptError, RuntimeError):
+    """Training cannot go on (a non-finite loss, a broken checkpoint...)."""
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns: final step, last evaluation, history, optimizer."""
+
+    step: int
+    metrics: dict[str, float]
+    history: History
+    optimizer: Any
+    eval_seconds: float = 0.0
+    finished: bool = True
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+def is_main_process() -> bool:
+    """True unless this is a non-zero rank of an initialised torch.distributed job."""
+    dist = torch.distributed
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+def total_steps(cfg: RunConfig, setup: TrainingSetup) -> int:
+    """``cfg.steps``, or ``cfg.epochs`` times the task's steps per epoch (default 100)."""
+    if cfg.epochs is not None:
+        if not setup.steps_per_epoch:
+            raise ConfigError(
+                f"config key 'epochs' ({cfg.epochs}) needs the task to define steps_per_epoch;"
+                " set 'steps' instead"
+            )
+        return max(1, math.ceil(cfg.epochs * setup.steps_per_epoch))
+    return cfg.steps if cfg.steps is not None else 100
+
+
+def make_optimizer(setup: TrainingSetup, cfg: RunConfig) -> Any:
+    """The :class:`moopt.MultiObjectiveOptimizer` described by ``cfg``."""
+    from moopt.optimizer import MultiObjectiveOptimizer
+
+    names = list(setup.objectives)
+    for key, mapping in (("lr_ratios", cfg.lr_ratios), ("weights", cfg.weights or {})):
+        unknown = sorted(set(mapping) - set(names))
+        if unknown:
+            raise ConfigError(
+                f"config key {key!r} names unknown objective(s) {unknown}; objectives: {names}"
+            )
+    params = setup.params
+    if params is None:
+        params = [p for p in setup.model.parameters() if p.requires_grad]
+    return MultiObjectiveOptimizer(
+        params,
+        objectives=names,
+        policy=cfg.policy,
+        storage=cfg.storage,
+        lr=cfg.lr,
+        betas=cfg.betas,
+        base_betas=cfg.base_betas,
+        eps=cfg.eps,
+        weight_decay=cfg.weight_decay,
+        lr_ratios=cfg.lr_ratios or None,
+        **cfg.optimizer_options,
+    )
+
+
+def make_schedule(cfg: RunConfig, names: list[str]) -> Iterator[str] | None:
+    """The schedule of ``cfg`` over ``names`` (``None`` for joint mode)."""
+    from moopt import schedules
+
+    spec = cfg.schedule
+    if spec == "joint":
+        return None
+    if spec is None or spec == "round_robin":
+        return schedules.RoundRobin(names)
+    unknown = sorted(set(spec) - set(names))
+    missing = sorted(set(names) - set(spec))
+    if unknown or missing:
+        raise ConfigError(
+            f"config key 'schedule' {spec} must give a frequency for exactly the objectives "
+            f"{names} (unknown: {unknown}, missing: {missing})"
+        )
+    return schedules.Alternating(dict(spec))
+
+
+def _finite_loss(loss: torch.Tensor, name: str, step: int) -> float:
+    value = float(loss.detach())
+    if not math.isfinite(value):
+        raise TrainingError(f"objective {name!r} gave a non-finite loss {value} at step {step}")
+    return value
+
+
+def _clean_metrics(raw: Any) -> dict[str, float]:
+    if not isinstance(raw, dict):
+        raise TypeError(f"evaluate() must return a dict of floats, got {type(raw).__name__}")
+    out = {}
+    for key, value in raw.items():
+        try:
+            out[str(key)] = float(value)
+        except (TypeError, ValueError):
+            raise TypeError(
+                f"evaluate() returned a non-number for metric {key!r}: {value!r}"
+            ) from None
+    return out
+
+
+def train(
+    setup: TrainingSetup,
+    cfg: RunConfig,
+    *,
+    evaluate: EvaluateFn | None = None,
+    run_dir: Path | None = None,
+    resume: bool = False,
+    stop_after: int | None = None,
+    log: Callable[[str], None] | None = None,
+) -> TrainResult:
+    """Train ``setup`` as ``cfg`` says.
+
+    ``run_dir``: where history and checkpoints go (``None``: nothing is written).
+    ``resume``: continue from ``run_dir``'s checkpoint (start fresh when there is none).
+    ``stop_after``: stop (with a checkpoint) after this many steps of this call, as an
+    interruption would; used to test resumption.
+    """
+    import time
+
+    main = is_main_process()
+    writes = run_dir is not None and main
+    names = list(setup.objectives)
+    opt = make_optimizer(setup, cfg)
+    schedule = make_schedule(cfg, names)
+    if schedule is None and cfg.max_grad_norm is not None:
+        raise ConfigError("config key 'max_grad_norm' is not supported with schedule 'joint'")
+    weights = {n: spec.weight for n, spec in setup.objectives.items()}
+    weights.update(cfg.weights or {})
+    params = [p for g in opt.param_groups for p in g["params"]]
+    n_steps = total_steps(cfg, setup)
+    history = History(run_dir / "history.jsonl" if writes else None)
+    ckpt_path = run_dir / ckpt.CHECKPOINT_NAME if run_dir is not None else None
+
+    step = 0
+    metrics: dict[str, float] = {}
+    if resume and ckpt_path is not None and ckpt_path.is_file():
+        state = ckpt.load_checkpoint(ckpt_path)
+        setup.model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        ckpt.load_state_of(schedule, state["schedule"], "the schedule")
+        for name, spec in setup.objectives.items():
+            ckpt.load_state_of(spec.batches, state["streams"].get(name), f"batches of {name!r}")
+        for key, obj in setup.stateful.items():
+            ckpt.load_state_of(obj, state["stateful"].get(key), key)
+        ckpt.restore_rng(state["rng"])
+        step = int(state["step"])
+        metrics = dict(state.get("metrics", {}))
+        history.truncate(step)
+        if log:
+            log(f"resumed from step {step} of {n_steps}")
+    elif writes:
+        history.truncate(-1)  # a fresh run starts with an empty history
+
+    def save() -> None:
+        if not writes:
+            return
+        ckpt.save_checkpoint(ckpt_path, {
+            "step": step,
+            "model": setup.model.state_dict(),
+            "optimizer": opt.state_dict(),
+            "schedule": ckpt.state_of(schedule),
+            "streams": {n: ckpt.state_of(s.batches) for n, s in setup.objectives.items()},
+            "stateful": {k: ckpt.state_of(o) for k, o in setup.stateful.items()},
+            "rng": ckpt.capture_rng(),
+            "metrics": metrics,
+        })
+
+    eval_seconds = 0.0
+
+    def run_eval() -> None:
+        nonlocal metrics, eval_seconds
+        if evaluate is None:
+            return
+        start = time.perf_counter()
+        was_training = setup.model.training
+        metrics = _clean_metrics(evaluate())
+        setup.model.train(was_training)
+        eval_seconds += time.perf_counter() - start
+        history.add({"step": step, "eval": metrics})
+
+    show = cfg.progress and main and sys.stderr.isatty()
+    bar = None
+    if show:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=n_steps, initial=step, desc=cfg.task or "train", dynamic_ncols=True)
+    recent: dict[str, float] = {}
+    stop_at = n_steps if stop_after is None else min(n_steps, step + stop_after)
+    setup.model.train()
+    try:
+        while step < stop_at:
+            opt.zero_grad()
+            if schedule is None:
+                losses = {n: spec.compute() for n, spec in setup.objectives.items()}
+                values = {n: _finite_loss(v, n, step + 1) for n, v in losses.items()}
+                opt.backward(losses)
+                opt.step(weights=weights)
+            else:
+                name = next(schedule)
+                loss = setup.objectives[name].compute()
+                values = {name: _finite_loss(loss, name, step + 1)}
+                loss.backward()
+                if cfg.max_grad_norm is not None:
+                    torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+                opt.step(objective=name)
+            step += 1
+            for name, value in values.items():
+                history.add({"step": step, "objective": name, "loss": value})
+                recent[name] = value
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix({k: f"{v:.3g}" for k, v in recent.items()}, refresh=False)
+            if cfg.eval_every and step % cfg.eval_every == 0 and step < n_steps:
+                run_eval()
+            if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
+                save()
+    finally:
+        if bar is not None:
+            bar.close()
+    opt.zero_grad()
+    finished = step >= n_steps
+    if finished:
+        if not history.evals() or history.evals()[-1][0] != step:
+            run_eval()
+        elif not metrics:
+            metrics = history.evals()[-1][1]
+    save()
+    return TrainResult(step, metrics, history, opt, eval_seconds, finished)

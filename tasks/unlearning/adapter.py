@@ -1,0 +1,245 @@
+"""``UnlearningTask``: LLM unlearning (TOFU-style) on the generic moopt runner.
+
+Stage 1 (``prepare``, cached): a target model that knows the forget and retain facts, and
+a retain-only model (whose truth ratios on the forget set define forget quality). Stage 2
+(the runner's loop): unlearn with a forget+retain loss pair (``--loss npo+gd``), a sharing
+policy, a storage backend and a schedule (paper default forget:retain = 1:5), with a frozen
+copy of the target as reference model for NPO/DPO/KL. Stage 3 (``evaluate``): TOFU metrics
+(forget quality, model utility, per-set probability / ROUGE-L / truth ratio).
+
+Data: the embedded generator by default, TOFU files with ``--data-dir``.
+
+Example:
+    >>> from moopt.runner.discovery import get_task
+    >>> task = get_task("unlearning")
+    >>> sorted(task.presets)
+    ['demo', 'smoke', 'tofu']
+    >>> task.tradeoff
+    ('forget_quality', 'model_utility')
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import replace
+from pathlib import Path
+
+from moopt.runner import (
+    BatchStream,
+    ReportSection,
+    RunContext,
+    TaskAdapter,
+    TrainingSetup,
+    TrainObjective,
+)
+from moopt.runner.config import ConfigError
+from tasks.unlearning.config import UnlearningConfig
+from tasks.unlearning.data import UnlearningData
+from tasks.unlearning.presets import PRESETS
+
+REPORT_METRICS = [
+    "forget_quality", "model_utility", "forget/probability", "forget/rouge_l",
+    "forget/truth_ratio", "retain/probability", "retain/rouge_l", "real_authors/probability",
+    "world_facts/probability",
+]
+
+
+def load_data(cfg: UnlearningConfig) -> UnlearningData:
+    """The embedded data (no ``data_dir``) or TOFU files, cut to the config's sizes.
+
+    TOFU caps (``forget_subset``, ``retain_subset``, ``eval_subset``) keep the forget set and
+    its evaluation set paired, and fill the retain subset with the retain-evaluation items
+    first (a retain item the model never saw says nothing about retained knowledge). A model
+    trained from scratch (no ``--model``) also learns the real-authors and world-facts
+    answers in stage 1 as background knowledge, as the embedded data does: a pretrained LLM
+    would know them.
+    """
+    if cfg.data_dir is None:
+        from tasks.unlearning.embedded import make_embedded
+
+        data = make_embedded(n_people=cfg.n_people, n_forget=cfg.n_forget,
+                             facts_per_person=cfg.facts_per_person, n_utility=cfg.n_utility,
+                             seed=cfg.data_seed)
+        if cfg.eval_subset is not None:
+            data = data.subsample_eval(cfg.eval_subset, seed=cfg.data_seed)
+        return data
+    from tasks.unlearning.data import QAItem, sample_items
+    from tasks.unlearning.tofu import load_tofu
+
+    data = load_tofu(cfg.data_dir, cfg.forget_split, None, cfg.data_seed,
+                     task_id=cfg.task_id, retain_split=cfg.retain_split)
+    forget, forget_eval = data.forget, data.forget_eval
+    if cfg.forget_subset is not None:
+        forget = sample_items(forget, cfg.forget_subset, cfg.data_seed)
+        keys = {(it.question, it.answer) for it in forget}
+        forget_eval = [it for it in forget_eval if (it.question, it.answer) in keys]
+    data = replace(data, forget=forget, forget_eval=forget_eval)
+    if cfg.eval_subset is not None:
+        data = data.subsample_eval(cfg.eval_subset, seed=cfg.data_seed)
+    retain = data.retain
+    if cfg.retain_subset is not None:
+        eval_keys = {(it.question, it.answer) for it in data.retain_eval}
+        seen = [it for it in retain if (it.question, it.answer) in eval_keys]
+        rest = [it for it in retain if (it.question, it.answer) not in eval_keys]
+        retain = seen[: cfg.retain_subset] + sample_items(
+            rest, max(0, cfg.retain_subset - len(seen)), cfg.data_seed)
+    background = data.background
+    if cfg.model is None:
+        background = [QAItem(it.question, it.answer)
+                      for it in data.real_authors_eval + data.world_facts_eval]
+    return replace(data, retain=retain, background=background,
+                   source=data.source + f" [forget {len(forget)}, retain {len(retain)}]")
+
+
+class UnlearningTask(TaskAdapter):
+    """Unlearn a forget set while keeping utility (objectives ``forget`` and ``retain``)."""
+
+    name = "unlearning"
+    description = "LLM unlearning (TOFU metrics; embedded data or --data-dir TOFU)"
+    config_class = UnlearningConfig
+    presets = PRESETS
+    default_preset = "smoke"
+    tradeoff = ("forget_quality", "model_utility")
+    report_metrics = REPORT_METRICS
+    higher_is_better = {"forget_quality": True, "model_utility": True,
+                        "forget/probability": False, "forget/rouge_l": False,
+                        "forget/truth_ratio": True}
+
+    def validate(self, cfg: UnlearningConfig) -> None:
+        """Loss names, reference model, data folder and model path, checked before any
+        file is written (the data files themselves are read in ``prepare``)."""
+        self.objectives(cfg)
+        if cfg.data_dir is not None:
+            from tasks.unlearning.tofu import resolve_tofu_dir
+
+            resolve_tofu_dir(cfg.data_dir)
+        if cfg.model is not None:
+            path = Path(cfg.model)
+            if not path.is_dir():
+                raise FileNotFoundError(f"--model {str(path)!r}: no such directory")
+            if not (path / "config.json").is_file():
+                raise FileNotFoundError(
+                    f"--model {str(path)!r} is not a Hugging Face checkpoint (no config.json)")
+
+    def prepare(self, cfg: UnlearningConfig, ctx: RunContext):
+        from tasks.unlearning.stage1 import prepare_models
+
+        self.validate(cfg)
+        with ctx.stage("load_data"):
+            data = load_data(cfg)
+        ctx.log(f"data: {data.source}: " + ", ".join(
+            f"{k} {v}" for k, v in data.sizes().items() if v))
+        return prepare_models(cfg, data, ctx.cache_dir, ctx)
+
+    @staticmethod
+    def objectives(cfg: UnlearningConfig):
+        """The bound (forget, retain) objectives of ``cfg.loss``; fails on bad names,
+        unknown hyperparameters, or a reference-model loss with ``use_reference`` off."""
+        from moopt.objectives import get_objective
+
+        forget_name, retain_name = cfg.objective_names()
+        opts = dict(cfg.loss_options)
+        unknown = sorted(set(opts) - {forget_name, retain_name})
+        if unknown:
+            raise ConfigError(f"config key 'loss_options' names {unknown}, which are not in "
+                              f"loss {cfg.loss!r}")
+        pair = (get_objective(forget_name, **opts.get(forget_name, {})),
+                get_objective(retain_name, **opts.get(retain_name, {})))
+        needs_ref = [o.name for o in pair if o.info.needs_reference]
+        if needs_ref and not cfg.use_reference:
+            raise ConfigError(f"loss {cfg.loss!r}: {needs_ref} need(s) a reference model (the "
+                              "model before unlearning), but use_reference is false")
+        return pair
+
+    def build(self, cfg: UnlearningConfig, ctx: RunContext) -> TrainingSetup:
+        from moopt.objectives import ObjectiveContext
+        from tasks.unlearning.lm_io import training_batches
+
+        prepared = ctx.prepared
+        forget_obj, retain_obj = self.objectives(cfg)
+        forget_name, retain_name = forget_obj.name, retain_obj.name
+        needs_ref = [o.name for o in (forget_obj, retain_obj) if o.info.needs_reference]
+        model = prepared.load_target()
+        ref = None
+        if needs_ref:
+            ref = copy.deepcopy(model).eval()
+            for p in ref.parameters():
+                p.requires_grad_(False)
+        octx = ObjectiveContext(ref_model=ref)
+        tok = prepared.tokenizer
+        data = prepared.data
+        with_idk = {"forget": forget_name in ("idk", "dpo"), "retain": retain_name == "ap"}
+        fb = training_batches(tok, data.forget, batch_size=cfg.batch_size,
+                              max_length=cfg.max_length, seed=cfg.seed,
+                              with_idk=with_idk["forget"])
+        rb = training_batches(tok, data.retain, batch_size=cfg.batch_size,
+                              max_length=cfg.max_length, seed=cfg.seed + 1,
+                              with_idk=with_idk["retain"])
+
+        def forget_loss(batch):
+            return forget_obj(model, batch, octx)
+
+        def retain_loss(batch):
+            return retain_obj(model, batch, octx)
+
+        # One epoch = one pass over the forget set, with the schedule's retain steps between.
+        sched = cfg.schedule
+        per_forget = sum(sched.values()) / max(sched.get("forget", 1), 1) \
+            if isinstance(sched, dict) else (1 if sched == "joint" else 2)
+        return TrainingSetup(
+            model,
+            {"forget": TrainObjective(forget_loss, BatchStream(fb, seed=cfg.seed)),
+             "retain": TrainObjective(retain_loss, BatchStream(rb, seed=cfg.seed + 1))},
+            steps_per_epoch=max(1, round(len(fb) * per_forget)),
+            extras={"tokenizer": tok, "ref_model": ref, "answers": {}},
+        )
+
+    def evaluate(self, setup: TrainingSetup, cfg: UnlearningConfig,
+                 ctx: RunContext) -> dict[str, float]:
+        from tasks.unlearning.stage1 import evaluate
+
+        prepared = ctx.prepared
+        result = evaluate(setup.model, prepared.tokenizer, prepared.data, cfg,
+                          prepared.retain_truth_ratios)
+        setup.extras["answers"] = result.answers
+        return result.metrics
+
+    def report_extras(self, setup: TrainingSetup, cfg: UnlearningConfig,
+                      ctx: RunContext) -> list[ReportSection]:
+        prepared = ctx.prepared
+        info = prepared.info
+        sections = []
+        rows = [f"- data: `{info.get('data')}`",
+                f"- model parameters: {info.get('n_params', 'n/a')}",
+                f"- stage 1 {'reused from cache' if prepared.cached else 'computed now'}; "
+                "its original times (s): " + ", ".join(
+                    f"{k} {v:.1f}" for k, v in info.get("timings", {}).items()),
+                "- scorer: TOFU metrics (truth ratio, ROUGE-L recall via rouge-score, forget "
+                "quality = KS-test p-value vs the retain-only model)"]
+        sections.append(ReportSection("Stage 1 (target and retain-only models)",
+                                      "\n".join(rows)))
+        before = info.get("target_metrics", {})
+        retain_m = info.get("retain_model_metrics", {})
+        keys = [k for k in REPORT_METRICS if k in before or k in retain_m]
+        if keys:
+            from moopt.runner.report import markdown_table
+
+            table = markdown_table(
+                ["metric", "target (before)", "retain-only model"],
+                [[k, before.get(k, "-"), retain_m.get(k, "-")] for k in keys])
+            sections.append(ReportSection("Before unlearning", table))
+        answers = setup.extras.get("answers") or {}
+        if cfg.report_examples and answers.get("forget"):
+            lines = ["| question | true answer | answer after unlearning |",
+                     "| --- | --- | --- |"]
+            for item, ans in list(zip(prepared.data.forget_eval,
+                                      answers["forget"]))[: cfg.report_examples]:
+                lines.append(f"| {_cell(item.question)} | {_cell(item.answer)} | {_cell(ans)} |")
+            sections.append(ReportSection("Generated answers on the forget set",
+                                          "\n".join(lines)))
+        return sections
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+

@@ -1,0 +1,78 @@
+"""Configuration of the LLM-unlearning task: the common run fields plus data, model,
+stage-1 (fine-tuning) budget, loss pair and evaluation options.
+
+Example:
+    >>> from tasks.unlearning.config import UnlearningConfig
+    >>> cfg = UnlearningConfig(loss="npo+gd", lr_ratios={"forget": 2.0})
+    >>> cfg.objective_names()
+    ('npo', 'gd')
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+
+from moopt.runner.config import RunConfig
+
+
+class UnlearningConfig(RunConfig):
+    """Fields of ``moopt run unlearning`` (each settable as ``--name value``).
+
+    Objectives are always named ``forget`` and ``retain`` (for ``schedule``, ``lr_ratios``
+    and ``weights``). ``loss`` pairs a forget and a retain objective (``npo+gd``, ``idk+ap``,
+    ...); ``loss_options`` passes hyperparameters per objective (``{"npo": {"beta": 0.2}}``).
+    """
+
+    schedule: dict[str, int] | Literal["round_robin", "joint"] | None = Field(
+        default_factory=lambda: {"forget": 1, "retain": 5})
+    lr: float = Field(1e-3, gt=0)
+    loss: str = Field("npo+gd", description="forget+retain objective pair")
+    loss_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    use_reference: bool = Field(True, description="frozen copy of the target as reference")
+    batch_size: int = Field(8, ge=1, description="unlearning batch size")
+
+    # Data: the embedded generator (data_dir unset) or TOFU files (data_dir set).
+    data_seed: int = Field(0, ge=0, description="seed of the data split / subsets")
+    n_people: int = Field(20, ge=2, description="embedded: people")
+    n_forget: int = Field(2, ge=1, description="embedded: people to forget")
+    facts_per_person: int = Field(6, ge=1, description="embedded: facts per person")
+    n_utility: int = Field(20, ge=1, description="embedded: items per utility set")
+    forget_split: str = Field("forget01", description="TOFU forget file")
+    task_id: str | None = Field("1", description="TOFU unlearning task in the forget file")
+    retain_split: str = Field("retain90", description="TOFU retain file")
+    forget_subset: int | None = Field(None, ge=1, description="TOFU: cap of forget items")
+    retain_subset: int | None = Field(None, ge=1, description="TOFU: cap of retain items")
+    eval_subset: int | None = Field(None, ge=1, description="cap of each utility eval set")
+
+    # Model: a tiny LM trained from scratch, or --model PATH (a local HF causal LM).
+    arch: Literal["gpt2", "llama"] = "gpt2"
+    model_size: Literal["tiny", "small"] = "tiny"
+    tokenizer: Literal["word", "bpe"] = "word"
+    vocab_size: int = Field(4096, ge=64)
+    max_length: int = Field(96, ge=8, description="max tokens of prompt + answer")
+
+    # Stage 1: fine-tune the target (all data) and the retain-only model.
+    finetune_epochs: float = Field(60.0, gt=0)
+    finetune_lr: float = Field(3e-3, gt=0)
+    finetune_batch_size: int = Field(16, ge=1)
+
+    # Evaluation.
+    rouge: bool = Field(True, description="generate answers and score ROUGE-L")
+    max_new_tokens: int = Field(16, ge=1)
+    eval_batch_size: int = Field(64, ge=1)
+    report_examples: int = Field(4, ge=0, description="generated answers shown in the report")
+
+    @field_validator("loss")
+    @classmethod
+    def _pair_syntax(cls, value: str) -> str:
+        if value.count("+") != 1:
+            raise ValueError(f"loss must look like 'forget+retain' (e.g. 'npo+gd'), got {value!r}")
+        return value
+
+    def objective_names(self) -> tuple[str, str]:
+        """The (forget, retain) objective names of ``loss`` (checked against the registry)."""
+        from moopt.objectives import parse_pair
+
+        return parse_pair(self.loss)

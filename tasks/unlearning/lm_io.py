@@ -1,0 +1,113 @@
+"""Text <-> tensors for the unlearning task: tokenizer, training batches, scoring batches and
+greedy answers, built on ``tasks.common`` (tokenizer, qa encoding, length bucketing).
+
+Example:
+    >>> from tasks.unlearning.embedded import make_embedded
+    >>> from tasks.unlearning.lm_io import make_tokenizer, training_batches
+    >>> data = make_embedded(n_people=4, n_forget=1, facts_per_person=2, n_utility=4)
+    >>> tok = make_tokenizer(data, kind="word", vocab_size=512)
+    >>> batches = training_batches(tok, data.forget, batch_size=2, max_length=64, seed=0,
+    ...                            with_idk=True)
+    >>> sorted(batches[0]), sorted(batches[0]["idk"])
+    (['attention_mask', 'idk', 'input_ids', 'labels'], ['attention_mask', 'input_ids', 'labels'])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from tasks.common.batching import collate, length_bucketed_batches
+from tasks.common.qa import encode_qa, format_prompt
+from tasks.unlearning.data import QAItem, UnlearningData
+
+
+def corpus(data: UnlearningData) -> list[str]:
+    """Every text of the data (questions, all answers, refusals) for tokenizer training."""
+    texts = ["Question: Answer:"]
+    for name in ("forget", "retain", "background", "forget_eval", "retain_eval",
+                 "real_authors_eval", "world_facts_eval"):
+        for it in getattr(data, name):
+            texts += [it.question, it.answer, *it.perturbed_answers]
+            texts += [t for t in (it.paraphrased_answer, it.idk_answer) if t]
+    return texts + list(data.idk_answers)
+
+
+def make_tokenizer(data: UnlearningData, *, kind: str, vocab_size: int) -> Any:
+    """A tokenizer trained on the data's own text (deterministic)."""
+    from tasks.common.tokenizer import train_tokenizer
+
+    if kind == "bpe":
+        vocab_size = max(vocab_size, 300)  # byte alphabet + specials
+    return train_tokenizer(corpus(data), vocab_size=vocab_size, kind=kind)
+
+
+def encode_batch(tokenizer: Any, questions: Sequence[str], answers: Sequence[str],
+                 max_length: int) -> dict[str, Tensor]:
+    """One padded batch of (question, answer) pairs, labels only on answer tokens."""
+    examples = [encode_qa(tokenizer, q, a, max_length=max_length)
+                for q, a in zip(questions, answers)]
+    return collate(examples, tokenizer.pad_token_id)
+
+
+def training_batches(
+    tokenizer: Any,
+    items: Sequence[QAItem],
+    *,
+    batch_size: int,
+    max_length: int,
+    seed: int,
+    with_idk: bool = False,
+) -> list[dict[str, Any]]:
+    """Length-bucketed, padded batches of ``items``; with ``with_idk`` each batch also holds
+    ``batch["idk"]``: the same questions answered with the items' refusal answers."""
+    if not items:
+        raise ValueError("training_batches: no items")
+    if with_idk:
+        missing = [it.question for it in items if not it.idk_answer]
+        if missing:
+            raise ValueError(f"item {missing[0]!r} has no idk_answer, needed by the loss")
+    lengths = [len(encode_qa(tokenizer, it.question, it.answer, max_length=max_length))
+               for it in items]
+    out = []
+    for idx in length_bucketed_batches(lengths, batch_size, seed=seed):
+        chosen = [items[i] for i in idx]
+        batch: dict[str, Any] = encode_batch(
+            tokenizer, [it.question for it in chosen], [it.answer for it in chosen], max_length)
+        if with_idk:
+            batch["idk"] = encode_batch(tokenizer, [it.question for it in chosen],
+                                        [it.idk_answer or "" for it in chosen], max_length)
+        out.append(batch)
+    return out
+
+
+@torch.no_grad()
+def greedy_answers(model: nn.Module, tokenizer: Any, questions: Sequence[str], *,
+                   max_new_tokens: int, max_length: int) -> list[str]:
+    """Greedy answers of ``model`` to ``questions`` (prompted as in training), decoded
+    without special tokens and stripped."""
+    prompts = []
+    for q in questions:
+        ids = tokenizer(format_prompt(tokenizer, q), add_special_tokens=False)["input_ids"]
+        if tokenizer.bos_token_id is not None:
+            ids = [tokenizer.bos_token_id, *ids]
+        prompts.append(ids[-(max_length - max_new_tokens):])
+    width = max(len(p) for p in prompts)
+    pad = tokenizer.pad_token_id
+    ids = torch.full((len(prompts), width), pad, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, p in enumerate(prompts):  # left padding: every prompt ends at the last column
+        ids[i, width - len(p):] = torch.tensor(p)
+        mask[i, width - len(p):] = 1
+    was_training = model.training
+    model.eval()
+    try:
+        out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
+                             do_sample=False, pad_token_id=pad,
+                             eos_token_id=tokenizer.eos_token_id)
+    finally:
+        model.train(was_training)
+    return [tokenizer.decode(row[width:], skip_special_tokens=True).strip() for row in out]

@@ -1,0 +1,83 @@
+"""Presets of the unlearning task (``--preset NAME``), sized for CPUs.
+
+- ``smoke``: the whole pipeline (stage 1 included) in under 2 minutes on 2 CPU cores
+  (measured: 50 s of CPU), on the embedded data; with ``--data-dir .../tofu`` the budget caps
+  the TOFU data (forget01 task 1 cut to 12 forget items, 24 retain items, 12 items per
+  evaluation set; measured: 61 s of CPU).
+- ``demo``: ``moopt compare unlearning --preset demo``: shared / decoupled / bridged (fp32)
+  and bridged int8 (when an int8 backend is registered), 3 learning rates x 2 seeds on one
+  fine-tuned target, with the forget-quality / model-utility trade-off report.
+- ``tofu``: for ``--data-dir``: TOFU forget01 (task 1, 40 items) with 100 retain items
+  (the retain-evaluation items first) and 40 items per utility evaluation set.
+
+Calibration (issue 3): a 3.7M-parameter GPT-2 on 760 TOFU pairs padded to 187 tokens took
+33 s/epoch; these presets use a 0.12-0.4M-parameter GPT-2 (width 64, 2 layers), a
+word-level tokenizer (short sequences) and length-bucketed batches.
+
+Example:
+    >>> from tasks.unlearning.presets import PRESETS
+    >>> PRESETS["smoke"]["loss"], PRESETS["smoke"]["schedule"]
+    ('npo+gd', {'forget': 1, 'retain': 5})
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_PAPER_SCHEDULE = {"forget": 1, "retain": 5}
+
+SMOKE: dict[str, Any] = {
+    "loss": "npo+gd",
+    "policy": "bridged",
+    "schedule": _PAPER_SCHEDULE,
+    "lr": 1e-3,
+    "lr_ratios": {"forget": 1.0, "retain": 1.0},
+    "weight_decay": 0.01,
+    "steps": 60,
+    "eval_every": 0,
+    "batch_size": 8,
+    "n_people": 16,
+    "n_forget": 2,
+    "facts_per_person": 5,
+    "n_utility": 12,
+    "forget_subset": 12,
+    "retain_subset": 24,
+    "eval_subset": 12,
+    "finetune_epochs": 80.0,
+    "finetune_lr": 5e-3,
+    "finetune_batch_size": 16,
+    "max_length": 64,
+    "max_new_tokens": 12,
+}
+
+DEMO: dict[str, Any] = {
+    **SMOKE,
+    "steps": 60,
+    "n_people": 20,
+    "facts_per_person": 6,
+    "n_utility": 16,
+    "eval_subset": 20,
+    "compare": {
+        "configs": [["shared", "fp32"], ["decoupled", "fp32"], ["bridged", "fp32"],
+                    ["bridged", "int8"]],
+        "lrs": [5e-4, 1e-3, 2e-3],
+        "seeds": [0, 1],
+    },
+}
+
+TOFU: dict[str, Any] = {
+    **SMOKE,
+    "forget_split": "forget01",
+    "task_id": "1",
+    "retain_split": "retain90",
+    "forget_subset": None,
+    "retain_subset": 100,
+    "eval_subset": 40,
+    "steps": 60,
+    "finetune_epochs": 80.0,
+    "max_length": 96,
+    "max_new_tokens": 24,
+    "vocab_size": 6000,
+}
+
+PRESETS: dict[str, dict[str, Any]] = {"smoke": SMOKE, "demo": DEMO, "tofu": TOFU}

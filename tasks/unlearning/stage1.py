@@ -1,0 +1,234 @@
+"""Stage 1 of unlearning: the target model (trained on forget + retain data) and the
+retain-only model (the reference for forget quality), cached on disk.
+
+The cache key hashes everything that determines the two models: the data (source and
+sizes), tokenizer, architecture, fine-tuning budget, seed, and the ``--model`` checkpoint
+(path, size and modification time of its files). A cache entry is built in a temporary
+directory and renamed into place when complete, so an interrupted stage 1 never leaves a
+half-written entry that a later run would trust.
+
+Example:
+    >>> from tasks.unlearning.stage1 import cosine_with_warmup
+    >>> [round(cosine_with_warmup(s, 100), 3) for s in (0, 5, 50, 99)]
+    [0.0, 1.0, 0.58, 0.1]
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from moopt.runner import BatchStream
+from tasks.unlearning.config import UnlearningConfig
+from tasks.unlearning.data import UnlearningData
+from tasks.unlearning.lm_io import encode_batch, greedy_answers, training_batches
+
+CACHE_VERSION = 1
+
+
+def cosine_with_warmup(step: int, total: int, warmup: float = 0.05, floor: float = 0.1) -> float:
+    """LR factor: linear warm-up over ``warmup`` of the steps, then cosine down to ``floor``."""
+    n_warm = max(1, int(total * warmup))
+    if step < n_warm:
+        return step / n_warm
+    progress = (step - n_warm) / max(1, total - 1 - n_warm)
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def finetune(model: nn.Module, batches: list[dict[str, Any]], *, epochs: float, lr: float,
+             seed: int, desc: str | None = None) -> list[float]:
+    """Plain AdamW fine-tuning (answer-token cross-entropy); returns the loss per step.
+    With ``desc`` a progress bar is shown (on a terminal only)."""
+    import sys
+
+    from tqdm.auto import tqdm
+
+    from moopt.objectives import get_objective
+
+    ce = get_objective("sft")
+    steps = max(1, math.ceil(epochs * len(batches)))
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_with_warmup(s, steps))
+    stream = BatchStream(batches, seed=seed)
+    losses = []
+    model.train()
+    show = desc is not None and sys.stderr.isatty()
+    for _ in tqdm(range(steps), desc=desc, disable=not show, leave=False):
+        loss = ce(model, next(stream))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        losses.append(float(loss.detach()))
+    model.eval()
+    return losses
+
+
+def evaluate(model: nn.Module, tokenizer: Any, data: UnlearningData, cfg: UnlearningConfig,
+             retain_ratios: list[float] | None, *, rouge: bool | None = None):
+    """TOFU metrics of ``model`` (see ``tasks.unlearning.evaluation``)."""
+    from tasks.unlearning.evaluation import evaluate_unlearning
+
+    return evaluate_unlearning(
+        model, tokenizer, data, retain_ratios,
+        batch_size=cfg.eval_batch_size,
+        rouge=cfg.rouge if rouge is None else rouge,
+        batch_fn=lambda qs, ans: encode_batch(tokenizer, qs, ans, cfg.max_length),
+        generate_fn=lambda qs: greedy_answers(model, tokenizer, qs,
+                                              max_new_tokens=cfg.max_new_tokens,
+                                              max_length=cfg.max_length),
+    )
+
+
+@dataclass
+class Prepared:
+    """What stage 1 hands to stage 2 (``ctx.prepared`` of the unlearning task)."""
+
+    data: UnlearningData
+    tokenizer: Any
+    target_dir: Path
+    retain_dir: Path
+    retain_truth_ratios: list[float]
+    info: dict[str, Any] = field(default_factory=dict)
+    cached: bool = False
+
+    def load_target(self) -> nn.Module:
+        return _load_model(self.target_dir)
+
+
+def _load_model(path: Path) -> nn.Module:
+    from tasks.common.models import load_causal_lm
+
+    model, _ = load_causal_lm(path, dtype=torch.float32)
+    return model
+
+
+def _checkpoint_fingerprint(path: Path) -> list[Any]:
+    files = sorted(p for p in path.rglob("*") if p.is_file())
+    return [[str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns] for p in files]
+
+
+def cache_key(cfg: UnlearningConfig, data: UnlearningData) -> str:
+    """Hash of everything that determines the stage-1 models."""
+    parts = {
+        "version": CACHE_VERSION,
+        "data": data.source,
+        "sizes": data.sizes(),
+        "tokenizer": [cfg.tokenizer, cfg.vocab_size],
+        "model": [cfg.arch, cfg.model_size, cfg.max_length],
+        "budget": [cfg.finetune_epochs, cfg.finetune_lr, cfg.finetune_batch_size],
+        "seed": cfg.seed,
+        "eval": [cfg.eval_subset, cfg.rouge, cfg.max_new_tokens],
+        "checkpoint": (str(Path(cfg.model).resolve()), _checkpoint_fingerprint(Path(cfg.model)))
+        if cfg.model else None,
+    }
+    blob = json.dumps(parts, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _save(model: nn.Module, tokenizer: Any, path: Path) -> None:
+    model.save_pretrained(str(path))
+    tokenizer.save_pretrained(str(path))
+
+
+def quiet_transformers() -> None:
+    """No per-file progress bars or advice from transformers inside our own progress output."""
+    from tasks.common._deps import require_transformers
+
+    logging = require_transformers().utils.logging
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+
+
+def prepare_models(cfg: UnlearningConfig, data: UnlearningData, cache_root: Path, ctx) -> Prepared:
+    """Build (or reuse) the target and retain-only models and their baseline metrics."""
+    from tasks.common.models import build_small_lm
+    from tasks.common.tokenizer import load_tokenizer
+
+    quiet_transformers()
+    key = cache_key(cfg, data)
+    entry = cache_root / "unlearning" / key
+    if (entry / "info.json").is_file():
+        info = json.loads((entry / "info.json").read_text())
+        ctx.log(f"stage 1: reusing cached models {entry}")
+        target_dir = Path(info["target_dir"]) if cfg.model else entry / "target"
+        return Prepared(data, load_tokenizer(entry / "retain"), target_dir, entry / "retain",
+                        info["retain_forget_truth_ratios"], info, cached=True)
+
+    tmp = entry.with_name(entry.name + f".tmp-{time.time_ns()}")
+    tmp.mkdir(parents=True)
+    info: dict[str, Any] = {"key": key, "data": data.source, "data_sizes": data.sizes(),
+                            "timings": {}}
+    try:
+        if cfg.model:
+            with ctx.stage("load_model"):
+                from tasks.common.models import load_causal_lm
+
+                target, tokenizer = load_causal_lm(cfg.model, dtype=torch.float32)
+            target_dir = Path(cfg.model).resolve()
+        else:
+            from tasks.unlearning.lm_io import make_tokenizer
+
+            tokenizer = make_tokenizer(data, kind=cfg.tokenizer, vocab_size=cfg.vocab_size)
+            target = build_small_lm(tokenizer, cfg.arch, cfg.model_size, seed=cfg.seed,
+                                    context=max(cfg.max_length, 16))
+            target_dir = tmp / "target"
+        base = copy.deepcopy(target)
+        info["n_params"] = sum(p.numel() for p in target.parameters())
+        all_items = data.forget + data.retain + data.background
+        if not cfg.model:
+            start = time.perf_counter()
+            with ctx.stage("finetune_target"):
+                batches = training_batches(tokenizer, all_items, batch_size=cfg.finetune_batch_size,
+                                           max_length=cfg.max_length, seed=cfg.seed)
+                losses = finetune(target, batches, epochs=cfg.finetune_epochs,
+                                  lr=cfg.finetune_lr, seed=cfg.seed,
+                                  desc="stage 1: target" if cfg.progress else None)
+            info["timings"]["finetune_target"] = time.perf_counter() - start
+            info["target_final_loss"] = sum(losses[-10:]) / len(losses[-10:])
+            _save(target, tokenizer, target_dir)
+        start = time.perf_counter()
+        with ctx.stage("finetune_retain"):
+            retain_model = base  # same initialisation (or the same --model checkpoint)
+            batches = training_batches(tokenizer, data.retain + data.background,
+                                       batch_size=cfg.finetune_batch_size,
+                                       max_length=cfg.max_length, seed=cfg.seed + 1)
+            losses = finetune(retain_model, batches, epochs=cfg.finetune_epochs,
+                              lr=cfg.finetune_lr, seed=cfg.seed + 1,
+                              desc="stage 1: retain-only" if cfg.progress else None)
+        info["timings"]["finetune_retain"] = time.perf_counter() - start
+        info["retain_final_loss"] = sum(losses[-10:]) / len(losses[-10:])
+        _save(retain_model, tokenizer, tmp / "retain")
+        start = time.perf_counter()
+        with ctx.stage("evaluate_stage1"):
+            retain_eval = evaluate(retain_model, tokenizer, data, cfg, None)
+            target_eval = evaluate(target, tokenizer, data, cfg,
+                                   retain_eval.forget_truth_ratios)
+        info["timings"]["evaluate_stage1"] = time.perf_counter() - start
+        info["retain_forget_truth_ratios"] = retain_eval.forget_truth_ratios
+        info["retain_model_metrics"] = retain_eval.metrics
+        info["target_metrics"] = target_eval.metrics
+        info["target_dir"] = str(target_dir)
+        (tmp / "info.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+        if entry.exists():  # another process finished the same entry first
+            shutil.rmtree(tmp)
+        else:
+            tmp.rename(entry)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if not cfg.model:
+        target_dir = entry / "target"
+    return Prepared(data, tokenizer, target_dir, entry / "retain",
+                    info["retain_forget_truth_ratios"], info)
