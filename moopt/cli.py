@@ -169,6 +169,10 @@ def cmd_run(args: argparse.Namespace, extra: Sequence[str]) -> int:
         cfg = cfg.model_copy(update={"out": Path("runs") / name})
     result = run_task(task, cfg, resume=args.resume, overwrite=args.overwrite,
                       plots=not args.no_plots)
+    from moopt.distributed import is_main_process
+
+    if not is_main_process():
+        return 0
     print(f"run finished: {cfg.out}")
     _print_metrics(result.metrics)
     print("stage times (s): " + ", ".join(f"{k} {v:.1f}" for k, v in result.timings.items()))
@@ -185,6 +189,10 @@ def cmd_compare(args: argparse.Namespace, extra: Sequence[str]) -> int:
                                  storages=args.storages, lrs=args.lrs, seeds=args.seeds)
     results = run_compare(task, cfg, grid, Path(args.out), resume=args.resume,
                           overwrite=args.overwrite, plots=not args.no_plots)
+    from moopt.distributed import is_main_process
+
+    if not is_main_process():
+        return 0
     print(f"comparison finished: {args.out}/report.md ({len(results['runs'])} runs)")
     x, y = task.tradeoff or (None, None)
     for row in results["aggregates"]:
@@ -226,6 +234,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         return cmd_list()
     try:
+        from moopt import distributed as mdist
+
+        if mdist.launched_by_torchrun() and int(os.environ["WORLD_SIZE"]) > 1:
+            mdist.init_process_group()
         if args.command == "run":
             return cmd_run(args, extra)
         return cmd_compare(args, extra)

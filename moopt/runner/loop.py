@@ -170,6 +170,11 @@ def train(
     names = list(setup.objectives)
     opt = make_optimizer(setup, cfg)
     schedule = make_schedule(cfg, names)
+    from moopt import distributed as mdist
+
+    if mdist.world_size() > 1:
+        # Same objective on every rank each step, gradients averaged across ranks.
+        mdist.sync_steps(opt, schedule)
     if schedule is None and cfg.max_grad_norm is not None:
         raise ConfigError("config key 'max_grad_norm' is not supported with schedule 'joint'")
     weights = {n: spec.weight for n, spec in setup.objectives.items()}

@@ -118,8 +118,15 @@ def run_task(
 def _run(task: TaskAdapter, cfg: RunConfig, ctx: RunContext, run_dir: Path | None, main: bool,
          mode: str, prepared: Any, stop_after: int | None, plots: bool) -> RunResult:
     if prepared is _UNSET:
+        from moopt import distributed as mdist
+
+        # Rank 0 fills the cache first; the others then read it instead of racing to write.
+        if not main:
+            mdist.barrier()
         with ctx.stage("prepare"):
             ctx.prepared = task.prepare(cfg, ctx)
+        if main:
+            mdist.barrier()
     else:
         ctx.prepared = prepared
     seed_everything(cfg.seed)

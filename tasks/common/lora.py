@@ -160,3 +160,37 @@ def merge(model: torch.nn.Module) -> torch.nn.Module:
     if not hasattr(model, "merge_and_unload"):
         raise TypeError(f"merge needs a LoRA-wrapped model, got {type(model).__name__}")
     return model.merge_and_unload()
+
+
+# ------------------------------------------------- the task adapters' `--lora` option
+def check_lora_option(value: str | None) -> str | None:
+    """Validate a task config's ``lora`` field (``None`` = full fine-tuning)."""
+    if value is None or value == "":
+        return None
+    parse_lora_spec(value)
+    return value
+
+
+def wrap_if_lora(model: torch.nn.Module, spec: str | None
+                 ) -> tuple[torch.nn.Module, list[torch.nn.Parameter] | None]:
+    """``(model, None)`` without a spec; else the LoRA-wrapped model and the adapter
+    parameters, the only ones the optimizer should step."""
+    if not spec:
+        return model, None
+    wrapped = apply_lora(model, spec)
+    return wrapped, trainable_parameters(wrapped)
+
+
+def finish_lora(model: torch.nn.Module, run_dir: Path | None, tokenizer: Any = None) -> str:
+    """At the end of a LoRA run: save the adapters to ``run_dir/lora_adapters``, merge them
+    into the base weights and save the merged model to ``run_dir/merged_model``. Returns a
+    markdown line for the report."""
+    if run_dir is None or not hasattr(model, "peft_config"):
+        return ""
+    adapters = save_adapters(model, Path(run_dir) / "lora_adapters")
+    merged = merge(model)
+    merged_dir = Path(run_dir) / "merged_model"
+    merged.save_pretrained(merged_dir)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(merged_dir)
+    return f"- LoRA adapters saved to `{adapters}`; merged model saved to `{merged_dir}`"

@@ -25,6 +25,7 @@ from moopt.runner import (
     TrainingSetup,
     TrainObjective,
 )
+from tasks.common.lora import finish_lora, wrap_if_lora
 from tasks.safety.config import SafetyConfig
 from tasks.safety.presets import PRESETS
 
@@ -68,6 +69,7 @@ class SafetyTask(TaskAdapter):
         model = prepared.load_model()
         tok = prepared.tokenizer
         check_tokenizer_and_context(tok, model, cfg, str(prepared.model_dir))
+        model, lora_params = wrap_if_lora(model, cfg.lora)
         sft = get_objective("sft")
 
         def sft_loss(batch):  # every objective is SFT; only the data differs
@@ -81,7 +83,7 @@ class SafetyTask(TaskAdapter):
             n_batches[name] = len(batches)
             objectives[name] = TrainObjective(sft_loss, BatchStream(batches, seed=cfg.seed + i))
         # One epoch = one pass over the safety data (with the schedule's other steps).
-        return TrainingSetup(model, objectives,
+        return TrainingSetup(model, objectives, params=lora_params,
                              steps_per_epoch=n_batches["safety"] * len(objectives),
                              extras={"responses": {}, "metrics": {}})
 
@@ -127,6 +129,10 @@ class SafetyTask(TaskAdapter):
                     lines.append(f"| {name} | {_cell(prompt)} | {_cell(out)} | {label} |")
             sections.append(ReportSection(f"Generated examples (scorer `{cfg.scorer}`)",
                                           "\n".join(lines)))
+        tokenizer = ctx.prepared.tokenizer
+        lora_note = finish_lora(setup.model, ctx.run_dir, tokenizer) if cfg.lora else ""
+        if lora_note:
+            sections.append(ReportSection("LoRA", lora_note))
         return sections
 
 

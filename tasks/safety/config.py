@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from moopt.runner.config import RunConfig
 
@@ -32,6 +32,8 @@ class SafetyConfig(RunConfig):
     lr: float = Field(1e-3, gt=0)
     no_overrefusal: bool = Field(False, description="add the third objective")
     batch_size: int = Field(8, ge=1, description="stage-2 batch size")
+    lora: str | None = Field(None, description="LoRA adapters, e.g. 'r=8,alpha=32' "
+                             "(only they are trained; saved and merged at the end)")
     scorer: str = Field("string-match-v1", description="refusal scorer (registered name)")
 
     # Data (data_dir unset: embedded). With data_dir: safety-tuned-llamas/ and xstest/.
@@ -61,3 +63,10 @@ class SafetyConfig(RunConfig):
     def objective_names(self) -> list[str]:
         names = ["safety", "utility"]
         return names + ["no_overrefusal"] if self.no_overrefusal else names
+
+    @field_validator("lora")
+    @classmethod
+    def _check_lora(cls, value: str | None) -> str | None:
+        from tasks.common.lora import check_lora_option
+
+        return check_lora_option(value)

@@ -33,6 +33,7 @@ from moopt.runner import (
     TrainObjective,
 )
 from moopt.runner.config import ConfigError
+from tasks.common.lora import finish_lora, wrap_if_lora
 from tasks.unlearning.config import UnlearningConfig
 from tasks.unlearning.data import UnlearningData
 from tasks.unlearning.presets import PRESETS
@@ -165,6 +166,8 @@ class UnlearningTask(TaskAdapter):
             ref = copy.deepcopy(model).eval()
             for p in ref.parameters():
                 p.requires_grad_(False)
+        # LoRA wraps the model after the reference copy, which stays the plain base model.
+        model, lora_params = wrap_if_lora(model, cfg.lora)
         octx = ObjectiveContext(ref_model=ref)
         tok = prepared.tokenizer
         data = prepared.data
@@ -190,6 +193,7 @@ class UnlearningTask(TaskAdapter):
             model,
             {"forget": TrainObjective(forget_loss, BatchStream(fb, seed=cfg.seed)),
              "retain": TrainObjective(retain_loss, BatchStream(rb, seed=cfg.seed + 1))},
+            params=lora_params,
             steps_per_epoch=max(1, round(len(fb) * per_forget)),
             extras={"tokenizer": tok, "ref_model": ref, "answers": {}},
         )
@@ -237,6 +241,9 @@ class UnlearningTask(TaskAdapter):
                 lines.append(f"| {_cell(item.question)} | {_cell(item.answer)} | {_cell(ans)} |")
             sections.append(ReportSection("Generated answers on the forget set",
                                           "\n".join(lines)))
+        lora_note = finish_lora(setup.model, ctx.run_dir, prepared.tokenizer) if cfg.lora else ""
+        if lora_note:
+            sections.append(ReportSection("LoRA", lora_note))
         return sections
 
 

@@ -32,6 +32,8 @@ class UnlearningConfig(RunConfig):
     loss_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
     use_reference: bool = Field(True, description="frozen copy of the target as reference")
     batch_size: int = Field(8, ge=1, description="unlearning batch size")
+    lora: str | None = Field(None, description="LoRA adapters, e.g. 'r=8,alpha=32' "
+                             "(only they are trained; saved and merged at the end)")
 
     # Data: the embedded generator (data_dir unset) or TOFU files (data_dir set).
     data_seed: int = Field(0, ge=0, description="seed of the data split / subsets")
@@ -76,3 +78,10 @@ class UnlearningConfig(RunConfig):
         from moopt.objectives import parse_pair
 
         return parse_pair(self.loss)
+
+    @field_validator("lora")
+    @classmethod
+    def _check_lora(cls, value: str | None) -> str | None:
+        from tasks.common.lora import check_lora_option
+
+        return check_lora_option(value)
