@@ -33,6 +33,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from tasks.common.cache import publish_entry
 from tasks.safety.config import SafetyConfig
 from tasks.safety.data import Example, SafetyDataError
 from tasks.safety.sources import SafetyData
@@ -177,11 +178,7 @@ def prepare_start_model(cfg: SafetyConfig, data: SafetyData, cache_root: Path, c
         info["timings"]["evaluate_start"] = time.perf_counter() - start
         info["start_metrics"] = before.metrics
         info["start_examples"] = {k: v[: cfg.report_examples] for k, v in before.responses.items()}
-        (tmp / "info.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
-        if entry.exists():  # another process finished the same entry first
-            shutil.rmtree(tmp)
-        else:
-            tmp.rename(entry)
+        publish_entry(tmp, entry, info)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

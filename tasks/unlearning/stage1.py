@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from moopt.runner import BatchStream
+from tasks.common.cache import publish_entry
 from tasks.unlearning.config import UnlearningConfig
 from tasks.unlearning.data import UnlearningData
 from tasks.unlearning.lm_io import encode_batch, greedy_answers, training_batches
@@ -220,11 +221,7 @@ def prepare_models(cfg: UnlearningConfig, data: UnlearningData, cache_root: Path
         info["retain_model_metrics"] = retain_eval.metrics
         info["target_metrics"] = target_eval.metrics
         info["target_dir"] = str(target_dir)
-        (tmp / "info.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
-        if entry.exists():  # another process finished the same entry first
-            shutil.rmtree(tmp)
-        else:
-            tmp.rename(entry)
+        publish_entry(tmp, entry, info)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
