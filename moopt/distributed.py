@@ -544,12 +544,7 @@ def _check_meta(meta: Mapping[str, Any], optimizer: Any, names: Mapping[int, str
     if meta.get("moopt_checkpoint") != FORMAT:
         raise StateMismatchError(f"not a moopt checkpoint of format {FORMAT} "
                                  f"(found {meta.get('moopt_checkpoint')!r})")
-    mine = json.loads(json.dumps(optimizer._meta()))
-    for key, label in (("objectives", "objectives"), ("policy", "policy"),
-                       ("policy_config", "policy settings"), ("storage", "storage")):
-        if meta.get(key) != mine[key]:
-            raise StateMismatchError(f"checkpoint has {label} {meta.get(key)!r}, this optimizer "
-                                     f"has {mine[key]!r}")
+    optimizer.check_meta(meta, "checkpoint")
     saved_groups = meta["param_groups"]
     if len(saved_groups) != len(optimizer.param_groups):
         raise StateMismatchError(f"checkpoint has {len(saved_groups)} param groups, this "

@@ -19,6 +19,7 @@ Joint mode (every objective's gradient in one step):
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -362,6 +363,17 @@ class MultiObjectiveOptimizer(Optimizer):
             "skipped_steps": self.skipped_steps,
         }
 
+    def check_meta(self, meta: Mapping[str, Any], source: str) -> None:
+        """Raise StateMismatchError unless ``meta`` (a saved ``moopt`` entry) records this
+        optimizer's objectives, policy and storage; ``source`` names it in the message.
+        Compared as JSON, so a round trip through a file (tuples become lists) still fits."""
+        mine = json.loads(json.dumps(self._meta()))
+        for key, label in (("objectives", "objectives"), ("policy", "policy"),
+                           ("policy_config", "policy settings"), ("storage", "storage")):
+            if json.loads(json.dumps(meta.get(key))) != mine[key]:
+                raise StateMismatchError(f"{source} has {label} {meta.get(key)!r}, this "
+                                         f"optimizer has {mine[key]!r}")
+
     def state_dict(self) -> dict[str, Any]:
         """torch's layout (``state`` by parameter index, ``param_groups``) plus a ``moopt``
         entry recording objectives, policy and storage, checked by :meth:`load_state_dict`."""
@@ -376,12 +388,7 @@ class MultiObjectiveOptimizer(Optimizer):
         if not isinstance(meta, Mapping):
             raise StateMismatchError("not a moopt optimizer state_dict (no 'moopt' entry); it "
                                      "may come from another torch optimizer")
-        mine = self._meta()
-        for key, label in (("objectives", "objectives"), ("policy", "policy"),
-                           ("policy_config", "policy settings"), ("storage", "storage")):
-            if meta.get(key) != mine[key]:
-                raise StateMismatchError(f"saved state has {label} {meta.get(key)!r}, this "
-                                         f"optimizer has {mine[key]!r}")
+        self.check_meta(meta, "saved state")
         saved_groups = state_dict["param_groups"]
         if len(saved_groups) != len(self.param_groups):
             raise StateMismatchError(f"saved state has {len(saved_groups)} param groups, this "

@@ -27,10 +27,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from moopt.runner.atomic import write_json_atomic, write_text_atomic
 from moopt.runner.config import RunConfig, validate_config
 from moopt.runner.loop import is_main_process
 from moopt.runner.report import markdown_table
-from moopt.runner.run import make_context, run_task, write_json_atomic
+from moopt.runner.run import make_context, run_task
 from moopt.runner.rundir import open_run_dir
 from moopt.runner.task import TaskAdapter
 
@@ -299,7 +300,5 @@ def write_compare_report(
     parts += ["## Base config", "", "```json",
               json.dumps(base.model_dump(mode="json"), indent=2, sort_keys=True), "```", ""]
     path = out / "report.md"
-    tmp = path.with_name("report.md.tmp")
-    tmp.write_text("\n".join(parts))
-    tmp.replace(path)
+    write_text_atomic(path, "\n".join(parts))
     return path

@@ -26,6 +26,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from moopt.errors import MooptError
+from moopt.runner.atomic import write_json_atomic
 
 # Fields that say where/how a run is shown or stored, not what it computes: two configs that
 # differ only here describe the same run (so --resume accepts them).
@@ -240,6 +241,4 @@ def resolve_config(
 
 def write_config(cfg: RunConfig, path: Path) -> None:
     """Write the resolved config as JSON (atomically: no half-written file on a crash)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(cfg.model_dump(mode="json"), indent=2, sort_keys=True) + "\n")
-    tmp.replace(path)
+    write_json_atomic(path, cfg.model_dump(mode="json"))

@@ -21,6 +21,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from moopt.runner.atomic import write_text_atomic
+
 
 class History:
     """Appends records to memory and (when ``path`` is given) to a JSONL file."""
@@ -46,9 +48,7 @@ class History:
         """Drop records after ``step`` (and rewrite the file atomically)."""
         self.records = [r for r in self.records if r["step"] <= step]
         if self.path is not None:
-            tmp = self.path.with_name(self.path.name + ".tmp")
-            tmp.write_text("".join(json.dumps(r) + "\n" for r in self.records))
-            tmp.replace(self.path)
+            write_text_atomic(self.path, "".join(json.dumps(r) + "\n" for r in self.records))
 
     def losses(self) -> dict[str, list[tuple[int, float]]]:
         """Training losses per objective as ``[(step, loss), ...]``."""

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from moopt.runner.atomic import write_text_atomic
 from moopt.runner.config import RunConfig
 from moopt.runner.history import History
 from moopt.runner.task import ReportSection
@@ -93,7 +94,5 @@ def write_run_report(
     parts += ["## Config", "", "```json",
               json.dumps(cfg.model_dump(mode="json"), indent=2, sort_keys=True), "```", ""]
     path = run_dir / "report.md"
-    tmp = path.with_name("report.md.tmp")
-    tmp.write_text("\n".join(parts))
-    tmp.replace(path)
+    write_text_atomic(path, "\n".join(parts))
     return path

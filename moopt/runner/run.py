@@ -30,13 +30,13 @@ Example:
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from moopt.runner.atomic import write_json_atomic
 from moopt.runner.checkpoint import seed_everything
 from moopt.runner.config import RunConfig
 from moopt.runner.loop import TrainResult, is_main_process, train
@@ -62,12 +62,6 @@ def default_cache_dir() -> Path:
     """``$MOOPT_CACHE_DIR``, else ``~/.cache/moopt``."""
     env = os.environ.get("MOOPT_CACHE_DIR")
     return Path(env) if env else Path.home() / ".cache" / "moopt"
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    tmp.replace(path)
 
 
 def make_context(cfg: RunConfig, run_dir: Path | None) -> RunContext:

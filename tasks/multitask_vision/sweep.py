@@ -26,10 +26,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from moopt.runner.atomic import write_json_atomic
 from moopt.runner.compare import CompareGrid, run_compare, storage_label
 from moopt.runner.config import resolve_config
 from moopt.runner.report import markdown_table
-from moopt.runner.run import write_json_atomic
 from moopt.states.storage import list_storages
 from tasks.multitask_vision.adapter import MultitaskVisionTask
 from tasks.multitask_vision.config import MultitaskVisionConfig
