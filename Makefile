@@ -16,8 +16,9 @@ setup: $(STAMP)
 
 test: $(STAMP)
 	# Compiled kernels are exercised by the slow suite; here they would only burn CPU in
-	# background compiles. Doctests of moopt/ run too (see pyproject).
-	MOOPT_COMPILE=0 $(PY) -m pytest -q -m "not slow"
+	# background compiles. The native CPU kernels build in about a second: sync makes every
+	# test take the same path from its first step. Doctests of moopt/ run too (pyproject).
+	MOOPT_COMPILE=0 MOOPT_NATIVE=sync $(PY) -m pytest -q -m "not slow"
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow

@@ -33,7 +33,7 @@ if str(ROOT) not in sys.path:
 import moopt  # noqa: E402
 import moopt.states.bf16  # noqa: E402,F401  (registers "bf16")
 import moopt.states.int8  # noqa: E402,F401  (registers "int8")
-from moopt.states.fast import compiled, with_fast_path  # noqa: E402
+from moopt.states.fast import compiled, native, with_fast_path  # noqa: E402
 from moopt.states.policy import SharingPolicy, get_policy  # noqa: E402
 
 POLICIES = ("shared", "decoupled", "bridged")
@@ -131,8 +131,11 @@ def time_config(build, params, warmup: int, steps: int) -> tuple[list[float], in
     opt, step = build(params)
     for i in range(warmup):
         step(i)
-    if compiled.pending():
-        compiled.wait()  # the build runs in the background; a warm run uses its result
+    if compiled.pending() or (native.mode() != "off" and native.library() is None
+                              and native.failure() is None):
+        # Builds run in the background; a warm run uses their result.
+        compiled.wait()
+        native.library(sync=True)
         for i in range(warmup):
             step(i)
     times = []
@@ -157,7 +160,16 @@ def machine() -> dict:
     return {"cpu": cpu, "logical_cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "torch": torch.__version__, "python": platform.python_version(),
             "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-            "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None}
+            "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
+            "native_kernels": _native_status()}
+
+
+def _native_status() -> str:
+    """Which CPU kernels moopt's fast path used: the native library or torch's."""
+    if native.mode() == "off":
+        return "off (MOOPT_NATIVE=0)"
+    lib = native.library(sync=True)
+    return f"loaded {lib._name}" if lib is not None else f"unavailable: {native.failure()}"
 
 
 def run(args: argparse.Namespace) -> dict:

@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 from moopt.errors import StateMismatchError
+from moopt.states.fast import native
 from moopt.states.fast.tensors import like, local
 from moopt.states.quantization import (
     QuantMap,
@@ -37,6 +38,13 @@ from moopt.states.quantization import (
     quantize_blockwise,
 )
 from moopt.states.storage import Parts, StorageBackend, compute_dtype, register_storage
+
+
+def _native_ok(codes: Tensor, absmax: Tensor) -> bool:
+    """Whether the native codec (same bits as the torch one) can take these parts."""
+    return (codes.device.type == "cpu" and absmax.device.type == "cpu"
+            and absmax.dtype == torch.float32 and codes.is_contiguous()
+            and absmax.is_contiguous())
 
 
 @register_storage("int8")
@@ -110,8 +118,13 @@ class Int8Storage(StorageBackend):
                     f"{self.min_size}) in full precision, got parts {sorted(parts)}")
             return like(parts[""], param)
         self._check(parts, shard.numel())
-        flat = dequantize_blockwise(parts["codes"], parts["absmax"], self.qmap(signed),
-                                    self.block_size)
+        codes, absmax = parts["codes"], parts["absmax"]
+        lib = native.library()
+        if lib is not None and _native_ok(codes, absmax):
+            flat = native.decode(lib, codes, absmax, self.qmap(signed), self.block_size,
+                                 torch.empty(codes.numel(), dtype=torch.float32))
+        else:
+            flat = dequantize_blockwise(codes, absmax, self.qmap(signed), self.block_size)
         return like(flat.view(shard.shape).to(compute_dtype(param)), param)
 
     def write(self, parts: Parts, value: Tensor, *, signed: bool) -> None:
@@ -121,8 +134,15 @@ class Int8Storage(StorageBackend):
                 parts[""].copy_(value)
             return
         self._check(parts, value.numel())
-        quantize_blockwise(value, self.qmap(signed), self.block_size,
-                           codes=parts["codes"], absmax=parts["absmax"])
+        codes, absmax = parts["codes"], parts["absmax"]
+        lib = native.library()
+        if (lib is not None and _native_ok(codes, absmax) and value.device.type == "cpu"
+                and value.dtype == torch.float32 and value.is_contiguous()
+                and native.encode(lib, value, codes, absmax, self.qmap(signed),
+                                  self.block_size)):
+            return
+        quantize_blockwise(value, self.qmap(signed), self.block_size, codes=codes,
+                           absmax=absmax)
 
     def unit_roundoff(self, param: Tensor, *, signed: bool | None = None) -> float:
         """The largest rounding error of one stored value relative to its block's absmax.

@@ -43,13 +43,20 @@ def store(buf: tuple[Tensor, ...], kind: str, value: Tensor) -> None:
     buf[0].copy_(value)
 
 
-def adam_scalars(*, decay: float, lr: float, betas: tuple[float, float], step: int,
-                 eps: float, like: Tensor, bound: float = math.inf) -> Tensor:
+def adam_scalar_values(*, decay: float, lr: float, betas: tuple[float, float], step: int,
+                       eps: float, bound: float = math.inf) -> list[float]:
     """Scalars of shared / decoupled kernels: decay, lr, b1, b2, 1/(1-b1^t), 1/(1-b2^t), eps,
     and the clip bound of the direction (inf: no clip)."""
     b1, b2 = betas
-    return torch.tensor([decay, lr, b1, b2, 1 / (1 - b1**step), 1 / (1 - b2**step), eps,
-                         bound], dtype=like.dtype, device=like.device)
+    return [decay, lr, b1, b2, 1 / (1 - b1**step), 1 / (1 - b2**step), eps, bound]
+
+
+def adam_scalars(*, decay: float, lr: float, betas: tuple[float, float], step: int,
+                 eps: float, like: Tensor, bound: float = math.inf) -> Tensor:
+    """:func:`adam_scalar_values` as a 1-D tensor of ``like``'s dtype and device."""
+    return torch.tensor(adam_scalar_values(decay=decay, lr=lr, betas=betas, step=step,
+                                           eps=eps, bound=bound),
+                        dtype=like.dtype, device=like.device)
 
 
 def shared_kernel(p: Tensor, g: Tensor, m: tuple[Tensor, ...], v: tuple[Tensor, ...],
@@ -67,18 +74,27 @@ def shared_kernel(p: Tensor, g: Tensor, m: tuple[Tensor, ...], v: tuple[Tensor, 
     store(v, kinds[1], v_new)
 
 
-def bridged_scalars(*, decay: float, lr: float, betas: tuple[float, float],
-                    base_betas: tuple[float, float], T: int, t_k: int, eps: float,
-                    guard_u: float, like: Tensor, bound: float = math.inf) -> Tensor:
+def bridged_scalar_values(*, decay: float, lr: float, betas: tuple[float, float],
+                          base_betas: tuple[float, float], T: int, t_k: int, eps: float,
+                          guard_u: float, bound: float = math.inf) -> list[float]:
     """Scalars of the bridged kernel (base bias corrections use T - 1; 1 when T = 1; the
     direction's clip bound last, inf for none)."""
     b1, b2 = betas
     b3, b4 = base_betas
     cb1 = 1 / (1 - b3 ** (T - 1)) if T > 1 else 1.0
     cb2 = 1 / (1 - b4 ** (T - 1)) if T > 1 else 1.0
-    return torch.tensor([decay, lr, b1, b2, b3, b4, cb1, cb2, 1 / (1 - b1**t_k),
-                         1 / (1 - b2**t_k), eps, guard_u, bound], dtype=like.dtype,
-                        device=like.device)
+    return [decay, lr, b1, b2, b3, b4, cb1, cb2, 1 / (1 - b1**t_k), 1 / (1 - b2**t_k), eps,
+            guard_u, bound]
+
+
+def bridged_scalars(*, decay: float, lr: float, betas: tuple[float, float],
+                    base_betas: tuple[float, float], T: int, t_k: int, eps: float,
+                    guard_u: float, like: Tensor, bound: float = math.inf) -> Tensor:
+    """:func:`bridged_scalar_values` as a 1-D tensor of ``like``'s dtype and device."""
+    return torch.tensor(bridged_scalar_values(decay=decay, lr=lr, betas=betas,
+                                              base_betas=base_betas, T=T, t_k=t_k, eps=eps,
+                                              guard_u=guard_u, bound=bound),
+                        dtype=like.dtype, device=like.device)
 
 
 def bridged_kernel(p: Tensor, g: Tensor, m_b: tuple[Tensor, ...], v_b: tuple[Tensor, ...],

@@ -27,11 +27,11 @@ from torch import Tensor
 
 from moopt.states.bf16 import BF16Storage
 from moopt.states.bridged import LOSSY_ROUNDOFF
-from moopt.states.fast import compiled
+from moopt.states.fast import compiled, native
 from moopt.states.fast.kernels import (
-    adam_scalars,
+    adam_scalar_values,
     bridged_kernel,
-    bridged_scalars,
+    bridged_scalar_values,
     shared_kernel,
 )
 from moopt.states.fast.tensors import is_distributed
@@ -66,17 +66,17 @@ def _bound(step: int, betas: tuple[float, float]) -> float:
     return bound if math.isfinite(bound) else math.inf
 
 
-def _scalars(policy: str, ctx: StepContext, decay: float, like: Tensor) -> Tensor:
+def _scalars(policy: str, ctx: StepContext, decay: float) -> list[float]:
     if policy == "bridged":
         # Bridged clips only with lossy storage and the guard on (moopt.states.bridged).
         clip = ctx.guard > 0 and ctx.unit_roundoff > LOSSY_ROUNDOFF
-        return bridged_scalars(decay=decay, lr=ctx.lr, betas=ctx.betas,
-                               base_betas=ctx.base_betas, T=ctx.T, t_k=ctx.t_k, eps=ctx.eps,
-                               guard_u=ctx.guard * ctx.unit_roundoff, like=like,
-                               bound=_bound(ctx.t_k, ctx.betas) if clip else math.inf)
+        return bridged_scalar_values(decay=decay, lr=ctx.lr, betas=ctx.betas,
+                                     base_betas=ctx.base_betas, T=ctx.T, t_k=ctx.t_k,
+                                     eps=ctx.eps, guard_u=ctx.guard * ctx.unit_roundoff,
+                                     bound=_bound(ctx.t_k, ctx.betas) if clip else math.inf)
     step = ctx.T if policy == "shared" else ctx.t_k
-    return adam_scalars(decay=decay, lr=ctx.lr, betas=ctx.betas, step=step, eps=ctx.eps,
-                        like=like, bound=_bound(step, ctx.betas))
+    return adam_scalar_values(decay=decay, lr=ctx.lr, betas=ctx.betas, step=step, eps=ctx.eps,
+                              bound=_bound(step, ctx.betas))
 
 
 def _kernel(policy: str):
@@ -119,13 +119,47 @@ def fast_step(policy: str, batch: GroupBatch) -> bool:
     if any(is_distributed(p) or is_distributed(g) for p, g in zip(batch.params, batch.grads)):
         return False
     layout = LAYOUTS[policy]
+    lib = native.library()
     for p, g, state, ctx in zip(batch.params, batch.grads, batch.states, batch.contexts):
         keys = [f"{name}/{ctx.objective}" if per_obj else name for name, per_obj, _ in layout]
         decay = 1 - ctx.lr * batch.weight_decay if batch.weight_decay != 0 else 1.0
-        s = _scalars(policy, ctx, decay,
-                     torch.empty(0, dtype=compute_dtype(p), device=p.device))
+        scalars = _scalars(policy, ctx, decay)
+        if lib is not None and _native_update(lib, policy, p, g, state, keys, backends,
+                                              layout, scalars):
+            continue
+        s = torch.tensor(scalars, dtype=compute_dtype(p), device=p.device)
         _update(policy, p, g, state, keys, backends, layout, s)
     return True
+
+
+def _native_buffer(backend: StorageBackend, state: dict, key: str, p: Tensor,
+                   signed: bool) -> native.Buf | None:
+    if isinstance(backend, Int8Storage) and backend.quantizes(p):
+        codes, absmax = state[key + "#codes"], state[key + "#absmax"]
+        if not (codes.is_contiguous() and absmax.is_contiguous()):
+            return None
+        return native.int8_buffer(codes, absmax, backend.qmap(signed), backend.block_size)
+    value = state[key]
+    if not value.is_contiguous():
+        return None
+    if value.dtype == torch.float32:
+        return native.f32_buffer(value)
+    return native.bf16_buffer(value) if value.dtype == torch.bfloat16 else None
+
+
+def _native_update(lib, policy, p, g, state, keys, backends, layout, scalars) -> bool:
+    """One parameter through the native CPU kernel; False (nothing changed) if it cannot."""
+    if (p.device.type != "cpu" or p.dtype != torch.float32 or g.dtype != torch.float32
+            or not p.is_contiguous() or not g.is_contiguous()):
+        return False
+    bufs = []
+    for key, backend, (_, _, signed) in zip(keys, backends, layout):
+        buf = _native_buffer(backend, state, key, p, signed)
+        if buf is None:
+            return False
+        bufs.append(buf)
+    family = "bridged" if policy == "bridged" else "adam"
+    return native.step(lib, family, p.detach(), g.detach(), bufs, scalars)
 
 
 def _update(policy, p, g, state, keys, backends, layout, s) -> None:

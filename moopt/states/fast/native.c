@@ -1,0 +1,411 @@
+/* Native CPU kernels of moopt's built-in policies (loaded by moopt/states/fast/native.py).
+ *
+ * One call updates one float32 parameter in place: its gradient, and 2 (shared, decoupled)
+ * or 4 (bridged) state buffers, each stored as float32, bfloat16 or 8-bit block-wise codes.
+ * The tensor is cut into chunks (whole quantization blocks); threads take chunks. Within a
+ * chunk, low-bit buffers are decoded into float32 scratch, the update runs on plain float
+ * arrays (vectorised by the compiler), and the scratch is encoded back, so every state byte
+ * is read once and written once.
+ *
+ * Bit-exactness: the arithmetic repeats moopt/states/fast/kernels.py operation by operation
+ * in float32 (built with -ffp-contract=off, so no fused multiply-adds), the 8-bit codec
+ * repeats moopt/states/quantization.py (same lookup tables, same division by the block
+ * absmax), and bfloat16 writes round to nearest even like torch. Tests hold the results
+ * equal to the eager kernels bit for bit.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+#if defined(__AVX512F__) || defined(__AVX2__)
+#include <immintrin.h>
+#endif
+
+enum { KIND_F32 = 0, KIND_BF16 = 1, KIND_INT8 = 2 };
+
+typedef struct {
+    int32_t kind;
+    int32_t block;            /* int8: values per block */
+    void *data;               /* float*, uint16_t* (bfloat16 bits) or uint8_t* codes */
+    float *absmax;            /* int8: one scale per block */
+    const float *values;      /* int8: the map's entries */
+    const int32_t *table;     /* int8: 65536 entries, one per 16-bit key (see store()) */
+    const uint8_t *planes;    /* int8: the entries' bytes as 4 planes of 256 (see decode) */
+} Buf;
+
+#define MAX_BUFS 4
+
+static inline float bf16_to_f32(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+static inline uint16_t f32_to_bf16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if (f != f) return (uint16_t)0x7FC0;
+    return (uint16_t)((u + (((u >> 16) & 1u) + 0x7FFFu)) >> 16);
+}
+
+/* Vectorised 8-bit codec loops; they return how many values they did (the caller finishes).
+ * Written with intrinsics because compilers decline to emit gathers for these loops. */
+static int64_t decode_simd(const uint8_t *codes, const float *values, const uint8_t *planes,
+                           float scale, float *out, int64_t len) {
+    int64_t i = 0;
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VBMI__)
+    /* 64 codes at a time without gathers: byte b of every entry is looked up in its own
+     * 256-byte plane (two 128-entry byte permutes and a blend on the code's top bit), and
+     * the four byte planes are interleaved back into floats. The codes are first reordered
+     * so that the lane-wise interleave comes out in order: position 16L + 4k + m of the
+     * reordered codes holds code 16k + 4L + m, which lands in float m of lane L of output
+     * vector k. */
+    if (len >= 64) {
+        __m512i plane[4][4];
+        for (int b = 0; b < 4; b++)
+            for (int q = 0; q < 4; q++)
+                plane[b][q] = _mm512_loadu_si512((const void *)(planes + 256 * b + 64 * q));
+        uint8_t order[64];
+        for (int lane = 0; lane < 4; lane++)
+            for (int k = 0; k < 4; k++)
+                for (int m = 0; m < 4; m++) order[16 * lane + 4 * k + m] = 16 * k + 4 * lane + m;
+        const __m512i reorder = _mm512_loadu_si512((const void *)order);
+        const __m512 s = _mm512_set1_ps(scale);
+        for (; i + 64 <= len; i += 64) {
+            __m512i c = _mm512_permutexvar_epi8(reorder,
+                                                _mm512_loadu_si512((const void *)(codes + i)));
+            __mmask64 high = _mm512_movepi8_mask(c);
+            __m512i byte[4];
+            for (int b = 0; b < 4; b++) {
+                __m512i lo = _mm512_permutex2var_epi8(plane[b][0], c, plane[b][1]);
+                __m512i hi = _mm512_permutex2var_epi8(plane[b][2], c, plane[b][3]);
+                byte[b] = _mm512_mask_blend_epi8(high, lo, hi);
+            }
+            __m512i w01l = _mm512_unpacklo_epi8(byte[0], byte[1]);
+            __m512i w01h = _mm512_unpackhi_epi8(byte[0], byte[1]);
+            __m512i w23l = _mm512_unpacklo_epi8(byte[2], byte[3]);
+            __m512i w23h = _mm512_unpackhi_epi8(byte[2], byte[3]);
+            __m512i d[4] = {_mm512_unpacklo_epi16(w01l, w23l), _mm512_unpackhi_epi16(w01l, w23l),
+                            _mm512_unpacklo_epi16(w01h, w23h), _mm512_unpackhi_epi16(w01h, w23h)};
+            for (int k = 0; k < 4; k++)
+                _mm512_storeu_ps(out + i + 16 * k, _mm512_mul_ps(_mm512_castsi512_ps(d[k]), s));
+        }
+    }
+#else
+    (void)planes;
+#endif
+#if defined(__AVX512F__)
+    __m512 s16 = _mm512_set1_ps(scale);
+    for (; i + 16 <= len; i += 16) {
+        __m512i idx = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(codes + i)));
+        _mm512_storeu_ps(out + i, _mm512_mul_ps(_mm512_i32gather_ps(idx, values, 4), s16));
+    }
+#elif defined(__AVX2__)
+    __m256 s8 = _mm256_set1_ps(scale);
+    for (; i + 8 <= len; i += 8) {
+        __m256i idx = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(codes + i)));
+        _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_i32gather_ps(values, idx, 4), s8));
+    }
+#else
+    (void)codes; (void)values; (void)scale; (void)out; (void)len;
+#endif
+    return i;
+}
+
+static int64_t encode_simd(const int32_t *ybits, const int32_t *table, uint8_t *codes,
+                           int64_t len) {
+    int64_t i = 0;
+#if defined(__AVX512F__)
+    const __m512i low = _mm512_set1_epi32(0xFFFF), magnitude = _mm512_set1_epi32(0x7FFFFFFF);
+    for (; i + 16 <= len; i += 16) {
+        __m512i bits = _mm512_loadu_si512((const void *)(ybits + i));
+        __m512i key = _mm512_srli_epi32(bits, 16);
+        __m512i order = _mm512_and_si512(
+            _mm512_xor_si512(bits, _mm512_and_si512(_mm512_srai_epi32(bits, 31), magnitude)),
+            low);
+        __m512i entry = _mm512_i32gather_epi32(key, (const void *)table, 4);
+        __mmask16 up = _mm512_cmpgt_epi32_mask(order, _mm512_and_si512(entry, low));
+        __m512i code = _mm512_mask_add_epi32(_mm512_srli_epi32(entry, 16), up,
+                                             _mm512_srli_epi32(entry, 16), _mm512_set1_epi32(1));
+        _mm_storeu_si128((__m128i *)(codes + i), _mm512_cvtepi32_epi8(code));
+    }
+#elif defined(__AVX2__)
+    const __m256i low = _mm256_set1_epi32(0xFFFF), magnitude = _mm256_set1_epi32(0x7FFFFFFF);
+    for (; i + 8 <= len; i += 8) {
+        __m256i bits = _mm256_loadu_si256((const __m256i *)(ybits + i));
+        __m256i key = _mm256_srli_epi32(bits, 16);
+        __m256i order = _mm256_and_si256(
+            _mm256_xor_si256(bits, _mm256_and_si256(_mm256_srai_epi32(bits, 31), magnitude)),
+            low);
+        __m256i entry = _mm256_i32gather_epi32(table, key, 4);
+        __m256i up = _mm256_cmpgt_epi32(order, _mm256_and_si256(entry, low));  /* -1 or 0 */
+        __m256i code = _mm256_sub_epi32(_mm256_srli_epi32(entry, 16), up);
+        __m256i packed = _mm256_packus_epi32(code, code);        /* 16-bit, per lane */
+        packed = _mm256_packus_epi16(packed, packed);            /* 8-bit, per lane */
+        uint32_t lo32 = (uint32_t)_mm256_extract_epi32(packed, 0);
+        uint32_t hi32 = (uint32_t)_mm256_extract_epi32(packed, 4);
+        memcpy(codes + i, &lo32, 4);
+        memcpy(codes + i + 4, &hi32, 4);
+    }
+#else
+    (void)ybits; (void)table; (void)codes; (void)len;
+#endif
+    return i;
+}
+
+/* Values [start, start + n) of `b` as float32 in `out` (n spans whole blocks, or the tail). */
+static void load(const Buf *b, int64_t start, int64_t n, float *restrict out) {
+    if (b->kind == KIND_BF16) {
+        const uint16_t *restrict src = (const uint16_t *)b->data + start;
+        for (int64_t i = 0; i < n; i++) out[i] = bf16_to_f32(src[i]);
+        return;
+    }
+    const uint8_t *restrict codes = (const uint8_t *)b->data + start;
+    const float *restrict values = b->values;
+    int64_t bs = b->block;
+    for (int64_t j = 0; j < n; j += bs) {
+        int64_t len = n - j < bs ? n - j : bs;
+        float scale = b->absmax[(start + j) / bs];
+        int64_t i = decode_simd(codes + j, values, b->planes, scale, out + j, len);
+        for (; i < len; i++) out[j + i] = values[codes[j + i]] * scale;
+    }
+}
+
+/* x[i] = x[i] / scale for one block, rounded like the division, without a division per value
+ * (dividers are slow): both sides are scaled by a power of two that brings `scale` to [1, 2)
+ * (exact), then q = x * (1/scale) is corrected once with an exact FMA remainder (Markstein's
+ * theorem: with a correctly rounded reciprocal and no underflow the result is the correctly
+ * rounded quotient). Values |x/scale| < 2^-100 may come out off by an ulp; they encode to the
+ * same code (the map's smallest midpoint is about 1e-7). An infinite scale divides plainly;
+ * NaN blocks are not divided at all (scale 1, as in torch), which keeps their NaN signs. tests/states/test_native.py checks all this. */
+static void divide(float *restrict x, int64_t len, float scale) {
+    uint32_t sbits;
+    memcpy(&sbits, &scale, 4);
+    uint32_t e = (sbits >> 23) & 255;
+    if (e >= 254) {
+        for (int64_t i = 0; i < len; i++) x[i] = x[i] / scale;
+        return;
+    }
+    uint32_t fbits = (254u - e) << 23;
+    float f;
+    memcpy(&f, &fbits, 4);
+    const float s = scale * f, r = 1.0f / s;
+    for (int64_t i = 0; i < len; i++) {
+        float xs = x[i] * f;
+        float q = xs * r;
+        x[i] = fmaf(fmaf(-q, s, xs), r, q);
+    }
+}
+
+/* Writes values [start, start + n) of `b` from `in` (scratch, overwritten for 8-bit). */
+static void store(const Buf *b, int64_t start, int64_t n, float *restrict in) {
+    if (b->kind == KIND_BF16) {
+        uint16_t *restrict dst = (uint16_t *)b->data + start;
+        for (int64_t i = 0; i < n; i++) dst[i] = f32_to_bf16(in[i]);
+        return;
+    }
+    uint8_t *restrict codes = (uint8_t *)b->data + start;
+    const int32_t *restrict table = b->table;
+    int64_t bs = b->block;
+    for (int64_t j = 0; j < n; j += bs) {
+        int64_t len = n - j < bs ? n - j : bs;
+        float *restrict x = in + j;
+        /* |x| as integers: for non-negative floats the bit patterns sort like the values,
+         * and NaN patterns sort above inf, so NaN wins like in torch.amax. */
+        const uint32_t *restrict xbits = (const uint32_t *)x;
+        uint32_t top = 0;
+        for (int64_t i = 0; i < len; i++) {
+            uint32_t a = xbits[i] & 0x7FFFFFFFu;
+            top = a > top ? a : top;
+        }
+        float amax;
+        memcpy(&amax, &top, 4);
+        b->absmax[(start + j) / bs] = amax;
+        if (amax > 0.0f) divide(x, len, amax);  /* else the scale is 1 (zero or NaN block) */
+        /* The key is the top 16 bits of the float32 pattern. Its table entry holds the
+         * nearest code at the key's low end (high half) and the low 16 bits of the one map
+         * midpoint inside the key (0xFFFF: none), both as order-preserving integers
+         * (bits ^ ((bits >> 31) & 0x7FFFFFFF)); the midpoint shares the key's top bits, so
+         * comparing low halves decides "above the midpoint". One integer gather per value
+         * (built with -fno-strict-aliasing). */
+        const int32_t *restrict ybits = (const int32_t *)x;
+        int64_t i = encode_simd(ybits, table, codes + j, len);
+        for (; i < len; i++) {
+            int32_t bits = ybits[i];
+            int32_t key = (int32_t)((uint32_t)bits >> 16);
+            int32_t order = (bits ^ ((bits >> 31) & 0x7FFFFFFF)) & 0xFFFF;
+            int32_t entry = table[key];
+            codes[j + i] = (uint8_t)((entry >> 16) + (order > (entry & 0xFFFF)));
+        }
+    }
+}
+
+static inline float maximum(float a, float b) {  /* like torch.maximum: NaN wins */
+    float m = a > b ? a : b;
+    return (a != a || b != b) ? a + b : m;
+}
+
+static inline float clamp(float x, float bound) {  /* like torch.clamp: NaN stays NaN */
+    return x > bound ? bound : (x < -bound ? -bound : x);
+}
+
+/* s: decay, lr, b1, b2, 1/(1-b1^t), 1/(1-b2^t), eps, bound (kernels.adam_scalars). */
+static void adam_chunk(float *restrict p, const float *restrict g, float *restrict m,
+                       float *restrict v, int64_t n, const float *s) {
+    const float decay = s[0], lr = s[1], b1 = s[2], b2 = s[3], c1 = s[4], c2 = s[5];
+    const float eps = s[6], bound = s[7];
+    const float a1 = 1.0f - b1, a2 = 1.0f - b2;
+    for (int64_t i = 0; i < n; i++) {
+        float grad = g[i];
+        float m_new = m[i] * b1 + grad * a1;
+        float v_new = v[i] * b2 + grad * grad * a2;
+        float denom = sqrtf(v_new * c2) + eps;
+        float direction = clamp((m_new * c1) / denom, bound);
+        p[i] = p[i] * decay - lr * direction;
+        m[i] = m_new;
+        v[i] = v_new;
+    }
+}
+
+/* s: decay, lr, b1, b2, b3, b4, cb1, cb2, c1, c2, eps, guard_u, bound
+ * (kernels.bridged_scalars); buffers m_base, v_base, m_k, v_k. */
+static void bridged_chunk(float *restrict p, const float *restrict g, float *restrict mb,
+                          float *restrict vb, float *restrict mk, float *restrict vk,
+                          int64_t n, const float *s) {
+    const float decay = s[0], lr = s[1], b1 = s[2], b2 = s[3], b3 = s[4], b4 = s[5];
+    const float cb1 = s[6], cb2 = s[7], c1 = s[8], c2 = s[9], eps = s[10], guard_u = s[11];
+    const float bound = s[12];
+    const float a1 = 1.0f - b1, a2 = 1.0f - b2, a3 = 1.0f - b3, a4 = 1.0f - b4;
+    for (int64_t i = 0; i < n; i++) {
+        float grad = g[i];
+        float g2 = grad * grad;
+        float mb_old = mb[i], vb_old = vb[i];
+        float mb_hat = mb_old * cb1, vb_hat = vb_old * cb2;
+        float mk_new = mk[i] * b1 + (grad - mb_hat) * a1;
+        float vk_new = vk[i] * b2 + (g2 - vb_hat) * a2;
+        float mk_hat = mk_new * c1, vk_hat = vk_new * c2;
+        float total = fabsf(vk_hat + vb_hat);
+        float floor_ = (fabsf(vk_hat) + fabsf(vb_hat)) * guard_u;
+        float denom = sqrtf(maximum(total, floor_)) + eps;
+        float direction = clamp((mk_hat + mb_hat) / denom, bound);
+        p[i] = p[i] * decay - lr * direction;
+        mk[i] = mk_new;
+        vk[i] = vk_new;
+        mb[i] = mb_old * b3 + grad * a3;
+        vb[i] = vb_old * b4 + g2 * a4;
+    }
+}
+
+/* Chunk length: whole blocks of every 8-bit buffer (0 if their block sizes differ). */
+static int64_t chunk_length(const Buf *bufs, int nbuf) {
+    int64_t block = 0;
+    for (int k = 0; k < nbuf; k++) {
+        if (bufs[k].kind != KIND_INT8) continue;
+        if (block && block != bufs[k].block) return 0;
+        block = bufs[k].block;
+    }
+    if (!block) return 4096;
+    int64_t chunk = block;
+    while (chunk < 4096) chunk += block;
+    return chunk;
+}
+
+/* One step of one parameter. policy: 0 = Adam-like (shared, decoupled), 1 = bridged.
+ * Returns 0, or -1 if the buffers cannot be taken (nothing changed then). */
+int moopt_step(int policy, float *p, const float *g, int64_t n, Buf *bufs, int nbuf,
+               const float *scalars, int threads) {
+    if ((policy == 0 && nbuf != 2) || (policy == 1 && nbuf != 4) || nbuf > MAX_BUFS) return -1;
+    int64_t chunk = chunk_length(bufs, nbuf);
+    if (chunk <= 0) return -1;
+    int64_t nchunks = (n + chunk - 1) / chunk;
+    int lowbit = 0;
+    for (int k = 0; k < nbuf; k++) lowbit += bufs[k].kind != KIND_F32;
+    if (threads < 1 || nchunks < 2) threads = 1;
+    /* Scratch for every thread, allocated before anything is written. */
+    float *scratch = NULL;
+    if (lowbit) {
+        scratch = (float *)malloc(sizeof(float) * (size_t)(chunk * lowbit * threads));
+        if (!scratch) return -2;
+    }
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t c = 0; c < nchunks; c++) {
+        int tid = 0;
+#ifdef _OPENMP
+        tid = omp_get_thread_num();
+#endif
+        float *mine = scratch ? scratch + (size_t)tid * chunk * lowbit : NULL;
+        int64_t start = c * chunk;
+        int64_t len = n - start < chunk ? n - start : chunk;
+        float *ptr[MAX_BUFS];
+        int used = 0;
+        for (int k = 0; k < nbuf; k++) {
+            if (bufs[k].kind == KIND_F32) {
+                ptr[k] = (float *)bufs[k].data + start;
+            } else {
+                ptr[k] = mine + chunk * used++;
+                load(&bufs[k], start, len, ptr[k]);
+            }
+        }
+        if (policy == 0)
+            adam_chunk(p + start, g + start, ptr[0], ptr[1], len, scalars);
+        else
+            bridged_chunk(p + start, g + start, ptr[0], ptr[1], ptr[2], ptr[3], len, scalars);
+        for (int k = 0; k < nbuf; k++)
+            if (bufs[k].kind != KIND_F32) store(&bufs[k], start, len, ptr[k]);
+    }
+    free(scratch);
+    return 0;
+}
+
+/* 1 if no value of the float32 array is NaN or inf, else 0 (exponent bits all ones). */
+int moopt_all_finite(const float *x, int64_t n, int threads) {
+    const uint32_t *restrict u = (const uint32_t *)x;
+    uint32_t bad = 0;
+    if (threads < 1 || n < (1 << 16)) threads = 1;
+#pragma omp parallel for num_threads(threads) reduction(| : bad) schedule(static)
+    for (int64_t i = 0; i < n; i++) bad |= (uint32_t)((u[i] & 0x7F800000u) == 0x7F800000u);
+    return bad ? 0 : 1;
+}
+
+/* Block-wise codec entry points (Int8Storage.read / write and tests): decode or encode the
+ * n values of an 8-bit buffer; the buffer's blocks start at value 0. */
+void moopt_decode(const Buf *b, int64_t n, float *out, int threads) {
+    int64_t chunk = b->block;
+    while (chunk < 4096) chunk += b->block;
+    int64_t nchunks = (n + chunk - 1) / chunk;
+    if (threads < 1 || nchunks < 2) threads = 1;
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t c = 0; c < nchunks; c++) {
+        int64_t start = c * chunk;
+        load(b, start, n - start < chunk ? n - start : chunk, out + start);
+    }
+}
+
+/* Returns 0, or -2 if scratch could not be allocated (nothing written then). */
+int moopt_encode(const Buf *b, int64_t n, const float *in, int threads) {
+    int64_t chunk = b->block;
+    while (chunk < 4096) chunk += b->block;
+    int64_t nchunks = (n + chunk - 1) / chunk;
+    if (threads < 1 || nchunks < 2) threads = 1;
+    float *scratch = (float *)malloc(sizeof(float) * (size_t)(chunk * threads));
+    if (!scratch) return -2;
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t c = 0; c < nchunks; c++) {
+        int tid = 0;
+#ifdef _OPENMP
+        tid = omp_get_thread_num();
+#endif
+        float *mine = scratch + (size_t)tid * chunk;
+        int64_t start = c * chunk;
+        int64_t len = n - start < chunk ? n - start : chunk;
+        memcpy(mine, in + start, sizeof(float) * (size_t)len);
+        store(b, start, len, mine);
+    }
+    free(scratch);
+    return 0;
+}

@@ -1,0 +1,279 @@
+"""Native CPU kernels (``native.c``), built with the system C compiler and cached on disk.
+
+The C file holds one fused step per policy family (Adam-like for shared / decoupled, bridged)
+over float32, bfloat16 and 8-bit block-wise state, and a NaN/inf scan of float32 gradients.
+It builds in about a second with ``cc -O3 -march=native -fopenmp`` into
+``~/.cache/moopt/native/`` (``MOOPT_CACHE_DIR`` moves it), keyed by a hash of the source,
+the flags, the compiler and the CPU, and is loaded with :mod:`ctypes`: no torch headers, no
+build step at install time.
+
+The first request starts the build in a background thread and returns None, so no step waits
+for a compiler; callers use the eager kernels meanwhile (the native ones give the same bits).
+``MOOPT_NATIVE=0`` never builds or loads it; ``MOOPT_NATIVE=sync`` builds in the calling
+thread (benchmarks, tests). Without a working compiler it warns once and stays off.
+
+Example:
+    >>> from moopt.states.fast import native
+    >>> native.mode() in ("background", "sync", "off")
+    True
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import threading
+import warnings
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from moopt.states.quantization import QuantMap
+
+SOURCE = Path(__file__).with_name("native.c")
+# No FMA contraction (bit-equal to torch's separate multiply and add); no errno on sqrt (lets
+# it vectorise); integer views of float scratch need -fno-strict-aliasing.
+FLAGS = ["-O3", "-ffp-contract=off", "-fno-math-errno", "-fno-strict-aliasing", "-fopenmp",
+         "-std=c11", "-shared", "-fPIC"]
+CPU_FLAGS = ["-march=native"]
+
+KIND = {"f32": 0, "bf16": 1, "int8": 2}
+POLICY = {"adam": 0, "bridged": 1}
+# One thread below this many values: a parallel region costs more than it saves.
+PARALLEL_MIN_NUMEL = 1 << 16
+
+
+class Buf(ctypes.Structure):
+    """One state buffer as the C kernel sees it (``Buf`` in native.c)."""
+
+    _fields_ = [("kind", ctypes.c_int32), ("block", ctypes.c_int32),
+                ("data", ctypes.c_void_p), ("absmax", ctypes.c_void_p),
+                ("values", ctypes.c_void_p), ("table", ctypes.c_void_p),
+                ("planes", ctypes.c_void_p)]
+
+
+def mode() -> str:
+    """"background" (default), "sync" or "off", from ``MOOPT_NATIVE``."""
+    value = os.environ.get("MOOPT_NATIVE", "1").strip().lower()
+    if value in ("0", "off", "false", "no"):
+        return "off"
+    return "sync" if value == "sync" else "background"
+
+
+def _compiler() -> str | None:
+    for name in (os.environ.get("CC"), "cc", "gcc", "clang"):
+        if name and shutil.which(name):
+            return name
+    return None
+
+
+def _cache_dir() -> Path:
+    root = os.environ.get("MOOPT_CACHE_DIR")
+    base = Path(root) if root else Path.home() / ".cache" / "moopt"
+    return base / "native"
+
+
+def _cpu_id() -> str:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        flags = next((line for line in text.splitlines() if line.startswith("flags")), "")
+    except OSError:
+        flags = ""
+    return platform.machine() + platform.processor() + flags
+
+
+def _library_path(cc: str, flags: list[str]) -> Path:
+    try:
+        version = subprocess.run([cc, "--version"], capture_output=True, text=True,
+                                 timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        version = ""
+    key = hashlib.sha256("\0".join([SOURCE.read_text(), " ".join(flags), cc, version,
+                                    _cpu_id()]).encode()).hexdigest()[:20]
+    return _cache_dir() / f"moopt_native_{key}.so"
+
+
+def _build() -> ctypes.CDLL:
+    cc = _compiler()
+    if cc is None:
+        raise RuntimeError("no C compiler found (set CC)")
+    errors = []
+    serial = [f for f in FLAGS if f != "-fopenmp"]
+    # -march=native is not known to every compiler, OpenMP not installed with every one.
+    for flags in (FLAGS + CPU_FLAGS, FLAGS, serial):
+        path = _library_path(cc, flags)
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # Build beside the target, then rename: other processes never see half a file.
+            fd, tmp = tempfile.mkstemp(suffix=".so", dir=path.parent)
+            os.close(fd)
+            done = subprocess.run([cc, *flags, str(SOURCE), "-o", tmp, "-lm"],
+                                  capture_output=True, text=True, timeout=300)
+            if done.returncode != 0:
+                os.unlink(tmp)
+                errors.append(done.stderr.strip()[-2000:])
+                continue
+            os.replace(tmp, path)
+        lib = ctypes.CDLL(str(path))
+        lib.moopt_step.restype = ctypes.c_int
+        lib.moopt_step.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p,
+                                   ctypes.c_int64, ctypes.POINTER(Buf), ctypes.c_int,
+                                   ctypes.POINTER(ctypes.c_float), ctypes.c_int]
+        lib.moopt_decode.restype = None
+        lib.moopt_decode.argtypes = [ctypes.POINTER(Buf), ctypes.c_int64, ctypes.c_void_p,
+                                     ctypes.c_int]
+        lib.moopt_encode.restype = ctypes.c_int
+        lib.moopt_encode.argtypes = [ctypes.POINTER(Buf), ctypes.c_int64, ctypes.c_void_p,
+                                     ctypes.c_int]
+        lib.moopt_all_finite.restype = ctypes.c_int
+        lib.moopt_all_finite.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int]
+        return lib
+    raise RuntimeError("building native.c failed:\n" + "\n".join(errors))
+
+
+class _Loader:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.lib: ctypes.CDLL | None = None
+        self.ready = threading.Event()
+        self.failed: BaseException | None = None
+        self.thread: threading.Thread | None = None
+
+    def run(self) -> None:
+        try:
+            self.lib = _build()
+        except Exception as exc:  # no compiler, no OpenMP...: the eager kernels stay
+            self.failed = exc
+            warnings.warn(f"moopt: the native CPU kernels are unavailable ({exc}); using "
+                          "the torch kernels", RuntimeWarning, stacklevel=2)
+        finally:
+            self.ready.set()
+
+    def get(self, sync: bool) -> ctypes.CDLL | None:
+        if self.ready.is_set():
+            return self.lib
+        with self.lock:
+            if self.thread is None and not self.ready.is_set():
+                if sync:
+                    self.run()
+                    return self.lib
+                self.thread = threading.Thread(target=self.run, name="moopt-native",
+                                               daemon=True)
+                self.thread.start()
+        if sync:
+            self.ready.wait()
+            return self.lib
+        return None
+
+
+_loader = _Loader()
+
+
+def library(sync: bool | None = None) -> ctypes.CDLL | None:
+    """The loaded library, or None (off, still building, or failed to build).
+
+    ``sync=True`` waits for the build; the default follows ``MOOPT_NATIVE``.
+    """
+    how = mode()
+    if how == "off":
+        return None
+    return _loader.get(how == "sync" if sync is None else sync)
+
+
+def failure() -> BaseException | None:
+    """Why the library could not be built, if it could not."""
+    return _loader.failed
+
+
+_tables: dict[int, tuple[QuantMap, Tensor, Tensor, Tensor]] = {}
+
+
+def _map_tables(qmap: QuantMap) -> tuple[Tensor, Tensor, Tensor]:
+    """The map's entries and its encoding table as native.c's ``store`` reads them.
+
+    Entry ``key`` (the top 16 bits of a float32 pattern) packs the nearest code at the low
+    end of the key's interval (bits 16..23) and the low 16 bits of the order-preserving
+    integer ``bits ^ ((bits >> 31) & 0x7FFFFFFF)`` of the one map midpoint inside the
+    interval (0xFFFF when there is none, or for inf/NaN patterns, which then never round
+    up, like the float comparison with an infinite threshold).
+    """
+    entry = _tables.get(id(qmap))
+    if entry is None or entry[0] is not qmap:
+        values, code_lo, threshold = qmap.tables(torch.device("cpu"))
+        bits = threshold.view(torch.int32)
+        order = (bits ^ ((bits >> 31) & 0x7FFFFFFF)) & 0xFFFF
+        keys = torch.arange(1 << 16, dtype=torch.int32)
+        none = ~torch.isfinite(threshold) | ((keys & 0x7F80) == 0x7F80)
+        order = torch.where(none, torch.tensor(0xFFFF, dtype=torch.int32), order)
+        inside = (bits >> 16) & 0xFFFF
+        if bool(((inside != keys) & ~none).any()):
+            raise AssertionError("a map midpoint lies outside its lookup key")
+        table = (code_lo.to(torch.int32) << 16) | order
+        # Byte b of every entry, as 4 planes of 256 bytes (native.c's gather-free decoder).
+        planes = values.contiguous().view(torch.uint8).view(-1, 4).t().contiguous()
+        entry = (qmap, values.contiguous(), table.contiguous(), planes)
+        _tables[id(qmap)] = entry
+    return entry[1], entry[2], entry[3]
+
+
+def f32_buffer(t: Tensor) -> Buf:
+    return Buf(KIND["f32"], 0, t.data_ptr(), None, None, None, None)
+
+
+def bf16_buffer(t: Tensor) -> Buf:
+    return Buf(KIND["bf16"], 0, t.data_ptr(), None, None, None, None)
+
+
+def int8_buffer(codes: Tensor, absmax: Tensor, qmap: QuantMap, block: int) -> Buf:
+    values, table, planes = _map_tables(qmap)
+    return Buf(KIND["int8"], block, codes.data_ptr(), absmax.data_ptr(), values.data_ptr(),
+               table.data_ptr(), planes.data_ptr())
+
+
+def step(lib: ctypes.CDLL, family: str, p: Tensor, g: Tensor, bufs: list[Buf],
+         scalars: list[float]) -> bool:
+    """One in-place step of the contiguous float32 CPU tensor ``p`` with gradient ``g``.
+
+    ``family`` is "adam" (buffers m, v) or "bridged" (m_base, v_base, m_k, v_k); ``scalars``
+    as in :mod:`moopt.states.fast.kernels`. False if the kernel declined (nothing changed).
+    """
+    n = p.numel()
+    threads = _threads(n)
+    array = (Buf * len(bufs))(*bufs)
+    values = (ctypes.c_float * len(scalars))(*scalars)
+    return lib.moopt_step(POLICY[family], p.data_ptr(), g.data_ptr(), n, array, len(bufs),
+                          values, threads) == 0
+
+
+def all_finite(lib: ctypes.CDLL, t: Tensor) -> bool:
+    """No NaN or inf in the contiguous float32 CPU tensor ``t``."""
+    return bool(lib.moopt_all_finite(t.data_ptr(), t.numel(), _threads(t.numel())))
+
+
+def _threads(n: int) -> int:
+    return torch.get_num_threads() if n >= PARALLEL_MIN_NUMEL else 1
+
+
+def decode(lib: ctypes.CDLL, codes: Tensor, absmax: Tensor, qmap: QuantMap, block: int,
+           out: Tensor) -> Tensor:
+    """Fill the contiguous float32 CPU tensor ``out`` with the values that ``codes`` and
+    ``absmax`` encode (as :func:`moopt.states.quantization.dequantize_blockwise`)."""
+    buf = int8_buffer(codes, absmax, qmap, block)
+    lib.moopt_decode(ctypes.byref(buf), codes.numel(), out.data_ptr(), _threads(out.numel()))
+    return out
+
+
+def encode(lib: ctypes.CDLL, x: Tensor, codes: Tensor, absmax: Tensor, qmap: QuantMap,
+           block: int) -> bool:
+    """Quantize the contiguous float32 CPU tensor ``x`` into ``codes`` / ``absmax`` (as
+    :func:`moopt.states.quantization.quantize_blockwise`, bit for bit); False if the kernel
+    could not allocate its scratch (nothing written)."""
+    buf = int8_buffer(codes, absmax, qmap, block)
+    return lib.moopt_encode(ctypes.byref(buf), x.numel(), x.data_ptr(),
+                            _threads(x.numel())) == 0

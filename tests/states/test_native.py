@@ -1,0 +1,271 @@
+"""The native CPU kernels (moopt/states/fast/native.c) against the torch kernels.
+
+States must agree bit for bit: their arithmetic never touches a square root, and the 8-bit
+codec must produce the very codes of moopt.states.quantization. Parameters may differ by an
+ulp per step: torch's vectorised float32 sqrt is not always correctly rounded, the C one is.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import moopt
+from moopt.states.fast import native
+from moopt.states.fast.kernels import (
+    adam_scalar_values,
+    bridged_kernel,
+    bridged_scalar_values,
+    shared_kernel,
+)
+from moopt.states.int8 import Int8Storage
+from moopt.states.quantization import dequantize_blockwise, get_map, quantize_blockwise
+
+POLICIES = ["shared", "decoupled", "bridged"]
+EPS32 = torch.finfo(torch.float32).eps
+
+
+@pytest.fixture(scope="module")
+def lib():
+    # A C compiler is part of this project's supported setup (torch.compile needs one too):
+    # a failing build is a failure here, not a skip.
+    library = native.library(sync=True) if native.mode() != "off" else native._build()
+    assert library is not None, f"native kernels did not build: {native.failure()}"
+    return library
+
+
+def run(policy, storage, *, use_native, monkeypatch, steps=10, threads=1, seed=0):
+    monkeypatch.setenv("MOOPT_NATIVE", "sync" if use_native else "0")
+    monkeypatch.setenv("MOOPT_COMPILE", "0")
+    torch.set_num_threads(threads)
+    gen = torch.Generator().manual_seed(seed)
+    shapes = [(300, 257), (5000,), (7,), (64, 3)]
+    params = [torch.nn.Parameter(torch.randn(s, generator=gen)) for s in shapes]
+    opt = moopt.MultiObjectiveOptimizer(params, ["a", "b"], policy, storage, lr=1e-2,
+                                        weight_decay=0.1, lr_ratios={"a": 0.5})
+    for i in range(steps):
+        for p in params:
+            # Gradient scales from 1e-6 to 10 exercise the codec across the map's range.
+            scale = 10.0 ** float(torch.randint(-6, 2, (1,), generator=gen))
+            p.grad = torch.randn(p.shape, generator=gen) * scale
+        opt.step(objective="a" if i % 3 == 0 else "b")
+    return params, opt
+
+
+STORAGES = ["fp32", "bf16", "int8", Int8Storage(block_size=64, min_size=0),
+            Int8Storage(block_size=100, min_size=0), {"base": "fp32", "delta": "int8"},
+            {"base": "int8", "delta": "bf16"}]
+
+
+@pytest.mark.parametrize("storage", STORAGES, ids=repr)
+@pytest.mark.parametrize("policy", POLICIES)
+def test_native_step_equals_torch_kernels(policy, storage, lib, monkeypatch):
+    steps = 10
+    fast, opt_fast = run(policy, storage, use_native=True, monkeypatch=monkeypatch,
+                         steps=steps)
+    ref, opt_ref = run(policy, storage, use_native=False, monkeypatch=monkeypatch,
+                       steps=steps)
+    for a, b in zip(fast, ref):
+        # One ulp of the direction per step at most (the sqrt), on the parameter's scale.
+        bound = steps * 2 * EPS32 * b.detach().abs().max()
+        assert (a - b).abs().max() <= bound
+        sa, sb = opt_fast.state[a], opt_ref.state[b]
+        assert sa.keys() == sb.keys()
+        for key in sa:
+            if isinstance(sa[key], torch.Tensor):
+                assert torch.equal(sa[key], sb[key]), key
+            else:
+                assert sa[key] == sb[key]
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_threads_do_not_change_results(policy, lib, monkeypatch):
+    threads = torch.get_num_threads()
+    try:
+        one, _ = run(policy, "int8", use_native=True, monkeypatch=monkeypatch, threads=1)
+        two, _ = run(policy, "int8", use_native=True, monkeypatch=monkeypatch, threads=2)
+    finally:
+        torch.set_num_threads(threads)
+    for a, b in zip(one, two):
+        assert torch.equal(a, b)
+
+
+def _direct(kind, n=4099, seed=0):
+    """Inputs for one kernel call: p, g, and 2 or 4 float32 state buffers."""
+    gen = torch.Generator().manual_seed(seed)
+    p, g = torch.randn(n, generator=gen), torch.randn(n, generator=gen) * 1e-2
+    count = 4 if kind == "bridged" else 2
+    bufs = [torch.randn(n, generator=gen) * 1e-3 for _ in range(count)]
+    bufs[1] = bufs[1].abs()  # a true second moment
+    return p, g, bufs
+
+
+@pytest.mark.parametrize("bound", [math.inf, 0.5])
+def test_adam_kernel_float64_rederivation(bound, lib):
+    p, g, (m, v) = _direct("adam")
+    s = adam_scalar_values(decay=0.999, lr=1e-2, betas=(0.9, 0.999), step=3, eps=1e-8,
+                           bound=bound)
+    p64, g64, m64, v64 = (t.double() for t in (p, g, m, v))
+    s32 = [float(torch.tensor(x, dtype=torch.float32)) for x in s]
+    decay, lr, b1, b2, c1, c2, eps, clip = s32
+    m_new = m64 * b1 + g64 * (1 - b1)
+    v_new = v64 * b2 + g64 * g64 * (1 - b2)
+    direction = ((m_new * c1) / ((v_new * c2).sqrt() + eps)).clamp(-clip, clip)
+    want = p64 * decay - lr * direction
+    assert native.step(lib, "adam", p, g, [native.f32_buffer(m), native.f32_buffer(v)], s)
+    assert ((p.double() - want).abs() <= 4 * EPS32 * want.abs().clamp_min(1e-3)).all()
+    # Three roundings of float32 terms: within 3 ulps of the terms' magnitudes.
+    terms = (m64 * b1).abs() + (g64 * (1 - b1)).abs()
+    assert ((m.double() - m_new).abs() <= 3 * EPS32 * terms).all()
+
+
+def test_kernels_match_the_eager_ones_on_states(lib):
+    for kind, kernel in (("adam", shared_kernel), ("bridged", bridged_kernel)):
+        p, g, bufs = _direct(kind, seed=1)
+        if kind == "adam":
+            s = adam_scalar_values(decay=1.0, lr=1e-3, betas=(0.9, 0.95), step=7, eps=1e-8)
+        else:
+            s = bridged_scalar_values(decay=0.99, lr=1e-3, betas=(0.9, 0.95),
+                                      base_betas=(0.9, 0.99), T=9, t_k=4, eps=1e-8,
+                                      guard_u=8 * 2.0**-24, bound=3.0)
+        p2, bufs2 = p.clone(), [b.clone() for b in bufs]
+        kernel(p2, g, *[(b,) for b in bufs2], tuple("plain" for _ in bufs2), torch.tensor(s))
+        assert native.step(lib, kind, p, g, [native.f32_buffer(b) for b in bufs], s)
+        for a, b in zip(bufs, bufs2):
+            assert torch.equal(a, b)
+        assert ((p - p2).abs() <= 2 * EPS32 * p2.abs()).all()
+
+
+def _hard_values(n_blocks, block, seed):
+    """Blocks whose values sit on, just above and just below the map's midpoints times the
+    block scale, plus zeros, subnormals, -0.0 and tiny values; scales over many decades."""
+    gen = torch.Generator().manual_seed(seed)
+    mids = get_map(True).midpoints
+    blocks = []
+    for _ in range(n_blocks):
+        scale = float(10.0 ** torch.empty(1).uniform_(-30, 30, generator=gen))
+        pick = mids[torch.randint(0, mids.numel(), (block,), generator=gen)]
+        x = pick * scale
+        nudge = torch.randint(-1, 2, (block,), generator=gen).float()
+        x = torch.where(nudge > 0, torch.nextafter(x, torch.tensor(math.inf)), x)
+        x = torch.where(nudge < 0, torch.nextafter(x, torch.tensor(-math.inf)), x)
+        x[0] = scale  # the block maximum
+        x[1:4] = torch.tensor([0.0, -0.0, 1e-45])
+        x[4] = scale * 1e-35
+        blocks.append(x)
+    return torch.cat(blocks)
+
+
+@pytest.mark.parametrize("block", [256, 64, 100])
+@pytest.mark.parametrize("signed", [True, False])
+def test_codec_equals_torch_codec(block, signed, lib):
+    qmap = get_map(signed)
+    x = torch.cat([_hard_values(40, block, seed=block), torch.randn(10_007) * 3e-4])
+    if not signed:
+        x = x.abs()
+    want_codes, want_absmax = quantize_blockwise(x, qmap, block)
+    codes = torch.empty_like(want_codes)
+    absmax = torch.empty_like(want_absmax)
+    assert native.encode(lib, x, codes, absmax, qmap, block)
+    assert torch.equal(absmax, want_absmax)
+    assert torch.equal(codes, want_codes)
+    out = native.decode(lib, codes, absmax, qmap, block, torch.empty_like(x))
+    assert torch.equal(out, dequantize_blockwise(codes, absmax, qmap, block))
+
+
+def test_codec_on_non_finite_blocks(lib):
+    qmap = get_map(True)
+    x = torch.randn(1024)
+    x[3], x[300], x[301], x[600] = math.nan, math.inf, -math.inf, -math.nan
+    want_codes, want_absmax = quantize_blockwise(x, qmap, 256)
+    codes, absmax = torch.empty_like(want_codes), torch.empty_like(want_absmax)
+    assert native.encode(lib, x, codes, absmax, qmap, 256)
+    assert torch.equal(codes, want_codes)
+    assert torch.equal(absmax.isnan(), want_absmax.isnan())
+    assert torch.equal(absmax.nan_to_num(), want_absmax.nan_to_num())
+
+
+@pytest.mark.parametrize("n", [1, 17, 65_536, 200_003])
+def test_all_finite(n, lib):
+    x = torch.randn(n)
+    x[0] = 1e-45  # subnormals and the largest finite float are finite
+    x[-1] = torch.finfo(torch.float32).max
+    assert native.all_finite(lib, x)
+    for bad in (math.nan, math.inf, -math.inf):
+        y = x.clone()
+        y[n // 2] = bad
+        assert not native.all_finite(lib, y)
+
+
+def test_optimizer_refuses_nonfinite_through_the_native_scan(lib, monkeypatch):
+    monkeypatch.setenv("MOOPT_NATIVE", "sync")
+    p = torch.nn.Parameter(torch.ones(70_000))
+    opt = moopt.MultiObjectiveOptimizer([p], ["a", "b"], "bridged", "int8", lr=0.1)
+    p.grad = torch.ones(70_000)
+    opt.step(objective="a")
+    before = {k: v.clone() if isinstance(v, torch.Tensor) else v
+              for k, v in opt.state[p].items()}
+    p.grad[12_345] = math.inf
+    with pytest.raises(moopt.NonFiniteGradientError):
+        opt.step(objective="b")
+    for key, value in opt.state[p].items():
+        assert torch.equal(value, before[key]) if isinstance(value, torch.Tensor) \
+            else value == before[key]
+
+
+def test_declines_mixed_block_sizes(lib):
+    """Two 8-bit buffers with different block sizes cannot share chunks: the kernel says so
+    and writes nothing."""
+    p, g, (m, v) = _direct("adam", n=1024)
+    q = get_map(True)
+    codes = [torch.zeros(1024, dtype=torch.uint8) for _ in range(2)]
+    scales = [torch.zeros(4), torch.zeros(16)]
+    bufs = [native.int8_buffer(codes[0], scales[0], q, 256),
+            native.int8_buffer(codes[1], scales[1], q, 64)]
+    before = p.clone()
+    s = adam_scalar_values(decay=1.0, lr=1e-3, betas=(0.9, 0.95), step=1, eps=1e-8)
+    assert not native.step(lib, "adam", p, g, bufs, s)
+    assert torch.equal(p, before)
+
+
+def test_build_failure_warns_and_falls_back(monkeypatch):
+    loader = native._Loader()
+
+    def broken():
+        raise RuntimeError("no C compiler found (set CC)")
+
+    monkeypatch.setattr(native, "_build", broken)
+    with pytest.warns(RuntimeWarning, match="native CPU kernels are unavailable"):
+        assert loader.get(sync=True) is None
+    assert "no C compiler" in str(loader.failed)
+
+
+def test_background_build_returns_none_then_the_library(monkeypatch, lib):
+    loader = native._Loader()
+    release = __import__("threading").Event()
+
+    def slow_build():
+        release.wait(10)
+        return lib
+
+    monkeypatch.setattr(native, "_build", slow_build)
+    assert loader.get(sync=False) is None  # the first request never waits
+    release.set()
+    loader.thread.join(10)
+    assert loader.get(sync=False) is lib
+
+
+def test_off_mode_never_loads(monkeypatch):
+    monkeypatch.setenv("MOOPT_NATIVE", "0")
+    assert native.mode() == "off" and native.library() is None
+
+
+def test_cache_key_follows_source_and_flags(tmp_path, monkeypatch):
+    monkeypatch.setenv("MOOPT_CACHE_DIR", str(tmp_path))
+    cc = native._compiler()
+    assert cc is not None
+    a = native._library_path(cc, native.FLAGS)
+    b = native._library_path(cc, native.FLAGS + ["-DX"])
+    assert a != b and a.parent == tmp_path / "native"
