@@ -1,12 +1,18 @@
 """The fast path behind ``SharingPolicy.fast_step`` for shared, decoupled and bridged.
 
-For every parameter of a batch it runs the policy's fused per-tensor kernel
-(:mod:`moopt.states.fast.kernels`): compiled (:mod:`moopt.states.fast.compiled`) for tensors
-of at least ``COMPILE_MIN_NUMEL`` values once the build is ready, eagerly otherwise; 8-bit
-buffers are dequantized before and re-quantized after it; non-contiguous tensors go through
-contiguous copies. Where it cannot take a batch it returns False before touching anything
-and the optimizer runs the reference path: joint mode, DTensor parameters, storage backends
-it does not know (custom ones, bf16 with stochastic rounding).
+For every parameter of a batch it runs one fused update of the policy:
+
+* float32 parameters on the CPU: the native C kernel (:mod:`moopt.states.fast.native`),
+  which reads and writes float32, bfloat16 and 8-bit state directly, once it is built
+  (about a second, in the background, cached on disk);
+* otherwise the per-tensor kernels of :mod:`moopt.states.fast.kernels`, compiled
+  (:mod:`moopt.states.fast.compiled`) for tensors of at least ``COMPILE_MIN_NUMEL`` values
+  once the build is ready, eager before that; 8-bit buffers are dequantized before and
+  re-quantized after them; non-contiguous tensors go through contiguous copies.
+
+Where it cannot take a batch it returns False before touching anything and the optimizer
+runs the reference path: joint mode, DTensor parameters, storage backends it does not know
+(custom ones, bf16 with stochastic rounding).
 
 Example:
     >>> import torch, moopt
