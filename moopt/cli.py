@@ -4,12 +4,14 @@
                    [--seed N] [--lr X] [--steps N] [--data-dir DIR] [--model PATH]
                    [--resume | --overwrite] [--set key=value ...] [--TASK-OPTION VALUE ...]
     moopt compare TASK [--preset NAME] [--policies a,b] [--storages fp32,int8] [--lrs 1e-3,3e-3]
-                   [--seeds 0,1] --out DIR [...same options as run]
+                   [--seeds 0,1] [--vary FIELD=V1,V2 ...] --out DIR [...same options as run]
     moopt list
 
 Task-specific options are the fields of the task's config class: ``--loss npo+gd`` sets
 ``loss``; ``--eval-every 10`` sets ``eval_every``. ``--storage`` takes one backend name or
-per-role names (``base=fp32,delta=int8``).
+per-role names (``base=fp32,delta=int8``). ``compare --vary mode=alternating,joint`` adds
+(or replaces) a grid axis over any config field; a field the preset's grid varies but the
+command line sets (``--mode joint``, ``--set mode=joint``) is held at that value.
 
 Example:
     >>> from moopt.cli import main
@@ -56,6 +58,21 @@ def parse_storage(text: str) -> str | dict[str, str]:
     return out
 
 
+def parse_axis(text: str) -> tuple[str, list[Any]]:
+    """``"mode=alternating,joint"`` -> ``("mode", ["alternating", "joint"])`` (JSON values
+    where they parse: ``"lr_ratio=1,2"`` gives numbers)."""
+    name, sep, values = text.partition("=")
+    if not sep or not name.strip() or not _csv(values):
+        raise argparse.ArgumentTypeError(f"--vary {text!r}: expected FIELD=V1,V2,...")
+    out: list[Any] = []
+    for value in _csv(values):
+        try:
+            out.append(json.loads(value))
+        except json.JSONDecodeError:
+            out.append(value)
+    return name.strip().replace("-", "_"), out
+
+
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("task", help="task name (see `moopt list`) or module.path:ClassName")
     p.add_argument("--preset", help="named preset of the task")
@@ -93,6 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="storages separated by ';' (each NAME or role=NAME,...)")
     cmp.add_argument("--lrs", type=lambda s: [float(x) for x in _csv(s)], help="e.g. 1e-3,3e-3")
     cmp.add_argument("--seeds", type=lambda s: [int(x) for x in _csv(s)], help="e.g. 0,1,2")
+    cmp.add_argument("--vary", type=parse_axis, action="append", default=[],
+                     metavar="FIELD=V1,V2", help="vary a config field across the grid "
+                     "(values as JSON or plain strings), e.g. mode=alternating,joint")
     sub.add_parser("list", help="tasks, policies, storages and objectives")
     return parser
 
@@ -153,6 +173,13 @@ def _resolve(args: argparse.Namespace, extra: Sequence[str]):
     return task, cfg, preset
 
 
+def explicit_fields(args: argparse.Namespace, extra: Sequence[str], task: Any) -> set[str]:
+    """Config fields the command line sets itself (flags, task options, ``--set``)."""
+    names = {k for k in COMMON_FLAGS if getattr(args, k) is not None}
+    names |= set(task_options(extra, task.config_class, task.name))
+    return names | {o.partition("=")[0].split(".")[0].strip() for o in args.overrides}
+
+
 def _print_metrics(metrics: dict[str, float]) -> None:
     width = max((len(k) for k in metrics), default=0)
     for key in sorted(metrics):
@@ -185,8 +212,13 @@ def cmd_compare(args: argparse.Namespace, extra: Sequence[str]) -> int:
     task, cfg, preset = _resolve(args, extra)
     if args.out is None:
         raise CLIError("moopt compare needs --out DIR")
-    grid = CompareGrid.from_spec(preset.get("compare"), cfg, policies=args.policies,
-                                 storages=args.storages, lrs=args.lrs, seeds=args.seeds)
+    spec = dict(preset.get("compare") or {})
+    # An axis of the preset whose field the command line sets is held at that value.
+    explicit = explicit_fields(args, extra, task)
+    axes = {k: [getattr(cfg, k)] for k in spec.get("axes", {}) if k in explicit}
+    axes.update(dict(args.vary))
+    grid = CompareGrid.from_spec(spec, cfg, policies=args.policies, storages=args.storages,
+                                 lrs=args.lrs, seeds=args.seeds, axes=axes)
     results = run_compare(task, cfg, grid, Path(args.out), resume=args.resume,
                           overwrite=args.overwrite, plots=not args.no_plots)
     from moopt.distributed import is_main_process

@@ -1,11 +1,13 @@
-"""``moopt compare``: a grid of runs (policies x storages x learning rates x seeds) on one
+"""``moopt compare``: a grid of runs (policies x storages x learning rates x seeds, and any
+further config fields the preset or ``--vary`` names, such as a task's ``mode``) on one
 prepared model, with tables of mean and spread over seeds and trade-off plots.
 
 Layout of the output directory:
     compare.json        the grid and the base config (identifies the comparison)
     runs/<label>/       one ordinary run directory per grid point
     results.json        every run's metrics and the per-config aggregates
-    report.md           tables, stage times, trade-off and learning-rate plots
+    report.md           tables, the task's own sections (``TaskAdapter.compare_extras``),
+                        stage times, trade-off and learning-rate plots
 
 With ``resume=True`` finished grid points are read back instead of re-run, so an
 interrupted comparison continues where it stopped.
@@ -15,14 +17,19 @@ Example:
     >>> g = CompareGrid(configs=[("shared", "fp32"), ("bridged", "fp32")], lrs=[1e-3], seeds=[0, 1])
     >>> [p["label"] for p in g.points()][:2]
     ['shared-fp32-lr0.001-s0', 'shared-fp32-lr0.001-s1']
+    >>> g.axes = {"mode": ["alternating", "joint"]}
+    >>> [p["group"] for p in g.points()][:3:2]
+    ['shared-fp32-alternating', 'shared-fp32-joint']
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +40,7 @@ from moopt.runner.loop import is_main_process
 from moopt.runner.report import markdown_table
 from moopt.runner.run import make_context, run_task
 from moopt.runner.rundir import open_run_dir
-from moopt.runner.task import TaskAdapter
+from moopt.runner.task import ReportSection, TaskAdapter
 
 
 def storage_label(storage: str | dict[str, str]) -> str:
@@ -42,14 +49,26 @@ def storage_label(storage: str | dict[str, str]) -> str:
     return storage
 
 
+def axis_label(value: Any) -> str:
+    """How a value of an extra grid axis appears in group names (``joint``, ``0.5``)."""
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+
+
 @dataclass
 class CompareGrid:
-    """The (policy, storage) configurations, learning rates and seeds to run."""
+    """The (policy, storage) configurations, learning rates and seeds to run.
+
+    ``axes``: further config fields to vary, ``{field: [values]}`` (for example
+    ``{"mode": ["alternating", "joint"]}``); every combination of their values is one more
+    configuration, named in the group after the policy and storage. Their order is the
+    preset's (or ``--vary``'s).
+    """
 
     configs: list[tuple[str, str | dict[str, str]]]
     lrs: list[float]
     seeds: list[int]
     skipped: list[str] = field(default_factory=list)
+    axes: dict[str, list[Any]] = field(default_factory=dict)
 
     @classmethod
     def from_spec(
@@ -61,11 +80,14 @@ class CompareGrid:
         storages: list[str] | None = None,
         lrs: list[float] | None = None,
         seeds: list[int] | None = None,
+        axes: dict[str, list[Any]] | None = None,
     ) -> CompareGrid:
         """The grid of a preset's ``"compare"`` entry, overridden by explicit lists.
 
         Configurations of the preset whose policy or storage is not registered are skipped
-        (and listed in ``skipped``); explicitly requested ones must exist.
+        (and listed in ``skipped``); explicitly requested ones must exist. ``axes`` replaces
+        the preset's ``"axes"`` entry key by key; every axis must name a field of ``base``'s
+        config class other than the ones the grid sets itself.
         """
         from moopt.states.policy import list_policies
         from moopt.states.storage import list_storages
@@ -104,25 +126,56 @@ class CompareGrid:
             lrs=[float(x) for x in (lrs or spec.get("lrs") or [base.lr])],
             seeds=[int(x) for x in (seeds or spec.get("seeds") or [base.seed])],
             skipped=skipped,
+            axes=check_axes({**dict(spec.get("axes") or {}), **dict(axes or {})}, type(base)),
         )
         if not grid.configs:
             raise ValueError(f"compare: no runnable configuration left (skipped: {skipped})")
         return grid
 
     def points(self) -> list[dict[str, Any]]:
-        """One dict per run: policy, storage, lr, seed, group and label."""
+        """One dict per run: policy, storage, lr, seed, ``axes`` (the extra fields' values),
+        group and label."""
         out = []
+        names = list(self.axes)
         for pol, sto in self.configs:
-            for lr in self.lrs:
-                for seed in self.seeds:
-                    group = f"{pol}-{storage_label(sto)}"
-                    label = re.sub(r"[^A-Za-z0-9_.+=-]", "_", f"{group}-lr{lr:g}-s{seed}")
-                    out.append({"policy": pol, "storage": sto, "lr": lr, "seed": seed,
-                                "group": group, "label": label})
+            for values in itertools.product(*(self.axes[n] for n in names)):
+                extra = dict(zip(names, values))
+                group = "-".join([pol, storage_label(sto), *map(axis_label, values)])
+                for lr in self.lrs:
+                    for seed in self.seeds:
+                        label = re.sub(r"[^A-Za-z0-9_.+=-]", "_", f"{group}-lr{lr:g}-s{seed}")
+                        out.append({"policy": pol, "storage": sto, "lr": lr, "seed": seed,
+                                    "axes": extra, "group": group, "label": label})
         return out
 
     def as_dict(self) -> dict[str, Any]:
-        return {"configs": [list(c) for c in self.configs], "lrs": self.lrs, "seeds": self.seeds}
+        data = {"configs": [list(c) for c in self.configs], "lrs": self.lrs, "seeds": self.seeds}
+        if self.axes:
+            data["axes"] = self.axes
+        return data
+
+
+# Config fields every grid sets itself, with the command-line flag that lists their values.
+GRID_FIELDS = {"policy": "--policies", "storage": "--storages", "lr": "--lrs", "seed": "--seeds"}
+
+
+def check_axes(axes: dict[str, list[Any]], config_class: type[RunConfig]) -> dict[str, list[Any]]:
+    """``axes`` with list values, after checking each names a config field the grid does
+    not set itself and has at least one value."""
+    out = {}
+    for name, values in axes.items():
+        if name in GRID_FIELDS:
+            raise ValueError(f"compare: axis {name!r} is set by the grid itself; use "
+                             f"{GRID_FIELDS[name]} instead")
+        if name not in config_class.model_fields:
+            raise ValueError(f"compare: axis {name!r} is not a config field of "
+                             f"{config_class.__name__}; fields: "
+                             + ", ".join(sorted(config_class.model_fields)))
+        values = list(values) if isinstance(values, (list, tuple)) else [values]
+        if not values:
+            raise ValueError(f"compare: axis {name!r} has no values")
+        out[name] = values
+    return out
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -143,6 +196,7 @@ def aggregate(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         row: dict[str, Any] = {"group": group, "lr": lr, "n": len(members),
                                "policy": members[0]["policy"],
                                "storage": members[0]["storage"],
+                               **members[0].get("axes", {}),
                                "label": f"{group} lr={lr:g}"}
         names = sorted(set.intersection(*(set(m["metrics"]) for m in members)))
         for name in names:
@@ -202,7 +256,8 @@ def run_compare(
     points = grid.points()
     for i, point in enumerate(points, 1):
         data = base.model_dump()
-        data.update({k: point[k] for k in ("policy", "storage", "lr", "seed")})
+        data.update({k: point[k] for k in GRID_FIELDS})
+        data.update(point["axes"])
         data["out"] = out / "runs" / point["label"]
         cfg = validate_config(type(base), data)
         run_dir = Path(cfg.out)
@@ -219,13 +274,18 @@ def run_compare(
             ctx.log(f"[{i}/{len(points)}] {point['label']} (finished earlier, reused)")
         eval_metrics = {k: v for k, v in metrics.items() if not k.startswith("time_")}
         runs.append({**point, "metrics": eval_metrics})
-    ctx.timings["total"] = time.perf_counter() - wall
     rows = aggregate(runs)
+    extras = []
+    if main:
+        with ctx.stage("task summary"):
+            extras = task.compare_extras(rows, base, out, plots=plots)
+    ctx.timings["total"] = time.perf_counter() - wall
     results = {"runs": runs, "aggregates": rows, "timings": ctx.timings,
                "skipped": grid.skipped}
     if main:
         write_json_atomic(out / "results.json", results)
-        write_compare_report(out, task, base, grid, rows, ctx.timings, plots=plots)
+        write_compare_report(out, task, base, grid, rows, ctx.timings, plots=plots,
+                             extras=extras)
     return results
 
 
@@ -253,8 +313,9 @@ def write_compare_report(
     timings: dict[str, float],
     *,
     plots: bool = True,
+    extras: Sequence[ReportSection] = (),
 ) -> Path:
-    """``report.md`` of a comparison: grid, times, tables and plots."""
+    """``report.md`` of a comparison: grid, task sections, tables, times and plots."""
     from moopt.runner import plots as P
     from moopt.runner.report import _try_plot
 
@@ -262,16 +323,22 @@ def write_compare_report(
     shown = [m for m in (task.report_metrics or all_metrics) if m in all_metrics]
     parts = [f"# moopt compare: {base.task or task.name}"
              + (f" (preset `{base.preset}`)" if base.preset else ""), ""]
-    parts += [f"Grid: {len(grid.configs)} policy/storage configs x {len(grid.lrs)} lrs "
-              f"{grid.lrs} x {len(grid.seeds)} seeds {grid.seeds}. Values are mean ± sample "
-              "standard deviation over seeds.", ""]
+    varied = "".join(f" x {len(v)} {k} {v}" for k, v in grid.axes.items())
+    parts += [f"Grid: {len(grid.configs)} policy/storage configs{varied} x {len(grid.lrs)} "
+              f"lrs {grid.lrs} x {len(grid.seeds)} seeds {grid.seeds}. Values are mean ± "
+              "sample standard deviation over seeds.", ""]
     if grid.skipped:
         parts += ["Skipped (not available in this installation): " + "; ".join(grid.skipped), ""]
     header = ["config", "lr", "seeds"] + shown
     body = [[r["group"], r["lr"], r["n"]]
             + [f"{r[m + '_mean']:.4g} ± {r[m + '_std']:.2g}" if m + "_mean" in r else "-"
                for m in shown] for r in sorted(rows, key=lambda r: (r["group"], r["lr"]))]
-    parts += ["## Results", "", markdown_table(header, body), ""]
+    for section in extras:
+        parts += [f"## {section.title}", "", section.markdown, ""]
+        parts += [f"![{Path(img).stem}]({img})" for img in section.images]
+        parts += [""] if section.images else []
+    parts += ["## Results" if not extras else "## All metrics", "",
+              markdown_table(header, body), ""]
     spread_metrics = list(task.tradeoff) if task.tradeoff else shown[:2]
     spread_metrics = [m for m in spread_metrics if m in all_metrics]
     if len(grid.lrs) > 1 and spread_metrics:

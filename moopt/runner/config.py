@@ -80,6 +80,9 @@ class RunConfig(BaseModel):
     model: Path | None = Field(None, description="local checkpoint to start from")
     cache_dir: Path | None = Field(None, description="cache of prepared artefacts")
     progress: bool = Field(True, description="show a progress bar on a TTY")
+    threads: int | None = Field(
+        None, gt=0, description="torch intra-op CPU threads during the run (None: torch's "
+        "default); part of the run's identity, since it can change floating-point results")
 
     @field_validator("betas", "base_betas")
     @classmethod

@@ -16,6 +16,8 @@ package. The runner then calls, for one run:
    ``cfg.eval_every`` steps and at the end; it returns flat ``{metric: float}``.
 4. ``report_extras(setup, cfg, ctx)`` may add sections (text, generated examples, extra
    plots) to the run's ``report.md``.
+5. After a ``moopt compare`` grid, ``compare_extras(rows, base, out)`` may add sections to
+   the comparison's ``report.md`` (a task's own side-by-side table, ranks, plots).
 
 Everything random in ``build`` must come from ``cfg.seed`` (the runner seeds torch, numpy
 and ``random`` before calling it) so that resume and comparison runs are reproducible.
@@ -171,7 +173,9 @@ class TaskAdapter:
         higher_is_better: metric name -> direction, used to mark the best row in tables.
         compare_grid: a preset's default grid for ``moopt compare`` lives in the preset
             under the key ``"compare"`` (``{"policies": [...], "storages": [...], "lrs":
-            [...], "seeds": [...]}``); the command line overrides it.
+            [...], "seeds": [...], "axes": {field: [values]}}``, where ``axes`` varies any
+            further config fields, e.g. ``{"mode": ["alternating", "joint"]}``); the command
+            line overrides it.
     """
 
     name: ClassVar[str] = ""
@@ -204,4 +208,15 @@ class TaskAdapter:
         self, setup: TrainingSetup, cfg: RunConfig, ctx: RunContext
     ) -> list[ReportSection]:
         """Optional extra report sections (written into ``ctx.run_dir``)."""
+        return []
+
+    def compare_extras(
+        self, rows: list[dict[str, Any]], base: RunConfig, out: Path, *, plots: bool = True
+    ) -> list[ReportSection]:
+        """Optional sections of a comparison's ``report.md``, placed before its generic
+        table. ``rows``: one per configuration and learning rate, with ``group``,
+        ``policy``, ``storage``, ``lr``, the extra axes' values, ``n`` (seeds) and
+        ``<metric>_mean`` / ``<metric>_std``; keys added to a row (a rank, say) are kept in
+        ``results.json``. Images go into ``out`` (paths in the sections relative to it);
+        draw none when ``plots`` is False."""
         return []

@@ -49,3 +49,30 @@ def test_compare_runs_grid_with_one_prepare_and_aggregates(tmp_path):
     assert (out / "runs" / res["runs"][0]["label"] / "checkpoint.pt").stat().st_mtime_ns == mtime
     assert again["aggregates"] == res["aggregates"]
     assert json.loads((out / "results.json").read_text())["runs"][0]["metrics"]
+
+
+def test_extra_axes_vary_config_fields_and_reach_the_task_summary(tmp_path):
+    task = ToyTask()
+    base = resolve_config(ToyConfig, preset=ToyTask.presets["tiny"],
+                          flags={"cache_dir": tmp_path / "c", "steps": 4})
+    grid = CompareGrid.from_spec({"policies": ["shared"], "seeds": [0, 1],
+                                  "axes": {"dropout": [0.0, 0.5]}}, base,
+                                 axes={"n_batches": [3]})
+    assert grid.axes == {"dropout": [0.0, 0.5], "n_batches": [3]}
+    out = tmp_path / "cmp"
+    res = run_compare(task, base, grid, out, plots=False)
+    assert sorted({r["group"] for r in res["runs"]}) == ["shared-fp32-0.0-3",
+                                                         "shared-fp32-0.5-3"]
+    for r in res["runs"]:
+        cfg = json.loads((out / "runs" / r["label"] / "config.json").read_text())
+        assert (cfg["dropout"], cfg["n_batches"]) == (r["axes"]["dropout"], 3)
+    rows = json.loads((out / "results.json").read_text())["aggregates"]
+    assert sorted(r["dropout"] for r in rows) == [0.0, 0.5] and all(r["n"] == 2 for r in rows)
+    assert all("toy_sum" in r for r in rows)  # keys the task adds are saved
+    report = (out / "report.md").read_text()
+    assert "## Toy summary" in report and "2 dropout [0.0, 0.5]" in report
+    # The grid's own fields and unknown fields are refused with the way out named.
+    with pytest.raises(ValueError, match="use --lrs instead"):
+        CompareGrid.from_spec(None, base, axes={"lr": [0.1]})
+    with pytest.raises(ValueError, match="'dropuot' is not a config field"):
+        CompareGrid.from_spec(None, base, axes={"dropuot": [0.1]})

@@ -79,3 +79,8 @@ class ToyTask(TaskAdapter):
 
     def report_extras(self, setup, cfg, ctx):
         return [ReportSection("Toy notes", "targets A and B are random 3x2 matrices")]
+
+    def compare_extras(self, rows, base, out, *, plots=True):
+        for row in rows:
+            row["toy_sum"] = row["mse_a_mean"] + row["mse_b_mean"]
+        return [ReportSection("Toy summary", f"{len(rows)} rows")]
