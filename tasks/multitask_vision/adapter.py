@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from moopt.runner.config import RunConfig
@@ -99,6 +100,16 @@ class MultitaskVisionTask(TaskAdapter):
         clock[1] += time.perf_counter() - start
         setup.extras["last_metrics"] = metrics
         return metrics
+
+    def compare_extras(
+        self, rows: list[dict[str, Any]], base: RunConfig, out: Path, *, plots: bool = True
+    ) -> list[ReportSection]:
+        """The side-by-side table over policies x storages x modes (see :mod:`.comparison`)."""
+        from tasks.multitask_vision.comparison import summary_sections
+
+        if not isinstance(base, MultitaskVisionConfig):
+            raise TypeError(f"multitask-vision needs a MultitaskVisionConfig, got {type(base)}")
+        return summary_sections(rows, base, out, plots=plots)
 
     def report_extras(
         self, setup: TrainingSetup, cfg: RunConfig, ctx: RunContext

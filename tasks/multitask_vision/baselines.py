@@ -36,10 +36,11 @@ from tasks.multitask_vision.data import TaskData, data_key
 from tasks.multitask_vision.evaluation import evaluate_model
 
 CACHE_VERSION = 1
-# Fields that define a baseline besides the data; policy, storage, mode, weights and lr
-# ratios are multi-task choices and deliberately absent.
+# Fields that define a baseline besides the data (``threads`` too: it can change the
+# floating-point bits); policy, storage, mode, weights and lr ratios are multi-task choices
+# and deliberately absent.
 BUDGET_FIELDS = ("seed", "steps", "epochs", "batch_size", "lr", "betas", "eps",
-                 "weight_decay", "max_grad_norm", "model")
+                 "weight_decay", "max_grad_norm", "model", "threads")
 
 
 def baseline_config(cfg: MultitaskVisionConfig, task: str) -> MultitaskVisionConfig:

@@ -1,17 +1,17 @@
-"""Side-by-side comparison over sharing policies x storages x modes, mean and spread over
-seeds, with delta_m, mean rank and optimizer memory per configuration.
+"""The side-by-side table of ``moopt compare multitask-vision``: policies x storages x
+modes (and any other varied field), mean and spread over seeds, with delta_m, mean rank,
+optimizer memory and seconds per epoch, plus ``delta_m.png``.
 
-The runner's ``moopt compare`` grid spans policies, storages, learning rates and seeds; the
-mode (alternating / joint) is one config field, so this module runs one ``moopt compare``
-grid per mode (``OUT/mode-<mode>/``, each with its own report) and merges them into
-``OUT/report.md``, ``OUT/results.json`` and ``OUT/delta_m.png``. Single-task baselines are
-trained once per seed and shared by every configuration (see :mod:`.baselines`).
+The runner's compare machinery runs the grid (the presets vary ``mode`` as an extra axis,
+see :mod:`.presets`) and calls :meth:`MultitaskVisionTask.compare_extras`, which calls
+:func:`summary_sections` here. Single-task baselines are trained once per seed and shared
+by every configuration (see :mod:`.baselines`).
 
-    python -m tasks.multitask_vision.sweep --preset demo --out runs/mtv-demo
-    python -m tasks.multitask_vision.sweep --preset smoke --modes joint --policies shared,bridged
+    moopt compare multitask-vision --preset demo --out runs/mtv-demo
+    moopt compare multitask-vision --preset smoke --vary mode=alternating,joint --out DIR
 
 Example:
-    >>> from tasks.multitask_vision.sweep import rank_table
+    >>> from tasks.multitask_vision.comparison import rank_table
     >>> rows = [{"config": "a", "acc_x_mean": 0.9}, {"config": "b", "acc_x_mean": 0.8}]
     >>> rank_table(rows, ["x"])
     {'a': 1.0, 'b': 2.0}
@@ -19,23 +19,19 @@ Example:
 
 from __future__ import annotations
 
-import argparse
-import json
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from moopt.runner.atomic import write_json_atomic
-from moopt.runner.compare import CompareGrid, run_compare, storage_label
-from moopt.runner.config import resolve_config
+from moopt.runner.compare import storage_label
 from moopt.runner.report import markdown_table
-from moopt.states.storage import list_storages
-from tasks.multitask_vision.adapter import MultitaskVisionTask
+from moopt.runner.task import ReportSection
 from tasks.multitask_vision.config import MultitaskVisionConfig
 from tasks.multitask_vision.metrics import mean_rank
 
-MODES = ("alternating", "joint")
+# Row keys of the grid that are not varied config fields.
+ROW_KEYS = {"group", "lr", "n", "policy", "storage", "label", "config", "mean_rank",
+            "state_bytes"}
 
 
 def rank_table(rows: Sequence[dict[str, Any]], tasks: Sequence[str]) -> dict[str, float]:
@@ -44,70 +40,56 @@ def rank_table(rows: Sequence[dict[str, Any]], tasks: Sequence[str]) -> dict[str
     return mean_rank(results, higher_is_better=True)
 
 
-def run_sweep(
-    preset: str,
-    out: Path,
-    *,
-    modes: Sequence[str] | None = None,
-    policies: list[str] | None = None,
-    storages: list[str] | None = None,
-    seeds: list[int] | None = None,
-    flags: dict[str, Any] | None = None,
-    overrides: Sequence[str] = (),
-    resume: bool = False,
-    overwrite: bool = False,
-    plots: bool = True,
-) -> dict[str, Any]:
-    """Run the grid of ``preset`` for every mode; write the merged report into ``out``."""
-    task = MultitaskVisionTask()
-    if preset not in task.presets:
-        raise ValueError(f"unknown preset {preset!r}; presets: {sorted(task.presets)}")
-    spec = dict(task.presets[preset].get("compare", {}))
-    modes = list(modes or spec.get("modes") or ["alternating"])
-    for mode in modes:
-        if mode not in MODES:
-            raise ValueError(f"unknown mode {mode!r}; modes: {list(MODES)}")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    rows: list[dict[str, Any]] = []
-    runs: list[dict[str, Any]] = []
-    wall = time.perf_counter()
-    base = None
-    for mode in modes:
-        base = resolve_config(
-            MultitaskVisionConfig, preset={**task.presets[preset], "preset": preset},
-            flags={**(flags or {}), "mode": mode, "task": task.name, "progress": False},
-            overrides=overrides)
-        if policies or storages:
-            # An explicit list replaces only its own axis; the others come from the preset
-            # (its backends that are not registered here are left out, as compare does).
-            known = set(list_storages())
-            grid = CompareGrid.from_spec(
-                spec, base, policies=policies or spec.get("policies"),
-                storages=storages or [s for s in spec.get("storages", []) if s in known],
-                seeds=seeds)
-        else:
-            grid = CompareGrid.from_spec(spec, base, seeds=seeds)
-        result = run_compare(task, base, grid, out / f"mode-{mode}", resume=resume,
-                             overwrite=overwrite, plots=plots)
-        for row in result["aggregates"]:
-            rows.append({**row, "mode": mode, "config": f"{row['group']}-{mode}"})
-        runs += [{**r, "mode": mode} for r in result["runs"]]
-    assert base is not None
-    tasks = [k[4:-5] for k in rows[0] if k.startswith("acc_") and k.endswith("_mean")
-             and k not in ("acc_mean_mean",)]
+def task_names(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """The tasks whose accuracy the rows hold (``acc_<task>_mean``, not ``acc_mean``)."""
+    return [k[4:-5] for k in rows[0] if k.startswith("acc_") and k.endswith("_mean")
+            and k != "acc_mean_mean"]
+
+
+def varied_fields(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """The extra grid axes (``mode``...), read off the rows."""
+    return [k for k in rows[0] if k not in ROW_KEYS and not k.endswith(("_mean", "_std"))]
+
+
+def summary_sections(
+    rows: list[dict[str, Any]], base: MultitaskVisionConfig, out: Path, *, plots: bool = True
+) -> list[ReportSection]:
+    """Rank the rows (adds ``config``, ``mean_rank`` and ``state_bytes`` to each) and build
+    the report's side-by-side section; ``delta_m.png`` into ``out`` when ``plots``."""
+    if not rows:
+        return []
+    axes = varied_fields(rows)
+    several_lrs = len({r["lr"] for r in rows}) > 1
+    for r in rows:
+        r["config"] = r["group"] + (f"-lr{r['lr']:g}" if several_lrs else "")
+    tasks = task_names(rows)
     ranks = rank_table(rows, tasks) if len(rows) > 1 else {rows[0]["config"]: 1.0}
-    for row in rows:
-        row["mean_rank"] = ranks[row["config"]]
-    memory = _memory(base, rows)
-    results = {"preset": preset, "modes": modes, "tasks": tasks, "rows": rows, "runs": runs,
-               "memory": memory, "seconds": time.perf_counter() - wall}
-    write_json_atomic(out / "results.json", results)
-    write_report(out, base, rows, tasks, memory, results["seconds"], plots=plots)
-    return results
+    for r in rows:
+        r["mean_rank"] = ranks[r["config"]]
+    memory = state_bytes(base, rows)
+    for r in rows:
+        r["state_bytes"] = memory[f"{r['policy']}-{storage_label(r['storage'])}"]
+    table = side_by_side(rows, tasks, axes, several_lrs)
+    text = (f"Test accuracy per task, delta_m% against single-task models (ALGORITHMS.md "
+            f"section 6; negative = the multi-task model beats them), mean rank over tasks "
+            f"(1 = best), optimizer state from `memory_report()`, training seconds per "
+            f"epoch. Mean ± sample std over up to {max(r['n'] for r in rows)} seeds; "
+            f"{base.steps} steps of batch {base.batch_size} ({base.dataset}).\n\n{table}")
+    single = baseline_line(rows[0], tasks)
+    if single:
+        text += "\n\n" + single
+    images = []
+    if plots:
+        try:
+            plot_delta_m(sorted(rows, key=_order), out / "delta_m.png")
+            images.append("delta_m.png")
+        except ImportError as err:
+            text += f"\n\n_Plot skipped: {err}_"
+    return [ReportSection("Side by side: " + " x ".join(["policies", "storages"] + axes),
+                          text, images)]
 
 
-def _memory(base: MultitaskVisionConfig, rows: list[dict[str, Any]]) -> dict[str, float]:
+def state_bytes(base: MultitaskVisionConfig, rows: list[dict[str, Any]]) -> dict[str, float]:
     """Bytes of optimizer state per (policy, storage) for this dataset's model."""
     import torch
 
@@ -118,14 +100,18 @@ def _memory(base: MultitaskVisionConfig, rows: list[dict[str, Any]]) -> dict[str
     data = load_data(base)
     model = make_model(base.model_copy(update={"model": None}), data)
     example = torch.zeros(1, data.channels, data.image_size, data.image_size)
-    out = {}
-    for row in rows:
-        key = row["group"]
+    out: dict[str, float] = {}
+    for r in rows:
+        key = f"{r['policy']}-{storage_label(r['storage'])}"
         if key not in out:
-            rep = optimizer_memory(model, data.task_names, row["policy"], row["storage"],
-                                   example)
+            rep = optimizer_memory(model, data.task_names, r["policy"], r["storage"], example,
+                                   **base.optimizer_options)
             out[key] = rep["total_bytes"]
     return out
+
+
+def _order(row: dict[str, Any]) -> tuple:
+    return (row.get("delta_m_mean", 0.0), row["config"])
 
 
 def _cell(row: dict[str, Any], metric: str, scale: float = 1.0, digits: int = 4) -> str:
@@ -135,67 +121,52 @@ def _cell(row: dict[str, Any], metric: str, scale: float = 1.0, digits: int = 4)
     return f"{mean:.{digits}g} ± {std:.2g}"
 
 
-def write_report(
-    out: Path,
-    base: MultitaskVisionConfig,
+def side_by_side(
     rows: list[dict[str, Any]],
     tasks: list[str],
-    memory: dict[str, float],
-    seconds: float,
-    *,
-    plots: bool = True,
-) -> Path:
-    """``OUT/report.md``: the side-by-side table (and ``delta_m.png``)."""
-    rows = sorted(rows, key=lambda r: (r.get("delta_m_mean", 0.0), r["config"]))
-    n_seeds = max(r["n"] for r in rows)
-    header = ["policy", "storage", "mode", "seeds"] + [f"acc {t} (%)" for t in tasks]
+    axes: list[str],
+    several_lrs: bool = False,
+) -> str:
+    """The markdown table, best delta_m first (rows ranked by :func:`summary_sections`)."""
+    header = ["policy", "storage", *axes] + (["lr"] if several_lrs else []) + ["seeds"]
+    header += [f"acc {t} (%)" for t in tasks]
     header += ["delta_m % (lower better)", "mean rank", "state KiB", "s / epoch"]
     body = []
-    for r in rows:
-        body.append([r["policy"], storage_label(r["storage"]), r["mode"], r["n"]]
+    for r in sorted(rows, key=_order):
+        body.append([r["policy"], storage_label(r["storage"]), *[r[a] for a in axes]]
+                    + ([r["lr"]] if several_lrs else []) + [r["n"]]
                     + [_cell(r, f"acc_{t}", 100.0) for t in tasks]
                     + [_cell(r, "delta_m"), f"{r['mean_rank']:.2f}",
-                       f"{memory[r['group']] / 1024:.1f}", _cell(r, "seconds_per_epoch", 1, 3)])
-    single = [f"{rows[0][f'single_acc_{t}_mean'] * 100:.4g} ± "
-              f"{rows[0][f'single_acc_{t}_std'] * 100:.2g}"
-              for t in tasks if f"single_acc_{t}_mean" in rows[0]]
-    parts = [f"# multitask-vision: policies x storages x modes ({base.dataset}, preset "
-             f"`{base.preset}`)", "",
-             f"Test accuracy per task, delta_m% against single-task models (ALGORITHMS.md "
-             f"section 6; negative = the multi-task model beats them), mean rank over tasks "
-             f"(1 = best), optimizer state from `memory_report()`, training seconds per "
-             f"epoch. Mean ± sample std over up to {n_seeds} seeds; {base.steps} steps of "
-             f"batch {base.batch_size}, lr {base.lr:g}. Wall time {seconds:.0f} s.", "",
-             markdown_table(header, body), ""]
-    if single:
-        parts += ["Single-task baselines (AdamW, fp32, same steps, batch, lr and seeds): "
-                  + ", ".join(f"{t} {s} %" for t, s in zip(tasks, single)), ""]
-    if plots:
-        png = out / "delta_m.png"
-        try:
-            plot_delta_m(rows, png)
-            parts += [f"![delta_m]({png.name})", ""]
-        except ImportError as err:
-            parts += [f"_Plot skipped: {err}_", ""]
-    parts += ["Per-mode reports: " + ", ".join(
-        f"[{m}](mode-{m}/report.md)" for m in sorted({r['mode'] for r in rows})), ""]
-    path = out / "report.md"
-    tmp = path.with_name("report.md.tmp")
-    tmp.write_text("\n".join(parts))
-    tmp.replace(path)
-    return path
+                       f"{r['state_bytes'] / 1024:.1f}", _cell(r, "seconds_per_epoch", 1, 3)])
+    return markdown_table(header, body)
+
+
+def baseline_line(row: dict[str, Any], tasks: list[str]) -> str:
+    """The single-task baselines' accuracies (same in every row), or ``""``."""
+    cells = [f"{t} {row[f'single_acc_{t}_mean'] * 100:.4g} ± "
+             f"{row[f'single_acc_{t}_std'] * 100:.2g} %"
+             for t in tasks if f"single_acc_{t}_mean" in row]
+    if not cells:
+        return ""
+    return ("Single-task baselines (AdamW, fp32, same steps, batch, lr and seeds): "
+            + ", ".join(cells))
 
 
 def plot_delta_m(rows: list[dict[str, Any]], path: Path) -> Path:
-    """Horizontal bars of delta_m (mean ± std over seeds) per configuration."""
+    """Horizontal bars of delta_m (mean ± std over seeds) per configuration, coloured by
+    the first varied field's value (the mode)."""
     from moopt.runner.plots import require_matplotlib
 
     plt = require_matplotlib()
     rows = [r for r in rows if "delta_m_mean" in r]
+    axes = varied_fields(rows) if rows else []
+    key = axes[0] if axes else "storage"
+    palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    values = list(dict.fromkeys(str(r[key]) for r in rows))
     fig, ax = plt.subplots(figsize=(7, 0.35 * len(rows) + 1.2))
     ys = list(range(len(rows)))
     ax.barh(ys, [r["delta_m_mean"] for r in rows], xerr=[r["delta_m_std"] for r in rows],
-            color=["tab:blue" if r["mode"] == "alternating" else "tab:orange" for r in rows])
+            color=[palette[values.index(str(r[key])) % len(palette)] for r in rows])
     ax.set_yticks(ys, [r["config"] for r in rows])
     ax.axvline(0.0, color="black", lw=0.8)
     ax.invert_yaxis()
@@ -204,40 +175,3 @@ def plot_delta_m(rows: list[dict[str, Any]], path: Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    def csv(text: str) -> list[str]:
-        return [x.strip() for x in text.split(",") if x.strip()]
-
-    p = argparse.ArgumentParser(prog="python -m tasks.multitask_vision.sweep",
-                                description=__doc__.split("\n\n")[0])
-    p.add_argument("--preset", default="demo")
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--modes", type=csv)
-    p.add_argument("--policies", type=csv)
-    p.add_argument("--storages", type=csv)
-    p.add_argument("--seeds", type=lambda s: [int(x) for x in csv(s)])
-    p.add_argument("--dataset")
-    p.add_argument("--data-dir", type=Path)
-    p.add_argument("--steps", type=int)
-    p.add_argument("--cache-dir", type=Path)
-    p.add_argument("--set", dest="overrides", action="append", default=[])
-    p.add_argument("--resume", action="store_true")
-    p.add_argument("--overwrite", action="store_true")
-    p.add_argument("--no-plots", action="store_true")
-    args = p.parse_args(argv)
-    flags = {"dataset": args.dataset, "data_dir": args.data_dir, "steps": args.steps,
-             "cache_dir": args.cache_dir}
-    results = run_sweep(args.preset, args.out, modes=args.modes, policies=args.policies,
-                        storages=args.storages, seeds=args.seeds,
-                        flags={k: v for k, v in flags.items() if v is not None},
-                        overrides=args.overrides, resume=args.resume,
-                        overwrite=args.overwrite, plots=not args.no_plots)
-    print((args.out / "report.md").read_text())
-    print(json.dumps({"seconds": round(results["seconds"], 1)}))
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())

@@ -74,7 +74,7 @@ def load_data(cfg: MultitaskVisionConfig) -> TaskData:
     """Build (or reuse) the data of ``cfg``; raises clear errors for bad roots or tasks."""
     key = data_key(cfg)
     if key not in _CACHE:
-        if len(_CACHE) >= 4:  # a sweep uses one key; do not hold many datasets in memory
+        if len(_CACHE) >= 4:  # a comparison uses one key; do not hold many datasets
             _CACHE.clear()
         _CACHE[key] = _build(cfg)
     return _CACHE[key]

@@ -2,12 +2,12 @@
 
 * ``smoke``: MultiMNIST, 1,200 training composites, 60 steps; seconds on 2 CPU cores (in
   the test suite).
-* ``demo``: MultiMNIST, 3 policies x {fp32, int8} x {alternating, joint} x 2 seeds with
-  single-task baselines, 600 steps of batch 128 each (``python -m
-  tasks.multitask_vision.sweep --preset demo --out DIR`` runs both modes): 24 runs + 4
-  baselines, about 17,000 LeNet steps; see docs/tasks/multitask_vision.md for the time
-  it took.
-* ``demo3``: the three-task variant (left, right, larger), fp32 only, 600 steps.
+* ``demo``: MultiMNIST, ``moopt compare multitask-vision --preset demo --out DIR`` runs
+  3 policies x {fp32, int8} x {alternating, joint} (the ``mode`` axis) x 2 seeds with
+  single-task baselines: 24 runs + 4 baselines of 600 steps of batch 128, one CPU thread
+  per run (``threads``; see :func:`moopt.runner.run.cpu_threads`). See
+  docs/tasks/multitask_vision.md for the time it took.
+* ``demo3``: the three-task variant (left, right, larger), fp32, both modes, 2 seeds.
 * ``celeba``: 40 attributes with ResNet-18 (needs ``--data-dir`` with CelebA).
 """
 
@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 POLICIES = ["shared", "decoupled", "bridged"]
+MODES = ["alternating", "joint"]
 
 PRESETS: dict[str, dict[str, Any]] = {
     "smoke": {
@@ -25,6 +26,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "batch_size": 64,
         "steps": 60,
         "lr": 2e-3,
+        "threads": 1,
         "progress": False,
         "compare": {"policies": POLICIES, "storages": ["fp32"], "seeds": [0]},
     },
@@ -35,11 +37,12 @@ PRESETS: dict[str, dict[str, Any]] = {
         "batch_size": 128,
         "steps": 600,
         "lr": 2e-3,
+        "threads": 1,
         "compare": {
             "policies": POLICIES,
             "storages": ["fp32", "int8"],
             "seeds": [0, 1],
-            "modes": ["alternating", "joint"],
+            "axes": {"mode": MODES},
         },
     },
     "demo3": {
@@ -49,11 +52,12 @@ PRESETS: dict[str, dict[str, Any]] = {
         "batch_size": 128,
         "steps": 600,
         "lr": 2e-3,
+        "threads": 1,
         "compare": {
             "policies": POLICIES,
             "storages": ["fp32"],
             "seeds": [0, 1],
-            "modes": ["alternating", "joint"],
+            "axes": {"mode": MODES},
         },
     },
     "celeba": {

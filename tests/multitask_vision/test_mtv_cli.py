@@ -1,4 +1,4 @@
-"""End to end: the smoke preset through ``moopt run``, and the modes sweep."""
+"""End to end: the smoke preset through ``moopt run``, and ``moopt compare`` over modes."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import json
 import pytest
 
 from moopt.cli import main
-from tasks.multitask_vision.sweep import run_sweep
 
 
 def test_smoke_preset_end_to_end(tmp_path, capsys):
@@ -46,19 +45,38 @@ def test_missing_celeba_root_is_a_clear_error(tmp_path, capsys):
     assert "no-celeba" in capsys.readouterr().err
 
 
-def test_sweep_over_modes_merges_tables(tmp_path):
-    res = run_sweep("smoke", tmp_path / "sweep", modes=["alternating", "joint"],
-                    policies=["shared", "bridged"],
-                    storages=["fp32"], seeds=[0],
-                    flags={"steps": 4, "cache_dir": tmp_path / "cache", "n_train": 256},
-                    plots=True)
-    configs = sorted(r["config"] for r in res["rows"])
-    assert configs == ["bridged-fp32-alternating", "bridged-fp32-joint",
-                       "shared-fp32-alternating", "shared-fp32-joint"]
-    ranks = [r["mean_rank"] for r in res["rows"]]
-    assert sum(ranks) == pytest.approx(1 + 2 + 3 + 4)  # ranks over 4 configs per task
-    assert res["memory"]["bridged-fp32"] == 3 * res["memory"]["shared-fp32"]  # 24 vs 8 B/param
-    report = (tmp_path / "sweep" / "report.md").read_text()
-    assert "bridged | fp32 | joint" in report and "delta_m" in report
-    assert (tmp_path / "sweep" / "delta_m.png").is_file()
-    assert (tmp_path / "sweep" / "mode-joint" / "report.md").is_file()
+def test_compare_over_modes_gives_one_side_by_side_table(tmp_path, capsys):
+    out = tmp_path / "cmp"
+    code = main(["compare", "multitask-vision", "--preset", "smoke", "--vary",
+                 "mode=alternating,joint", "--policies", "shared,bridged", "--steps", "4",
+                 "--set", "n_train=256", "--out", str(out), "--cache-dir",
+                 str(tmp_path / "cache")])
+    assert code == 0, capsys.readouterr().err
+    res = json.loads((out / "results.json").read_text())
+    rows = res["aggregates"]
+    assert sorted(r["config"] for r in rows) == [
+        "bridged-fp32-alternating", "bridged-fp32-joint",
+        "shared-fp32-alternating", "shared-fp32-joint"]
+    assert {r["mode"] for r in rows} == {"alternating", "joint"}
+    assert sum(r["mean_rank"] for r in rows) == pytest.approx(1 + 2 + 3 + 4)
+    # Each run really trained in its mode: joint runs keep the schedule "joint".
+    for r in res["runs"]:
+        cfg = json.loads((out / "runs" / r["label"] / "config.json").read_text())
+        assert cfg["mode"] == r["axes"]["mode"]
+        assert (cfg["schedule"] == "joint") == (r["axes"]["mode"] == "joint")
+    report = (out / "report.md").read_text()
+    assert "Side by side: policies x storages x mode" in report
+    assert "| bridged | fp32 | joint | 1 |" in report and "state KiB" in report
+    # memory_report(): bridged keeps 3x the state of shared for N = 2 (24 vs 8 B/param).
+    state = {r["config"]: r["state_bytes"] for r in rows}
+    assert state["bridged-fp32-joint"] == 3 * state["shared-fp32-joint"]
+    assert (out / "delta_m.png").stat().st_size > 1000
+    # The demo preset varies the mode; a mode set on the command line holds it.
+    held = tmp_path / "held"
+    code = main(["compare", "multitask-vision", "--preset", "demo", "--mode", "joint",
+                 "--policies", "shared", "--storages", "fp32", "--seeds", "0", "--steps", "2",
+                 "--set", "n_train=256", "--set", "n_test=64", "--out", str(held),
+                 "--cache-dir", str(tmp_path / "cache"), "--no-plots"])
+    assert code == 0, capsys.readouterr().err
+    groups = {r["group"] for r in json.loads((held / "results.json").read_text())["runs"]}
+    assert groups == {"shared-fp32-joint"}

@@ -8,7 +8,7 @@ import importlib
 import pytest
 
 MODULES = ["dataset", "digits", "multimnist", "celeba", "models", "metrics", "evaluation",
-           "config", "data", "setup", "baselines", "memory", "sweep", "adapter"]
+           "config", "data", "setup", "baselines", "memory", "comparison", "adapter"]
 
 
 @pytest.mark.parametrize("mod", MODULES)

@@ -113,6 +113,25 @@ def test_evaluate_reports_delta_m_consistent_with_accuracies(tmp_path):
     assert m["seconds_per_epoch"] > 0
 
 
+@pytest.mark.parametrize("mode", ["alternating", "joint"])
+def test_runs_are_deterministic_by_seed_with_one_thread(mode, tmp_path):
+    from moopt.runner.run import run_task
+
+    threads = torch.get_num_threads()
+    cfg = MultitaskVisionConfig(steps=4, mode=mode, policy="bridged", threads=1,
+                                cache_dir=tmp_path, **{**TINY, "n_train": 256,
+                                                       "baselines": True})
+    runs = [run_task(MultitaskVisionTask(), c) for c in (cfg, cfg, cfg.model_copy(
+        update={"seed": 1}))]
+    assert torch.get_num_threads() == threads  # the run's setting is undone afterwards
+    weights = [torch.cat([p.detach().flatten() for p in r.setup.model.parameters()])
+               for r in runs]
+    assert torch.equal(weights[0], weights[1]) and not torch.equal(weights[0], weights[2])
+    drop = {"seconds_per_epoch"}
+    assert {k: v for k, v in runs[0].metrics.items() if k not in drop} == {
+        k: v for k, v in runs[1].metrics.items() if k not in drop}
+
+
 def test_unknown_task_name_is_named(tmp_path):
     cfg = MultitaskVisionConfig(tasks=["left", "middle"], steps=1, **TINY)
     with pytest.raises(UnknownTaskError, match="'middle'"):
