@@ -8,6 +8,8 @@ alone is timed, not a backward pass), alternating objectives 1:5 for N = 2 and r
 for N = 8. Configurations are interleaved: each repeat builds every optimizer afresh, warms it
 up, then times ``--steps`` steps; min and median are over all timed steps of all repeats.
 Ratios divide by the median of ``torch.optim.AdamW(fused=True)`` measured in the same run.
+Every moopt configuration runs with its defaults (which check gradients for NaN/inf); for
+N = 2 each also runs "unchecked" (``nonfinite="ignore"``), as torch's AdamW steps.
 Writes ``step_time.json`` and ``step_time.png`` (bar chart; needs matplotlib) to ``--out``.
 """
 
@@ -114,6 +116,19 @@ def configurations(n_objectives: list[int], reference: bool) -> list[Config]:
                 configs.append((f"{policy} {storage} N={n}",
                                 {"family": "moopt", "policy": policy, "storage": storage,
                                  "N": n, "path": "default"}, build))
+        if n == 2:
+            # The same without the non-finite gradient check (nonfinite="ignore"), which is
+            # what torch's AdamW does: the check's cost, measured.
+            for policy in POLICIES:
+                for storage in STORAGES:
+                    def build(params, policy=policy, storage=storage, n=n, cycle=cycle):
+                        opt = moopt.MultiObjectiveOptimizer(
+                            params, [f"o{i}" for i in range(n)], default_policy(policy),
+                            storage, lr=1e-3, nonfinite="ignore")
+                        return opt, lambda i: opt.step(objective=cycle[i % len(cycle)])
+                    configs.append((f"{policy} {storage} N={n} unchecked",
+                                    {"family": "moopt", "policy": policy, "storage": storage,
+                                     "N": n, "path": "unchecked"}, build))
         if reference:
             for policy in POLICIES:
                 def build(params, policy=policy, n=n, cycle=cycle):
@@ -234,8 +249,9 @@ def plot(report: dict, path: Path) -> None:
     fig, axes = plt.subplots(len(sizes), 1, figsize=(12, 4.5 * len(sizes)), squeeze=False)
     for ax, size in zip(axes[:, 0], sizes):
         rows = [r for r in report["results"] if r["size"] == size]
-        colors = ["tab:gray" if r["family"] != "moopt" else
-                  ("tab:red" if r.get("path") == "reference" else "tab:blue") for r in rows]
+        shade = {"reference": "tab:red", "unchecked": "tab:cyan"}
+        colors = ["tab:gray" if r["family"] != "moopt" else shade.get(r.get("path"), "tab:blue")
+                  for r in rows]
         ax.bar(range(len(rows)), [r["ratio_to_fused_adamw"] for r in rows], color=colors)
         ax.set_xticks(range(len(rows)), [r["label"] for r in rows], rotation=75, fontsize=7)
         ax.set_yscale("log")

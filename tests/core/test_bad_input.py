@@ -30,7 +30,7 @@ def param():
     (dict(lr_ratios={"ghost": 1.0}), "unknown objective 'ghost'"),
     (dict(lr_ratios={"a": -2.0}), r"lr_ratios\['a'\] must be >= 0"),
     (dict(lr=math.nan), "lr must be finite"),
-    (dict(nonfinite="ignore"), "nonfinite must be one of"),
+    (dict(nonfinite="warn"), "nonfinite must be one of"),
     (dict(bridge_guard=-1.0), "bridge_guard"),
 ])
 def test_constructor_errors_name_the_value(kwargs, match):
@@ -111,6 +111,26 @@ def test_nonfinite_skip_mode_skips_the_step():
     p.grad = torch.ones(3)
     opt.step(objective="f")
     assert opt.state[p]["t/f"] == 1
+
+
+@pytest.mark.parametrize("policy", ["shared", "bridged"])
+def test_nonfinite_ignore_mode_does_not_look(policy):
+    """"ignore" steps like torch.optim: finite gradients give the very same result as the
+    checked modes, and a NaN goes straight into the parameter."""
+    results = []
+    for mode in ("raise", "ignore"):
+        p = torch.nn.Parameter(torch.linspace(-1, 1, 5000))
+        opt = moopt.MultiObjectiveOptimizer([p], ["f", "r"], policy, lr=0.1, nonfinite=mode)
+        for k in ("f", "r", "r"):
+            p.grad = torch.cos(p.detach() * 3)
+            opt.step(objective=k)
+        results.append(p.detach().clone())
+    assert torch.equal(results[0], results[1])
+    p.grad = torch.zeros(5000)
+    p.grad[7] = math.nan
+    opt.step(objective="f")
+    assert opt.skipped_steps == 0
+    assert p[7].isnan() and p[:7].isfinite().all()
 
 
 def test_joint_mode_errors():

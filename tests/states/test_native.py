@@ -269,3 +269,25 @@ def test_cache_key_follows_source_and_flags(tmp_path, monkeypatch):
     a = native._library_path(cc, native.FLAGS)
     b = native._library_path(cc, native.FLAGS + ["-DX"])
     assert a != b and a.parent == tmp_path / "native"
+
+
+@pytest.mark.skipif(__import__("platform").machine() not in ("x86_64", "AMD64"),
+                    reason="the instruction-set variants below are x86 ones")
+@pytest.mark.parametrize("arch", ["-march=x86-64-v3", "-march=x86-64"],
+                         ids=["avx2", "portable"])
+def test_other_instruction_sets(arch, tmp_path):
+    """The AVX2 and the portable code paths (this machine may take the AVX-512 one): the
+    codec and step tests above, in a process whose library is built for ``arch``."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, MOOPT_NATIVE_ARCH=arch, MOOPT_NATIVE="sync",
+               MOOPT_CACHE_DIR=str(tmp_path))
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", __file__,
+         "-k", "codec or equals_torch or all_finite"],
+        env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    assert "passed" in done.stdout
+    assert list((tmp_path / "native").glob("*.so"))  # built here, for this arch

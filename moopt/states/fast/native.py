@@ -10,7 +10,8 @@ build step at install time.
 The first request starts the build in a background thread and returns None, so no step waits
 for a compiler; callers use the eager kernels meanwhile (the native ones give the same bits).
 ``MOOPT_NATIVE=0`` never builds or loads it; ``MOOPT_NATIVE=sync`` builds in the calling
-thread (benchmarks, tests). Without a working compiler it warns once and stays off.
+thread (benchmarks, tests); ``MOOPT_NATIVE_ARCH`` replaces ``-march=native``. The code has
+AVX-512, AVX2 and portable paths. Without a working compiler it warns once and stays off.
 
 Example:
     >>> from moopt.states.fast import native
@@ -41,7 +42,12 @@ SOURCE = Path(__file__).with_name("native.c")
 # it vectorise); integer views of float scratch need -fno-strict-aliasing.
 FLAGS = ["-O3", "-ffp-contract=off", "-fno-math-errno", "-fno-strict-aliasing", "-fopenmp",
          "-std=c11", "-shared", "-fPIC"]
-CPU_FLAGS = ["-march=native"]
+
+def _cpu_flags() -> list[str]:
+    """``-march=native`` unless ``MOOPT_NATIVE_ARCH`` names other flags (say, a common
+    ``-march=x86-64-v3`` for a cache shared by different machines)."""
+    return os.environ.get("MOOPT_NATIVE_ARCH", "-march=native").split()
+
 
 KIND = {"f32": 0, "bf16": 1, "int8": 2}
 POLICY = {"adam": 0, "bridged": 1}
@@ -106,7 +112,7 @@ def _build() -> ctypes.CDLL:
     errors = []
     serial = [f for f in FLAGS if f != "-fopenmp"]
     # -march=native is not known to every compiler, OpenMP not installed with every one.
-    for flags in (FLAGS + CPU_FLAGS, FLAGS, serial):
+    for flags in (FLAGS + _cpu_flags(), FLAGS, serial):
         path = _library_path(cc, flags)
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
