@@ -40,10 +40,12 @@ def rank_table(rows: Sequence[dict[str, Any]], tasks: Sequence[str]) -> dict[str
     return mean_rank(results, higher_is_better=True)
 
 
-def task_names(rows: Sequence[dict[str, Any]]) -> list[str]:
-    """The tasks whose accuracy the rows hold (``acc_<task>_mean``, not ``acc_mean``)."""
-    return [k[4:-5] for k in rows[0] if k.startswith("acc_") and k.endswith("_mean")
-            and k != "acc_mean_mean"]
+def task_names(rows: Sequence[dict[str, Any]], order: Sequence[str] = ()) -> list[str]:
+    """The tasks whose accuracy the rows hold (``acc_<task>_mean``, not ``acc_mean``), in
+    the dataset's ``order`` where given."""
+    found = [k[4:-5] for k in rows[0] if k.startswith("acc_") and k.endswith("_mean")
+             and k != "acc_mean_mean"]
+    return [t for t in order if t in found] + [t for t in found if t not in order]
 
 
 def varied_fields(rows: Sequence[dict[str, Any]]) -> list[str]:
@@ -62,7 +64,9 @@ def summary_sections(
     several_lrs = len({r["lr"] for r in rows}) > 1
     for r in rows:
         r["config"] = r["group"] + (f"-lr{r['lr']:g}" if several_lrs else "")
-    tasks = task_names(rows)
+    from tasks.multitask_vision.data import load_data
+
+    tasks = task_names(rows, load_data(base).task_names)
     ranks = rank_table(rows, tasks) if len(rows) > 1 else {rows[0]["config"]: 1.0}
     for r in rows:
         r["mean_rank"] = ranks[r["config"]]
@@ -168,6 +172,11 @@ def plot_delta_m(rows: list[dict[str, Any]], path: Path) -> Path:
     ax.barh(ys, [r["delta_m_mean"] for r in rows], xerr=[r["delta_m_std"] for r in rows],
             color=[palette[values.index(str(r[key])) % len(palette)] for r in rows])
     ax.set_yticks(ys, [r["config"] for r in rows])
+    if len(values) > 1:
+        from matplotlib.patches import Patch
+
+        ax.legend(handles=[Patch(color=palette[i % len(palette)], label=f"{key} {v}")
+                           for i, v in enumerate(values)], loc="lower right", fontsize=8)
     ax.axvline(0.0, color="black", lw=0.8)
     ax.invert_yaxis()
     ax.set_xlabel("delta_m % vs single-task (lower is better)")
