@@ -257,52 +257,67 @@ static inline float clamp(float x, float bound) {  /* like torch.clamp: NaN stay
     return x > bound ? bound : (x < -bound ? -bound : x);
 }
 
+/* The update loops, written once and instantiated for float32 state (updated in place, or
+ * in scratch after decoding) and for bfloat16 state (converted in registers, so that a
+ * bf16 step streams every buffer once, side by side, like a float32 one). */
+#define LD_F32(a, i) ((a)[i])
+#define ST_F32(a, i, x) ((a)[i] = (x))
+#define LD_BF16(a, i) bf16_to_f32((a)[i])
+#define ST_BF16(a, i, x) ((a)[i] = f32_to_bf16(x))
+
 /* s: decay, lr, b1, b2, 1/(1-b1^t), 1/(1-b2^t), eps, bound (kernels.adam_scalars). */
-static void adam_chunk(float *restrict p, const float *restrict g, float *restrict m,
-                       float *restrict v, int64_t n, const float *s) {
-    const float decay = s[0], lr = s[1], b1 = s[2], b2 = s[3], c1 = s[4], c2 = s[5];
-    const float eps = s[6], bound = s[7];
-    const float a1 = 1.0f - b1, a2 = 1.0f - b2;
-    for (int64_t i = 0; i < n; i++) {
-        float grad = g[i];
-        float m_new = m[i] * b1 + grad * a1;
-        float v_new = v[i] * b2 + grad * grad * a2;
-        float denom = sqrtf(v_new * c2) + eps;
-        float direction = clamp((m_new * c1) / denom, bound);
-        p[i] = p[i] * decay - lr * direction;
-        m[i] = m_new;
-        v[i] = v_new;
+#define DEFINE_ADAM_CHUNK(NAME, T, LD, ST)                                                    \
+    static void NAME(float *restrict p, const float *restrict g, T *restrict m,               \
+                     T *restrict v, int64_t n, const float *s) {                              \
+        const float decay = s[0], lr = s[1], b1 = s[2], b2 = s[3], c1 = s[4], c2 = s[5];      \
+        const float eps = s[6], bound = s[7];                                                 \
+        const float a1 = 1.0f - b1, a2 = 1.0f - b2;                                           \
+        for (int64_t i = 0; i < n; i++) {                                                     \
+            float grad = g[i];                                                                \
+            float m_new = LD(m, i) * b1 + grad * a1;                                          \
+            float v_new = LD(v, i) * b2 + grad * grad * a2;                                   \
+            float denom = sqrtf(v_new * c2) + eps;                                            \
+            float direction = clamp((m_new * c1) / denom, bound);                             \
+            p[i] = p[i] * decay - lr * direction;                                             \
+            ST(m, i, m_new);                                                                  \
+            ST(v, i, v_new);                                                                  \
+        }                                                                                     \
     }
-}
 
 /* s: decay, lr, b1, b2, b3, b4, cb1, cb2, c1, c2, eps, guard_u, bound
  * (kernels.bridged_scalars); buffers m_base, v_base, m_k, v_k. */
-static void bridged_chunk(float *restrict p, const float *restrict g, float *restrict mb,
-                          float *restrict vb, float *restrict mk, float *restrict vk,
-                          int64_t n, const float *s) {
-    const float decay = s[0], lr = s[1], b1 = s[2], b2 = s[3], b3 = s[4], b4 = s[5];
-    const float cb1 = s[6], cb2 = s[7], c1 = s[8], c2 = s[9], eps = s[10], guard_u = s[11];
-    const float bound = s[12];
-    const float a1 = 1.0f - b1, a2 = 1.0f - b2, a3 = 1.0f - b3, a4 = 1.0f - b4;
-    for (int64_t i = 0; i < n; i++) {
-        float grad = g[i];
-        float g2 = grad * grad;
-        float mb_old = mb[i], vb_old = vb[i];
-        float mb_hat = mb_old * cb1, vb_hat = vb_old * cb2;
-        float mk_new = mk[i] * b1 + (grad - mb_hat) * a1;
-        float vk_new = vk[i] * b2 + (g2 - vb_hat) * a2;
-        float mk_hat = mk_new * c1, vk_hat = vk_new * c2;
-        float total = fabsf(vk_hat + vb_hat);
-        float floor_ = (fabsf(vk_hat) + fabsf(vb_hat)) * guard_u;
-        float denom = sqrtf(maximum(total, floor_)) + eps;
-        float direction = clamp((mk_hat + mb_hat) / denom, bound);
-        p[i] = p[i] * decay - lr * direction;
-        mk[i] = mk_new;
-        vk[i] = vk_new;
-        mb[i] = mb_old * b3 + grad * a3;
-        vb[i] = vb_old * b4 + g2 * a4;
+#define DEFINE_BRIDGED_CHUNK(NAME, T, LD, ST)                                                 \
+    static void NAME(float *restrict p, const float *restrict g, T *restrict mb,              \
+                     T *restrict vb, T *restrict mk, T *restrict vk, int64_t n,               \
+                     const float *s) {                                                        \
+        const float decay = s[0], lr = s[1], b1 = s[2], b2 = s[3], b3 = s[4], b4 = s[5];      \
+        const float cb1 = s[6], cb2 = s[7], c1 = s[8], c2 = s[9], eps = s[10];                \
+        const float guard_u = s[11], bound = s[12];                                           \
+        const float a1 = 1.0f - b1, a2 = 1.0f - b2, a3 = 1.0f - b3, a4 = 1.0f - b4;           \
+        for (int64_t i = 0; i < n; i++) {                                                     \
+            float grad = g[i];                                                                \
+            float g2 = grad * grad;                                                           \
+            float mb_old = LD(mb, i), vb_old = LD(vb, i);                                     \
+            float mb_hat = mb_old * cb1, vb_hat = vb_old * cb2;                               \
+            float mk_new = LD(mk, i) * b1 + (grad - mb_hat) * a1;                             \
+            float vk_new = LD(vk, i) * b2 + (g2 - vb_hat) * a2;                               \
+            float mk_hat = mk_new * c1, vk_hat = vk_new * c2;                                 \
+            float total = fabsf(vk_hat + vb_hat);                                             \
+            float floor_ = (fabsf(vk_hat) + fabsf(vb_hat)) * guard_u;                         \
+            float denom = sqrtf(maximum(total, floor_)) + eps;                                \
+            float direction = clamp((mk_hat + mb_hat) / denom, bound);                        \
+            p[i] = p[i] * decay - lr * direction;                                             \
+            ST(mk, i, mk_new);                                                                \
+            ST(vk, i, vk_new);                                                                \
+            ST(mb, i, mb_old * b3 + grad * a3);                                               \
+            ST(vb, i, vb_old * b4 + g2 * a4);                                                 \
+        }                                                                                     \
     }
-}
+
+DEFINE_ADAM_CHUNK(adam_chunk, float, LD_F32, ST_F32)
+DEFINE_ADAM_CHUNK(adam_chunk_bf16, uint16_t, LD_BF16, ST_BF16)
+DEFINE_BRIDGED_CHUNK(bridged_chunk, float, LD_F32, ST_F32)
+DEFINE_BRIDGED_CHUNK(bridged_chunk_bf16, uint16_t, LD_BF16, ST_BF16)
 
 /* Chunk length: whole blocks of every 8-bit buffer (0 if their block sizes differ). */
 static int64_t chunk_length(const Buf *bufs, int nbuf) {
@@ -325,6 +340,25 @@ int moopt_step(int policy, float *p, const float *g, int64_t n, Buf *bufs, int n
     if ((policy == 0 && nbuf != 2) || (policy == 1 && nbuf != 4) || nbuf > MAX_BUFS) return -1;
     int64_t chunk = chunk_length(bufs, nbuf);
     if (chunk <= 0) return -1;
+    int all_bf16 = 1;
+    for (int k = 0; k < nbuf; k++) all_bf16 &= bufs[k].kind == KIND_BF16;
+    if (all_bf16) {
+        int64_t nchunks_bf16 = (n + chunk - 1) / chunk;
+        int t = threads < 1 || nchunks_bf16 < 2 ? 1 : threads;
+        uint16_t *h[MAX_BUFS];
+        for (int k = 0; k < nbuf; k++) h[k] = (uint16_t *)bufs[k].data;
+#pragma omp parallel for num_threads(t) schedule(static)
+        for (int64_t c = 0; c < nchunks_bf16; c++) {
+            int64_t start = c * chunk;
+            int64_t len = n - start < chunk ? n - start : chunk;
+            if (policy == 0)
+                adam_chunk_bf16(p + start, g + start, h[0] + start, h[1] + start, len, scalars);
+            else
+                bridged_chunk_bf16(p + start, g + start, h[0] + start, h[1] + start,
+                                   h[2] + start, h[3] + start, len, scalars);
+        }
+        return 0;
+    }
     int64_t nchunks = (n + chunk - 1) / chunk;
     int lowbit = 0;
     for (int k = 0; k < nbuf; k++) lowbit += bufs[k].kind != KIND_F32;
