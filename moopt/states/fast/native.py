@@ -8,7 +8,9 @@ the flags, the compiler and the CPU, and is loaded with :mod:`ctypes`: no torch 
 build step at install time.
 
 The first request starts the build in a background thread and returns None, so no step waits
-for a compiler; callers use the eager kernels meanwhile (the native ones give the same bits).
+for a compiler; callers use the eager kernels meanwhile (the native ones write the same state
+bits, and parameters within an ulp: their square root is correctly rounded, torch's
+vectorised one not always).
 ``MOOPT_NATIVE=0`` never builds or loads it; ``MOOPT_NATIVE=sync`` builds in the calling
 thread (benchmarks, tests); ``MOOPT_NATIVE_ARCH`` replaces ``-march=native``. The code has
 AVX-512, AVX2 and portable paths. Without a working compiler it warns once and stays off.
@@ -42,6 +44,7 @@ SOURCE = Path(__file__).with_name("native.c")
 # it vectorise); integer views of float scratch need -fno-strict-aliasing.
 FLAGS = ["-O3", "-ffp-contract=off", "-fno-math-errno", "-fno-strict-aliasing", "-fopenmp",
          "-std=c11", "-shared", "-fPIC"]
+
 
 def _cpu_flags() -> list[str]:
     """``-march=native`` unless ``MOOPT_NATIVE_ARCH`` names other flags (say, a common
