@@ -291,3 +291,35 @@ def test_other_instruction_sets(arch, tmp_path):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
     assert "passed" in done.stdout
     assert list((tmp_path / "native").glob("*.so"))  # built here, for this arch
+
+
+@pytest.mark.parametrize("storage", ["fp32", "int8", "bf16"])
+def test_cached_buffers_follow_load_state_dict(storage, lib, monkeypatch):
+    """The kernel's buffer arrays are cached per parameter; loading a state dict puts new
+    tensors in the state, and the next step must update those (not the old ones)."""
+    def go(use_native):
+        monkeypatch.setenv("MOOPT_NATIVE", "sync" if use_native else "0")
+        gen = torch.Generator().manual_seed(5)
+        p = torch.nn.Parameter(torch.randn(9000, generator=gen))
+        opt = moopt.MultiObjectiveOptimizer([p], ["a", "b"], "bridged", storage, lr=1e-2)
+        grads = [torch.randn(9000, generator=gen) for _ in range(6)]
+        for i in range(3):
+            p.grad = grads[i]
+            opt.step(objective="ab"[i % 2])
+        saved = opt.state_dict()
+        p.grad = grads[3]
+        opt.step(objective="a")  # moves the state away from what was saved...
+        opt.load_state_dict(saved)  # ...and back, in new tensors
+        with torch.no_grad():
+            p.copy_(torch.randn(9000, generator=torch.Generator().manual_seed(6)))
+        for i in range(4, 6):
+            p.grad = grads[i]
+            opt.step(objective="ab"[i % 2])
+        return p.detach().clone(), opt.state_dict()["state"]
+
+    got, got_state = go(True)
+    want, want_state = go(False)
+    assert (got - want).abs().max() <= 4 * EPS32 * want.abs().max()
+    for key, value in want_state[0].items():
+        if isinstance(value, torch.Tensor):
+            assert torch.equal(got_state[0][key], value), key

@@ -245,19 +245,29 @@ def int8_buffer(codes: Tensor, absmax: Tensor, qmap: QuantMap, block: int) -> Bu
                table.data_ptr(), planes.data_ptr())
 
 
-def step(lib: ctypes.CDLL, family: str, p: Tensor, g: Tensor, bufs: list[Buf],
-         scalars: list[float]) -> bool:
+def buffer_array(bufs: list[Buf]) -> ctypes.Array:
+    """``bufs`` as the C array :func:`step` takes (build once, reuse while the tensors live)."""
+    return (Buf * len(bufs))(*bufs)
+
+
+def scalar_array(scalars: list[float]) -> ctypes.Array:
+    """``scalars`` as the float32 C array :func:`step` takes."""
+    return (ctypes.c_float * len(scalars))(*scalars)
+
+
+def step(lib: ctypes.CDLL, family: str, p: Tensor, g: Tensor, bufs: list[Buf] | ctypes.Array,
+         scalars: list[float] | ctypes.Array) -> bool:
     """One in-place step of the contiguous float32 CPU tensor ``p`` with gradient ``g``.
 
-    ``family`` is "adam" (buffers m, v) or "bridged" (m_base, v_base, m_k, v_k); ``scalars``
-    as in :mod:`moopt.states.fast.kernels`. False if the kernel declined (nothing changed).
+    ``family`` is "adam" (buffers m, v) or "bridged" (m_base, v_base, m_k, v_k), as a list
+    or a :func:`buffer_array`; ``scalars`` as in :mod:`moopt.states.fast.kernels`, as a list
+    or a :func:`scalar_array`. False if the kernel declined (nothing changed).
     """
     n = p.numel()
-    threads = _threads(n)
-    array = (Buf * len(bufs))(*bufs)
-    values = (ctypes.c_float * len(scalars))(*scalars)
-    return lib.moopt_step(POLICY[family], p.data_ptr(), g.data_ptr(), n, array, len(bufs),
-                          values, threads) == 0
+    array = bufs if isinstance(bufs, ctypes.Array) else buffer_array(bufs)
+    values = scalars if isinstance(scalars, ctypes.Array) else scalar_array(scalars)
+    return lib.moopt_step(POLICY[family], p.data_ptr(), g.data_ptr(), n, array, len(array),
+                          values, _threads(n)) == 0
 
 
 def all_finite(lib: ctypes.CDLL, t: Tensor) -> bool:

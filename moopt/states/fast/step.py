@@ -26,7 +26,9 @@ Example:
 
 from __future__ import annotations
 
+import ctypes
 import math
+import weakref
 
 import torch
 from torch import Tensor
@@ -126,31 +128,63 @@ def fast_step(policy: str, batch: GroupBatch) -> bool:
         return False
     layout = LAYOUTS[policy]
     lib = native.library()
+    # Parameters of a group share their step scalars unless their counters differ.
+    shared_scalars: dict[tuple, tuple[list[float], ctypes.Array]] = {}
     for p, g, state, ctx in zip(batch.params, batch.grads, batch.states, batch.contexts):
         keys = [f"{name}/{ctx.objective}" if per_obj else name for name, per_obj, _ in layout]
         decay = 1 - ctx.lr * batch.weight_decay if batch.weight_decay != 0 else 1.0
-        scalars = _scalars(policy, ctx, decay)
+        skey = (ctx.T, ctx.t_k, ctx.lr, ctx.unit_roundoff, decay)
+        if skey not in shared_scalars:
+            values = _scalars(policy, ctx, decay)
+            shared_scalars[skey] = (values, native.scalar_array(values))
+        scalars, scalar_array = shared_scalars[skey]
         if lib is not None and _native_update(lib, policy, p, g, state, keys, backends,
-                                              layout, scalars):
+                                              layout, scalar_array):
             continue
         s = torch.tensor(scalars, dtype=compute_dtype(p), device=p.device)
         _update(policy, p, g, state, keys, backends, layout, s)
     return True
 
 
-def _native_buffer(backend: StorageBackend, state: dict, key: str, p: Tensor,
-                   signed: bool) -> native.Buf | None:
-    if isinstance(backend, Int8Storage) and backend.quantizes(p):
-        codes, absmax = state[key + "#codes"], state[key + "#absmax"]
-        if not (codes.is_contiguous() and absmax.is_contiguous()):
-            return None
-        return native.int8_buffer(codes, absmax, backend.qmap(signed), backend.block_size)
-    value = state[key]
-    if not value.is_contiguous():
-        return None
-    if value.dtype == torch.float32:
-        return native.f32_buffer(value)
-    return native.bf16_buffer(value) if value.dtype == torch.bfloat16 else None
+# Per parameter: the native call's buffer arrays, reused while the state holds the very same
+# tensors (a new optimizer or load_state_dict puts new ones there, and the array is rebuilt).
+# Building them costs more than the kernel for small tensors.
+# Keyed by id: tensors compare elementwise, so they cannot be weak dictionary keys.
+_plans: dict[int, tuple[weakref.ref, dict]] = {}
+
+
+def _native_buffers(policy, p, state, keys, backends, layout):
+    """The kernel's buffer array for ``p``'s state under ``keys``, or None if a buffer is of a
+    kind the kernel does not take."""
+    pid = id(p)
+    entry = _plans.get(pid)
+    if entry is None or entry[0]() is not p:
+        entry = _plans[pid] = (weakref.ref(p, lambda _: _plans.pop(pid, None)), {})
+    per_param = entry[1]
+    cache_key = (policy, tuple(keys), tuple(map(id, backends)))
+    plan = per_param.get(cache_key)
+    if plan is not None and all(state.get(k) is ref() for k, ref in plan[0]):
+        return plan[1]
+    bufs, refs = [], []
+    for key, backend, (_, _, signed) in zip(keys, backends, layout):
+        if isinstance(backend, Int8Storage) and backend.quantizes(p):
+            parts = (key + "#codes", key + "#absmax")
+            codes, absmax = state[parts[0]], state[parts[1]]
+            if not (codes.is_contiguous() and absmax.is_contiguous()):
+                return None
+            buf = native.int8_buffer(codes, absmax, backend.qmap(signed), backend.block_size)
+        else:
+            parts = (key,)
+            value = state[key]
+            if not value.is_contiguous() or value.dtype not in (torch.float32, torch.bfloat16):
+                return None
+            buf = (native.f32_buffer(value) if value.dtype == torch.float32
+                   else native.bf16_buffer(value))
+        refs.extend((k, weakref.ref(state[k])) for k in parts)
+        bufs.append(buf)
+    array = native.buffer_array(bufs)
+    per_param[cache_key] = (refs, array)
+    return array
 
 
 def _native_update(lib, policy, p, g, state, keys, backends, layout, scalars) -> bool:
@@ -158,14 +192,11 @@ def _native_update(lib, policy, p, g, state, keys, backends, layout, scalars) ->
     if (p.device.type != "cpu" or p.dtype != torch.float32 or g.dtype != torch.float32
             or not p.is_contiguous() or not g.is_contiguous()):
         return False
-    bufs = []
-    for key, backend, (_, _, signed) in zip(keys, backends, layout):
-        buf = _native_buffer(backend, state, key, p, signed)
-        if buf is None:
-            return False
-        bufs.append(buf)
+    array = _native_buffers(policy, p, state, keys, backends, layout)
+    if array is None:
+        return False
     family = "bridged" if policy == "bridged" else "adam"
-    return native.step(lib, family, p.detach(), g.detach(), bufs, scalars)
+    return native.step(lib, family, p.detach(), g.detach(), array, scalars)
 
 
 def _update(policy, p, g, state, keys, backends, layout, s) -> None:
