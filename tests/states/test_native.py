@@ -8,6 +8,7 @@ ulp per step: torch's vectorised float32 sqrt is not always correctly rounded, t
 from __future__ import annotations
 
 import math
+import weakref
 
 import pytest
 import torch
@@ -323,3 +324,38 @@ def test_cached_buffers_follow_load_state_dict(storage, lib, monkeypatch):
     for key, value in want_state[0].items():
         if isinstance(value, torch.Tensor):
             assert torch.equal(got_state[0][key], value), key
+
+
+def test_cached_buffers_never_point_into_freed_state():
+    """A cached array is only reused while every tensor it points into is alive and still in
+    the state under its key; a dead tensor whose key is gone must not count as a match
+    (that once let a new optimizer over the same parameters write into freed memory)."""
+    from moopt.states.fast.step import _still_valid
+
+    live = torch.zeros(3)
+    dead = torch.zeros(3)
+    refs = [("m", weakref.ref(live)), ("v#codes", weakref.ref(dead))]
+    assert _still_valid(refs, {"m": live, "v#codes": dead})
+    del dead
+    assert not _still_valid(refs, {"m": live})  # key gone, reference dead
+    assert not _still_valid(refs, {"m": torch.zeros(3), "v#codes": torch.zeros(3)})
+
+
+@pytest.mark.parametrize("first,second", [("int8", "fp32"), ("fp32", "int8"),
+                                          ("bf16", "int8")])
+def test_new_optimizer_over_the_same_parameters(first, second, lib, monkeypatch):
+    """Optimizers built one after another over the same parameters (as a benchmark or a
+    restart does) each step their own state."""
+    monkeypatch.setenv("MOOPT_NATIVE", "sync")
+    gen = torch.Generator().manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(70_000, generator=gen)) for _ in range(3)]
+    for storage in (first, second, first):
+        for p in params:
+            p.grad = torch.randn(70_000, generator=gen)
+        start = [p.detach().clone() for p in params]
+        opt = moopt.MultiObjectiveOptimizer(params, ["a", "b"], "bridged", storage, lr=0.1)
+        opt.step(objective="a")
+        for p, p0 in zip(params, start):
+            # A first bridged step moves every coordinate by lr (the Adam bound at t = 1).
+            assert torch.allclose((p0 - p.detach()).abs(), torch.full_like(p0, 0.1), rtol=0.02)
+        del opt

@@ -153,6 +153,17 @@ def fast_step(policy: str, batch: GroupBatch) -> bool:
 _plans: dict[int, tuple[weakref.ref, dict]] = {}
 
 
+def _still_valid(refs: list[tuple[str, weakref.ref]], state: dict) -> bool:
+    """Whether every tensor a cached buffer array points into is alive and still the state's
+    tensor under its key (a missing key with a dead reference is not a match: the array
+    would point into freed memory)."""
+    for key, ref in refs:
+        tensor = ref()
+        if tensor is None or state.get(key) is not tensor:
+            return False
+    return True
+
+
 def _native_buffers(policy, p, state, keys, backends, layout):
     """The kernel's buffer array for ``p``'s state under ``keys``, or None if a buffer is of a
     kind the kernel does not take."""
@@ -161,9 +172,9 @@ def _native_buffers(policy, p, state, keys, backends, layout):
     if entry is None or entry[0]() is not p:
         entry = _plans[pid] = (weakref.ref(p, lambda _: _plans.pop(pid, None)), {})
     per_param = entry[1]
-    cache_key = (policy, tuple(keys), tuple(map(id, backends)))
+    cache_key = (policy, tuple(keys), tuple((type(b), id(b)) for b in backends))
     plan = per_param.get(cache_key)
-    if plan is not None and all(state.get(k) is ref() for k, ref in plan[0]):
+    if plan is not None and _still_valid(plan[0], state):
         return plan[1]
     bufs, refs = [], []
     for key, backend, (_, _, signed) in zip(keys, backends, layout):
