@@ -4,15 +4,17 @@ For every parameter of a batch it runs one fused update of the policy:
 
 * float32 parameters on the CPU: the native C kernel (:mod:`moopt.states.fast.native`),
   which reads and writes float32, bfloat16 and 8-bit state directly, once it is built
-  (about a second, in the background, cached on disk);
+  (about a second, in the background, cached on disk); DTensor (FSDP2) parameters step
+  their local shards this way when the kernel takes every parameter of the batch;
 * otherwise the per-tensor kernels of :mod:`moopt.states.fast.kernels`, compiled
   (:mod:`moopt.states.fast.compiled`) for tensors of at least ``COMPILE_MIN_NUMEL`` values
   once the build is ready, eager before that; 8-bit buffers are dequantized before and
   re-quantized after them; non-contiguous tensors go through contiguous copies.
 
 Where it cannot take a batch it returns False before touching anything and the optimizer
-runs the reference path: joint mode, DTensor parameters, storage backends it does not know
-(custom ones, bf16 with stochastic rounding).
+runs the reference path: joint mode, DTensor parameters the native kernel cannot take (on a
+GPU, or without a compiler), storage backends it does not know (custom ones, bf16 with
+stochastic rounding).
 
 Example:
     >>> import torch, moopt
@@ -42,7 +44,7 @@ from moopt.states.fast.kernels import (
     bridged_scalar_values,
     shared_kernel,
 )
-from moopt.states.fast.tensors import is_distributed
+from moopt.states.fast.tensors import is_distributed, local
 from moopt.states.int8 import Int8Storage
 from moopt.states.policy import GroupBatch, StepContext
 from moopt.states.shared import BOUND_SLACK, adam_step_bound
@@ -124,14 +126,18 @@ def fast_step(policy: str, batch: GroupBatch) -> bool:
     backends = [batch.storage[r] for r in roles]
     if not all(_supported(b) for b in backends):
         return False
-    if any(is_distributed(p) or is_distributed(g) for p, g in zip(batch.params, batch.grads)):
-        return False
     layout = LAYOUTS[policy]
     lib = native.library()
+    keys_of = [[f"{name}/{ctx.objective}" if per_obj else name for name, per_obj, _ in layout]
+               for ctx in batch.contexts]
+    distributed = any(is_distributed(p) or is_distributed(g)
+                      for p, g in zip(batch.params, batch.grads))
+    if distributed and not _native_takes_all(lib, policy, batch, keys_of, backends, layout):
+        return False
     # Parameters of a group share their step scalars unless their counters differ.
     shared_scalars: dict[tuple, tuple[list[float], ctypes.Array]] = {}
-    for p, g, state, ctx in zip(batch.params, batch.grads, batch.states, batch.contexts):
-        keys = [f"{name}/{ctx.objective}" if per_obj else name for name, per_obj, _ in layout]
+    for p, g, state, ctx, keys in zip(batch.params, batch.grads, batch.states, batch.contexts,
+                                      keys_of):
         decay = 1 - ctx.lr * batch.weight_decay if batch.weight_decay != 0 else 1.0
         skey = (ctx.T, ctx.t_k, ctx.lr, ctx.unit_roundoff, decay)
         if skey not in shared_scalars:
@@ -144,6 +150,22 @@ def fast_step(policy: str, batch: GroupBatch) -> bool:
         s = torch.tensor(scalars, dtype=compute_dtype(p), device=p.device)
         _update(policy, p, g, state, keys, backends, layout, s)
     return True
+
+
+def _native_takes_all(lib, policy, batch, keys_of, backends, layout) -> bool:
+    """For DTensor (FSDP2) parameters: the update is elementwise, so the native kernel can
+    step each process's local shard, provided it takes every parameter of the batch; this
+    is decided before anything is written (otherwise the reference path runs)."""
+    return lib is not None and all(
+        _native_ok(local(p), local(g))
+        and _native_buffers(policy, p, state, keys, backends, layout) is not None
+        for p, g, state, keys in zip(batch.params, batch.grads, batch.states, keys_of))
+
+
+def _native_ok(p: Tensor, g: Tensor) -> bool:
+    """Whether the native kernel takes this (local) parameter and gradient."""
+    return (p.device.type == "cpu" and p.dtype == torch.float32 and g.dtype == torch.float32
+            and p.is_contiguous() and g.is_contiguous() and p.numel() == g.numel())
 
 
 # Per parameter: the native call's buffer arrays, reused while the state holds the very same
@@ -186,7 +208,7 @@ def _native_buffers(policy, p, state, keys, backends, layout):
             buf = native.int8_buffer(codes, absmax, backend.qmap(signed), backend.block_size)
         else:
             parts = (key,)
-            value = state[key]
+            value = local(state[key])  # fp32 state of a DTensor parameter is a DTensor
             if not value.is_contiguous() or value.dtype not in (torch.float32, torch.bfloat16):
                 return None
             buf = (native.f32_buffer(value) if value.dtype == torch.float32
@@ -199,15 +221,16 @@ def _native_buffers(policy, p, state, keys, backends, layout):
 
 
 def _native_update(lib, policy, p, g, state, keys, backends, layout, scalars) -> bool:
-    """One parameter through the native CPU kernel; False (nothing changed) if it cannot."""
-    if (p.device.type != "cpu" or p.dtype != torch.float32 or g.dtype != torch.float32
-            or not p.is_contiguous() or not g.is_contiguous()):
+    """One parameter (its local shard, for a DTensor) through the native CPU kernel; False
+    (nothing changed) if it cannot."""
+    p_local, g_local = local(p.detach()), local(g.detach())
+    if not _native_ok(p_local, g_local):
         return False
     array = _native_buffers(policy, p, state, keys, backends, layout)
     if array is None:
         return False
     family = "bridged" if policy == "bridged" else "adam"
-    return native.step(lib, family, p.detach(), g.detach(), array, scalars)
+    return native.step(lib, family, p_local, g_local, array, scalars)
 
 
 def _update(policy, p, g, state, keys, backends, layout, s) -> None:
