@@ -217,16 +217,14 @@ class MultiObjectiveOptimizer(Optimizer):
         NaN or inf when an entry is and is several times cheaper than the max-norm on CPU; its
         only false alarm (a sum of squares overflowing) is settled by an exact check.
         """
-        # Only CPU float32 gradients use the native scan; nothing else starts its build.
-        lib = native.library() if any(g.device.type == "cpu" and g.dtype == torch.float32
-                                      for g in grads) else None
+        # Only gradients the native scan takes start its build.
+        lib = native.library() if any(native.scannable(g) for g in grads) else None
         flags = [g.isfinite().all() for g in grads if type(g) is not Tensor]
         by_kind: dict[tuple[torch.device, torch.dtype], list[Tensor]] = {}
         for g in grads:
             if type(g) is not Tensor:
                 continue
-            if (lib is not None and g.device.type == "cpu" and g.dtype == torch.float32
-                    and g.is_contiguous()):
+            if lib is not None and native.scannable(g):
                 if not native.all_finite(lib, g):
                     return False
                 continue

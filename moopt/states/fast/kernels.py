@@ -16,10 +16,11 @@ The math follows ALGORITHMS.md and matches the reference path operation by opera
 
 Example:
     >>> import torch
-    >>> from moopt.states.fast.kernels import shared_kernel, adam_scalars
+    >>> from moopt.states.fast.kernels import shared_kernel, adam_scalar_values
     >>> p, g = torch.zeros(4), torch.ones(4)
     >>> m, v = torch.zeros(4), torch.zeros(4)
-    >>> s = adam_scalars(decay=1.0, lr=0.1, betas=(0.9, 0.95), step=1, eps=1e-8, like=p)
+    >>> s = torch.tensor(adam_scalar_values(decay=1.0, lr=0.1, betas=(0.9, 0.95), step=1,
+    ...                                     eps=1e-8))
     >>> shared_kernel(p, g, (m,), (v,), ("plain", "plain"), s)
     >>> p
     tensor([-0.1000, -0.1000, -0.1000, -0.1000])
@@ -51,14 +52,6 @@ def adam_scalar_values(*, decay: float, lr: float, betas: tuple[float, float], s
     return [decay, lr, b1, b2, 1 / (1 - b1**step), 1 / (1 - b2**step), eps, bound]
 
 
-def adam_scalars(*, decay: float, lr: float, betas: tuple[float, float], step: int,
-                 eps: float, like: Tensor, bound: float = math.inf) -> Tensor:
-    """:func:`adam_scalar_values` as a 1-D tensor of ``like``'s dtype and device."""
-    return torch.tensor(adam_scalar_values(decay=decay, lr=lr, betas=betas, step=step,
-                                           eps=eps, bound=bound),
-                        dtype=like.dtype, device=like.device)
-
-
 def shared_kernel(p: Tensor, g: Tensor, m: tuple[Tensor, ...], v: tuple[Tensor, ...],
                   kinds: tuple[str, str], s: Tensor) -> None:
     """One Adam step (shared, or decoupled with the objective's own buffers and counter)."""
@@ -85,16 +78,6 @@ def bridged_scalar_values(*, decay: float, lr: float, betas: tuple[float, float]
     cb2 = 1 / (1 - b4 ** (T - 1)) if T > 1 else 1.0
     return [decay, lr, b1, b2, b3, b4, cb1, cb2, 1 / (1 - b1**t_k), 1 / (1 - b2**t_k), eps,
             guard_u, bound]
-
-
-def bridged_scalars(*, decay: float, lr: float, betas: tuple[float, float],
-                    base_betas: tuple[float, float], T: int, t_k: int, eps: float,
-                    guard_u: float, like: Tensor, bound: float = math.inf) -> Tensor:
-    """:func:`bridged_scalar_values` as a 1-D tensor of ``like``'s dtype and device."""
-    return torch.tensor(bridged_scalar_values(decay=decay, lr=lr, betas=betas,
-                                              base_betas=base_betas, T=T, t_k=t_k, eps=eps,
-                                              guard_u=guard_u, bound=bound),
-                        dtype=like.dtype, device=like.device)
 
 
 def bridged_kernel(p: Tensor, g: Tensor, m_b: tuple[Tensor, ...], v_b: tuple[Tensor, ...],

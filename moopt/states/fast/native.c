@@ -340,28 +340,14 @@ int moopt_step(int policy, float *p, const float *g, int64_t n, Buf *bufs, int n
     if ((policy == 0 && nbuf != 2) || (policy == 1 && nbuf != 4) || nbuf > MAX_BUFS) return -1;
     int64_t chunk = chunk_length(bufs, nbuf);
     if (chunk <= 0) return -1;
-    int all_bf16 = 1;
-    for (int k = 0; k < nbuf; k++) all_bf16 &= bufs[k].kind == KIND_BF16;
-    if (all_bf16) {
-        int64_t nchunks_bf16 = (n + chunk - 1) / chunk;
-        int t = threads < 1 || nchunks_bf16 < 2 ? 1 : threads;
-        uint16_t *h[MAX_BUFS];
-        for (int k = 0; k < nbuf; k++) h[k] = (uint16_t *)bufs[k].data;
-#pragma omp parallel for num_threads(t) schedule(static)
-        for (int64_t c = 0; c < nchunks_bf16; c++) {
-            int64_t start = c * chunk;
-            int64_t len = n - start < chunk ? n - start : chunk;
-            if (policy == 0)
-                adam_chunk_bf16(p + start, g + start, h[0] + start, h[1] + start, len, scalars);
-            else
-                bridged_chunk_bf16(p + start, g + start, h[0] + start, h[1] + start,
-                                   h[2] + start, h[3] + start, len, scalars);
-        }
-        return 0;
-    }
     int64_t nchunks = (n + chunk - 1) / chunk;
-    int lowbit = 0;
-    for (int k = 0; k < nbuf; k++) lowbit += bufs[k].kind != KIND_F32;
+    /* bf16-only state is converted in registers by the _bf16 loops and needs no scratch. */
+    int all_bf16 = 1, lowbit = 0;
+    for (int k = 0; k < nbuf; k++) {
+        all_bf16 &= bufs[k].kind == KIND_BF16;
+        lowbit += bufs[k].kind != KIND_F32;
+    }
+    if (all_bf16) lowbit = 0;
     if (threads < 1 || nchunks < 2) threads = 1;
     /* Scratch for every thread, allocated before anything is written. */
     float *scratch = NULL;
@@ -378,6 +364,15 @@ int moopt_step(int policy, float *p, const float *g, int64_t n, Buf *bufs, int n
         float *mine = scratch ? scratch + (size_t)tid * chunk * lowbit : NULL;
         int64_t start = c * chunk;
         int64_t len = n - start < chunk ? n - start : chunk;
+        if (all_bf16) {
+            uint16_t *h[MAX_BUFS];
+            for (int k = 0; k < nbuf; k++) h[k] = (uint16_t *)bufs[k].data + start;
+            if (policy == 0)
+                adam_chunk_bf16(p + start, g + start, h[0], h[1], len, scalars);
+            else
+                bridged_chunk_bf16(p + start, g + start, h[0], h[1], h[2], h[3], len, scalars);
+            continue;
+        }
         float *ptr[MAX_BUFS];
         int used = 0;
         for (int k = 0; k < nbuf; k++) {
@@ -412,8 +407,7 @@ int moopt_all_finite(const float *x, int64_t n, int threads) {
 /* Block-wise codec entry points (Int8Storage.read / write and tests): decode or encode the
  * n values of an 8-bit buffer; the buffer's blocks start at value 0. */
 void moopt_decode(const Buf *b, int64_t n, float *out, int threads) {
-    int64_t chunk = b->block;
-    while (chunk < 4096) chunk += b->block;
+    int64_t chunk = chunk_length(b, 1);
     int64_t nchunks = (n + chunk - 1) / chunk;
     if (threads < 1 || nchunks < 2) threads = 1;
 #pragma omp parallel for num_threads(threads) schedule(static)
@@ -425,8 +419,7 @@ void moopt_decode(const Buf *b, int64_t n, float *out, int threads) {
 
 /* Returns 0, or -2 if scratch could not be allocated (nothing written then). */
 int moopt_encode(const Buf *b, int64_t n, const float *in, int threads) {
-    int64_t chunk = b->block;
-    while (chunk < 4096) chunk += b->block;
+    int64_t chunk = chunk_length(b, 1);
     int64_t nchunks = (n + chunk - 1) / chunk;
     if (threads < 1 || nchunks < 2) threads = 1;
     float *scratch = (float *)malloc(sizeof(float) * (size_t)(chunk * threads));

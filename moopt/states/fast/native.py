@@ -270,6 +270,11 @@ def step(lib: ctypes.CDLL, family: str, p: Tensor, g: Tensor, bufs: list[Buf] | 
                           values, _threads(n)) == 0
 
 
+def scannable(t: Tensor) -> bool:
+    """Whether :func:`all_finite` takes ``t`` (a contiguous float32 CPU tensor)."""
+    return t.device.type == "cpu" and t.dtype == torch.float32 and t.is_contiguous()
+
+
 def all_finite(lib: ctypes.CDLL, t: Tensor) -> bool:
     """No NaN or inf in the contiguous float32 CPU tensor ``t``."""
     return bool(lib.moopt_all_finite(t.data_ptr(), t.numel(), _threads(t.numel())))

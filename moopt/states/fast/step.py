@@ -134,18 +134,20 @@ def fast_step(policy: str, batch: GroupBatch) -> bool:
                       for p, g in zip(batch.params, batch.grads))
     if distributed and not _native_takes_all(lib, policy, batch, keys_of, backends, layout):
         return False
+    backend_key = _backend_key(backends)
     # Parameters of a group share their step scalars unless their counters differ.
-    shared_scalars: dict[tuple, tuple[list[float], ctypes.Array]] = {}
+    shared_scalars: dict[tuple, tuple[list[float], ctypes.Array | None]] = {}
     for p, g, state, ctx, keys in zip(batch.params, batch.grads, batch.states, batch.contexts,
                                       keys_of):
         decay = 1 - ctx.lr * batch.weight_decay if batch.weight_decay != 0 else 1.0
         skey = (ctx.T, ctx.t_k, ctx.lr, ctx.unit_roundoff, decay)
         if skey not in shared_scalars:
             values = _scalars(policy, ctx, decay)
-            shared_scalars[skey] = (values, native.scalar_array(values))
+            array = native.scalar_array(values) if lib is not None else None
+            shared_scalars[skey] = (values, array)
         scalars, scalar_array = shared_scalars[skey]
         if lib is not None and _native_update(lib, policy, p, g, state, keys, backends,
-                                              layout, scalar_array):
+                                              layout, scalar_array, backend_key):
             continue
         s = torch.tensor(scalars, dtype=compute_dtype(p), device=p.device)
         _update(policy, p, g, state, keys, backends, layout, s)
@@ -156,9 +158,10 @@ def _native_takes_all(lib, policy, batch, keys_of, backends, layout) -> bool:
     """For DTensor (FSDP2) parameters: the update is elementwise, so the native kernel can
     step each process's local shard, provided it takes every parameter of the batch; this
     is decided before anything is written (otherwise the reference path runs)."""
+    backend_key = _backend_key(backends)
     return lib is not None and all(
         _native_ok(local(p), local(g))
-        and _native_buffers(policy, p, state, keys, backends, layout) is not None
+        and _native_buffers(policy, p, state, keys, backends, layout, backend_key) is not None
         for p, g, state, keys in zip(batch.params, batch.grads, batch.states, keys_of))
 
 
@@ -186,7 +189,12 @@ def _still_valid(refs: list[tuple[str, weakref.ref]], state: dict) -> bool:
     return True
 
 
-def _native_buffers(policy, p, state, keys, backends, layout):
+def _backend_key(backends) -> tuple:
+    """What identifies a batch's storage backends in the buffer-array cache."""
+    return tuple((type(b), id(b)) for b in backends)
+
+
+def _native_buffers(policy, p, state, keys, backends, layout, backend_key):
     """The kernel's buffer array for ``p``'s state under ``keys``, or None if a buffer is of a
     kind the kernel does not take."""
     pid = id(p)
@@ -194,7 +202,7 @@ def _native_buffers(policy, p, state, keys, backends, layout):
     if entry is None or entry[0]() is not p:
         entry = _plans[pid] = (weakref.ref(p, lambda _: _plans.pop(pid, None)), {})
     per_param = entry[1]
-    cache_key = (policy, tuple(keys), tuple((type(b), id(b)) for b in backends))
+    cache_key = (policy, tuple(keys), backend_key)
     plan = per_param.get(cache_key)
     if plan is not None and _still_valid(plan[0], state):
         return plan[1]
@@ -220,13 +228,14 @@ def _native_buffers(policy, p, state, keys, backends, layout):
     return array
 
 
-def _native_update(lib, policy, p, g, state, keys, backends, layout, scalars) -> bool:
+def _native_update(lib, policy, p, g, state, keys, backends, layout, scalars,
+                   backend_key) -> bool:
     """One parameter (its local shard, for a DTensor) through the native CPU kernel; False
     (nothing changed) if it cannot."""
     p_local, g_local = local(p.detach()), local(g.detach())
     if not _native_ok(p_local, g_local):
         return False
-    array = _native_buffers(policy, p, state, keys, backends, layout)
+    array = _native_buffers(policy, p, state, keys, backends, layout, backend_key)
     if array is None:
         return False
     family = "bridged" if policy == "bridged" else "adam"
