@@ -55,9 +55,12 @@ def run(policy, storage, *, use_native, monkeypatch, steps=10, threads=1, seed=0
     return params, opt
 
 
+# Blocks smaller and larger than the kernel's 512-value pieces, and mixed storages with and
+# without 8-bit buffers (bf16 + fp32 goes through scratch without block maxima).
 STORAGES = ["fp32", "bf16", "int8", Int8Storage(block_size=64, min_size=0),
-            Int8Storage(block_size=100, min_size=0), {"base": "fp32", "delta": "int8"},
-            {"base": "int8", "delta": "bf16"}]
+            Int8Storage(block_size=100, min_size=0), Int8Storage(block_size=1024, min_size=0),
+            {"base": "fp32", "delta": "int8"}, {"base": "int8", "delta": "bf16"},
+            {"base": "bf16", "delta": "fp32"}]
 
 
 @pytest.mark.parametrize("storage", STORAGES, ids=repr)

@@ -3,9 +3,10 @@
  * One call updates one float32 parameter in place: its gradient, and 2 (shared, decoupled)
  * or 4 (bridged) state buffers, each stored as float32, bfloat16 or 8-bit block-wise codes.
  * The tensor is cut into chunks (whole quantization blocks); threads take chunks. Within a
- * chunk, low-bit buffers are decoded into float32 scratch, the update runs on plain float
- * arrays (vectorised by the compiler), and the scratch is encoded back, so every state byte
- * is read once and written once.
+ * chunk, low-bit buffers are decoded piece by piece into float32 scratch that stays in the
+ * L1 cache, the update runs on plain float arrays (vectorised by the compiler) and keeps each
+ * block's absmax, and the scratch is encoded back, so every state byte is read once and
+ * written once.
  *
  * Bit-exactness: the arithmetic repeats moopt/states/fast/kernels.py operation by operation
  * in float32 (built with -ffp-contract=off, so no fused multiply-adds), the 8-bit codec
@@ -120,34 +121,89 @@ HOT int64_t decode_simd(const uint8_t *codes, const float *values, const uint8_t
     return i;
 }
 
-HOT int64_t encode_simd(const int32_t *ybits, const int32_t *table, uint8_t *codes,
-                           int64_t len) {
+/* Quotient x / scale for the block-wise division, rounded like the division but without a
+ * divider (slow): with `f` a power of two that brings the scale to s = scale * f in [1, 2)
+ * (exact) and r = 1 / s correctly rounded, q = x f r corrected once with an exact FMA
+ * remainder is the correctly rounded quotient (Markstein's theorem; no underflow assumed:
+ * values |x / scale| < 2^-100 may come out off by an ulp, and encode to the same code, the
+ * map's smallest midpoint being about 1e-7). */
+typedef struct { float f, s, r; } Divisor;
+
+static inline float quotient(float x, Divisor d) {
+    float xs = x * d.f;
+    float q = xs * d.r;
+    return fmaf(fmaf(-q, d.s, xs), d.r, q);
+}
+
+/* Code of the scaled value with float32 pattern `bits` (see store() for the table). */
+static inline uint8_t code_of(int32_t bits, const int32_t *table) {
+    uint32_t entry = (uint32_t)table[(uint32_t)bits >> 16];
+    uint32_t order = ((uint32_t)bits ^ (uint32_t)(bits >> 31)) << 16;
+    return (uint8_t)((entry & 0xFF) + (order > entry));
+}
+
+#if defined(__AVX512F__)
+/* The float32 patterns of 16 quotients (see quotient()). */
+HOT __m512i quotient_bits16(__m512 x, __m512 f, __m512 s, __m512 r) {
+    __m512 xs = _mm512_mul_ps(x, f);
+    __m512 q = _mm512_mul_ps(xs, r);
+    return _mm512_castps_si512(_mm512_fmadd_ps(_mm512_fnmadd_ps(q, s, xs), r, q));
+}
+
+/* 16 codes (see code_of()), each in the low byte of a 32-bit lane above garbage. */
+HOT __m512i codes16(__m512i bits, const int32_t *table) {
+    __m512i entry = _mm512_i32gather_epi32(_mm512_srli_epi32(bits, 16), (const void *)table, 4);
+    __m512i order = _mm512_slli_epi32(_mm512_xor_si512(bits, _mm512_srai_epi32(bits, 31)), 16);
+    return _mm512_mask_add_epi32(entry, _mm512_cmpgt_epu32_mask(order, entry), entry,
+                                 _mm512_set1_epi32(1));
+}
+#endif
+
+/* Codes of x[0, len) / scale; returns how many it did (the caller finishes). Intrinsics:
+ * compilers decline to emit gathers for this loop. */
+HOT int64_t encode_simd(const float *x, Divisor d, const int32_t *table, uint8_t *codes,
+                        int64_t len) {
     int64_t i = 0;
 #if defined(__AVX512F__)
-    const __m512i low = _mm512_set1_epi32(0xFFFF), magnitude = _mm512_set1_epi32(0x7FFFFFFF);
-    for (; i + 16 <= len; i += 16) {
-        __m512i bits = _mm512_loadu_si512((const void *)(ybits + i));
-        __m512i key = _mm512_srli_epi32(bits, 16);
-        __m512i order = _mm512_and_si512(
-            _mm512_xor_si512(bits, _mm512_and_si512(_mm512_srai_epi32(bits, 31), magnitude)),
-            low);
-        __m512i entry = _mm512_i32gather_epi32(key, (const void *)table, 4);
-        __mmask16 up = _mm512_cmpgt_epi32_mask(order, _mm512_and_si512(entry, low));
-        __m512i code = _mm512_mask_add_epi32(_mm512_srli_epi32(entry, 16), up,
-                                             _mm512_srli_epi32(entry, 16), _mm512_set1_epi32(1));
-        _mm_storeu_si128((__m128i *)(codes + i), _mm512_cvtepi32_epi8(code));
+    const __m512 f = _mm512_set1_ps(d.f), s = _mm512_set1_ps(d.s), r = _mm512_set1_ps(d.r);
+#define CODES16(at) codes16(quotient_bits16(_mm512_loadu_ps(x + (at)), f, s, r), table)
+#if defined(__AVX512VBMI__)
+    /* 64 at a time: the low bytes of four vectors of codes packed by two byte permutes. */
+    if (len >= 64) {
+        uint8_t lo[64], hi[64];
+        for (int k = 0; k < 64; k++) {
+            lo[k] = (uint8_t)(k < 16 ? 4 * k : k < 32 ? 64 + 4 * (k - 16) : 0);
+            hi[k] = (uint8_t)(k < 32 ? 0 : k < 48 ? 4 * (k - 32) : 64 + 4 * (k - 48));
+        }
+        const __m512i pick_lo = _mm512_loadu_si512((const void *)lo);
+        const __m512i pick_hi = _mm512_loadu_si512((const void *)hi);
+        for (; i + 64 <= len; i += 64) {
+            __m512i low = _mm512_permutex2var_epi8(CODES16(i), pick_lo, CODES16(i + 16));
+            __m512i high = _mm512_permutex2var_epi8(CODES16(i + 32), pick_hi, CODES16(i + 48));
+            _mm512_storeu_si512((void *)(codes + i),
+                                _mm512_mask_blend_epi8(0xFFFFFFFF00000000ull, low, high));
+        }
     }
+#endif
+    for (; i + 16 <= len; i += 16) {
+        _mm_storeu_si128((__m128i *)(codes + i), _mm512_cvtepi32_epi8(CODES16(i)));
+    }
+#undef CODES16
 #elif defined(__AVX2__)
-    const __m256i low = _mm256_set1_epi32(0xFFFF), magnitude = _mm256_set1_epi32(0x7FFFFFFF);
+    const __m256 f = _mm256_set1_ps(d.f), s = _mm256_set1_ps(d.s), r = _mm256_set1_ps(d.r);
+    const __m256i flip = _mm256_set1_epi32((int32_t)0x80000000);
+    const __m256i byte = _mm256_set1_epi32(0xFF);
     for (; i + 8 <= len; i += 8) {
-        __m256i bits = _mm256_loadu_si256((const __m256i *)(ybits + i));
-        __m256i key = _mm256_srli_epi32(bits, 16);
-        __m256i order = _mm256_and_si256(
-            _mm256_xor_si256(bits, _mm256_and_si256(_mm256_srai_epi32(bits, 31), magnitude)),
-            low);
-        __m256i entry = _mm256_i32gather_epi32(table, key, 4);
-        __m256i up = _mm256_cmpgt_epi32(order, _mm256_and_si256(entry, low));  /* -1 or 0 */
-        __m256i code = _mm256_sub_epi32(_mm256_srli_epi32(entry, 16), up);
+        __m256 xs = _mm256_mul_ps(_mm256_loadu_ps(x + i), f);
+        __m256 q = _mm256_mul_ps(xs, r);
+        __m256i bits = _mm256_castps_si256(_mm256_fmadd_ps(_mm256_fnmadd_ps(q, s, xs), r, q));
+        __m256i entry = _mm256_i32gather_epi32(table, _mm256_srli_epi32(bits, 16), 4);
+        __m256i order =
+            _mm256_slli_epi32(_mm256_xor_si256(bits, _mm256_srai_epi32(bits, 31)), 16);
+        /* unsigned order > entry, as a signed comparison with both top bits flipped */
+        __m256i up = _mm256_cmpgt_epi32(_mm256_xor_si256(order, flip),
+                                        _mm256_xor_si256(entry, flip));  /* -1 or 0 */
+        __m256i code = _mm256_sub_epi32(_mm256_and_si256(entry, byte), up);
         __m256i packed = _mm256_packus_epi32(code, code);        /* 16-bit, per lane */
         packed = _mm256_packus_epi16(packed, packed);            /* 8-bit, per lane */
         uint32_t lo32 = (uint32_t)_mm256_extract_epi32(packed, 0);
@@ -156,7 +212,7 @@ HOT int64_t encode_simd(const int32_t *ybits, const int32_t *table, uint8_t *cod
         memcpy(codes + i + 4, &hi32, 4);
     }
 #else
-    (void)ybits; (void)table; (void)codes; (void)len;
+    (void)x; (void)d; (void)table; (void)codes; (void)len;
 #endif
     return i;
 }
@@ -179,34 +235,20 @@ HOT void load(const Buf *b, int64_t start, int64_t n, float *restrict out) {
     }
 }
 
-/* x[i] = x[i] / scale for one block, rounded like the division, without a division per value
- * (dividers are slow): both sides are scaled by a power of two that brings `scale` to [1, 2)
- * (exact), then q = x * (1/scale) is corrected once with an exact FMA remainder (Markstein's
- * theorem: with a correctly rounded reciprocal and no underflow the result is the correctly
- * rounded quotient). Values |x/scale| < 2^-100 may come out off by an ulp; they encode to the
- * same code (the map's smallest midpoint is about 1e-7). An infinite scale divides plainly;
- * NaN blocks are not divided at all (scale 1, as in torch), which keeps their NaN signs. tests/states/test_native.py checks all this. */
-HOT void divide(float *restrict x, int64_t len, float scale) {
-    uint32_t sbits;
-    memcpy(&sbits, &scale, 4);
-    uint32_t e = (sbits >> 23) & 255;
-    if (e >= 254) {
-        for (int64_t i = 0; i < len; i++) x[i] = x[i] / scale;
-        return;
-    }
-    uint32_t fbits = (254u - e) << 23;
-    float f;
-    memcpy(&f, &fbits, 4);
-    const float s = scale * f, r = 1.0f / s;
-    for (int64_t i = 0; i < len; i++) {
-        float xs = x[i] * f;
-        float q = xs * r;
-        x[i] = fmaf(fmaf(-q, s, xs), r, q);
-    }
+/* |x| as an integer: for non-negative floats the bit patterns sort like the values, and NaN
+ * patterns sort above inf, so NaN wins like in torch.amax. */
+static inline uint32_t magnitude_bits(float x) {
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    return u & 0x7FFFFFFFu;
 }
+#define TRACK(t, x) do { uint32_t a_ = magnitude_bits(x); t = a_ > t ? a_ : t; } while (0)
 
-/* Writes values [start, start + n) of `b` from `in` (scratch, overwritten for 8-bit). */
-HOT void store(const Buf *b, int64_t start, int64_t n, float *restrict in) {
+/* Writes values [start, start + n) of `b` from `in`. `tops`, if given, holds every block's
+ * magnitude maximum as magnitude_bits() (the update loop keeps them), else they are found
+ * here. */
+HOT void store(const Buf *b, int64_t start, int64_t n, const float *restrict in,
+               const uint32_t *tops) {
     if (b->kind == KIND_BF16) {
         uint16_t *restrict dst = (uint16_t *)b->data + start;
         for (int64_t i = 0; i < n; i++) dst[i] = f32_to_bf16(in[i]);
@@ -217,33 +259,45 @@ HOT void store(const Buf *b, int64_t start, int64_t n, float *restrict in) {
     int64_t bs = b->block;
     for (int64_t j = 0; j < n; j += bs) {
         int64_t len = n - j < bs ? n - j : bs;
-        float *restrict x = in + j;
-        /* |x| as integers: for non-negative floats the bit patterns sort like the values,
-         * and NaN patterns sort above inf, so NaN wins like in torch.amax. */
-        const uint32_t *restrict xbits = (const uint32_t *)x;
+        const float *restrict x = in + j;
         uint32_t top = 0;
-        for (int64_t i = 0; i < len; i++) {
-            uint32_t a = xbits[i] & 0x7FFFFFFFu;
-            top = a > top ? a : top;
+        if (tops) {
+            top = tops[j / bs];
+        } else {
+            for (int64_t i = 0; i < len; i++) TRACK(top, x[i]);
         }
         float amax;
         memcpy(&amax, &top, 4);
         b->absmax[(start + j) / bs] = amax;
-        if (amax > 0.0f) divide(x, len, amax);  /* else the scale is 1 (zero or NaN block) */
-        /* The key is the top 16 bits of the float32 pattern. Its table entry holds the
-         * nearest code at the key's low end (high half) and the low 16 bits of the one map
-         * midpoint inside the key (0xFFFF: none), both as order-preserving integers
-         * (bits ^ ((bits >> 31) & 0x7FFFFFFF)); the midpoint shares the key's top bits, so
-         * comparing low halves decides "above the midpoint". One integer gather per value
-         * (built with -fno-strict-aliasing). */
-        const int32_t *restrict ybits = (const int32_t *)x;
-        int64_t i = encode_simd(ybits, table, codes + j, len);
-        for (; i < len; i++) {
-            int32_t bits = ybits[i];
-            int32_t key = (int32_t)((uint32_t)bits >> 16);
-            int32_t order = (bits ^ ((bits >> 31) & 0x7FFFFFFF)) & 0xFFFF;
-            int32_t entry = table[key];
-            codes[j + i] = (uint8_t)((entry >> 16) + (order > (entry & 0xFFFF)));
+        uint32_t e = top >> 23;
+        if (amax > 0.0f && e < 254) {
+            /* The key is the top 16 bits of the float32 pattern of x / amax. Its table entry
+             * holds, in the high half, the low 16 bits of the one map midpoint inside the key
+             * (0xFFFF: none) and in the low byte the nearest code at the key's low end, both
+             * as order-preserving integers (bits ^ ((bits >> 31) & 0x7FFFFFFF)); the
+             * midpoint shares the key's top bits, so comparing (order << 16) with the entry
+             * decides "above the midpoint". One integer gather per value. */
+            uint32_t fbits = (254u - e) << 23;
+            Divisor d;
+            memcpy(&d.f, &fbits, 4);
+            d.s = amax * d.f;
+            d.r = 1.0f / d.s;
+            int64_t i = encode_simd(x, d, table, codes + j, len);
+            for (; i < len; i++) {
+                float q = quotient(x[i], d);
+                int32_t bits;
+                memcpy(&bits, &q, 4);
+                codes[j + i] = code_of(bits, table);
+            }
+        } else {
+            /* Zero or NaN blocks keep scale 1 (as in torch; NaN signs survive), an infinite or
+             * huge scale divides plainly. */
+            for (int64_t i = 0; i < len; i++) {
+                float q = amax > 0.0f ? x[i] / amax : x[i];
+                int32_t bits;
+                memcpy(&bits, &q, 4);
+                codes[j + i] = code_of(bits, table);
+            }
         }
     }
 }
@@ -265,59 +319,88 @@ static inline float clamp(float x, float bound) {  /* like torch.clamp: NaN stay
 #define LD_BF16(a, i) bf16_to_f32((a)[i])
 #define ST_BF16(a, i, x) ((a)[i] = f32_to_bf16(x))
 
+
+/* The loops run block by block (`bs` values; the whole range if not TOPS) and, with TOPS,
+ * keep every output buffer's per-block maximum magnitude in top[k * nb + block] for the
+ * 8-bit encoder. */
 /* s: decay, lr, b1, b2, 1/(1-b1^t), 1/(1-b2^t), eps, bound (kernels.adam_scalars). */
-#define DEFINE_ADAM_CHUNK(NAME, T, LD, ST)                                                    \
+#define DEFINE_ADAM_CHUNK(NAME, T, LD, ST, TOPS)                                              \
     static void NAME(float *restrict p, const float *restrict g, T *restrict m,               \
-                     T *restrict v, int64_t n, const float *s) {                              \
+                     T *restrict v, int64_t n, const float *s, int64_t bs,                    \
+                     uint32_t *restrict top) {                                                \
         const float decay = s[0], lr = s[1], b1 = s[2], b2 = s[3], c1 = s[4], c2 = s[5];      \
         const float eps = s[6], bound = s[7];                                                 \
         const float a1 = 1.0f - b1, a2 = 1.0f - b2;                                           \
-        for (int64_t i = 0; i < n; i++) {                                                     \
-            float grad = g[i];                                                                \
-            float m_new = LD(m, i) * b1 + grad * a1;                                          \
-            float v_new = LD(v, i) * b2 + grad * grad * a2;                                   \
-            float denom = sqrtf(v_new * c2) + eps;                                            \
-            float direction = clamp((m_new * c1) / denom, bound);                             \
-            p[i] = p[i] * decay - lr * direction;                                             \
-            ST(m, i, m_new);                                                                  \
-            ST(v, i, v_new);                                                                  \
+        const int64_t nb = TOPS ? (n + bs - 1) / bs : 1;                                      \
+        if (!TOPS) bs = n;                                                                    \
+        for (int64_t j = 0; j < n; j += bs) {                                                 \
+            const int64_t end = n - j < bs ? n : j + bs;                                      \
+            uint32_t t0 = 0, t1 = 0;                                                          \
+            for (int64_t i = j; i < end; i++) {                                               \
+                float grad = g[i];                                                            \
+                float m_new = LD(m, i) * b1 + grad * a1;                                      \
+                float v_new = LD(v, i) * b2 + grad * grad * a2;                               \
+                float denom = sqrtf(v_new * c2) + eps;                                        \
+                float direction = clamp((m_new * c1) / denom, bound);                         \
+                p[i] = p[i] * decay - lr * direction;                                         \
+                ST(m, i, m_new);                                                              \
+                ST(v, i, v_new);                                                              \
+                if (TOPS) { TRACK(t0, m_new); TRACK(t1, v_new); }                             \
+            }                                                                                 \
+            if (TOPS) { top[j / bs] = t0; top[nb + j / bs] = t1; }                            \
         }                                                                                     \
     }
 
 /* s: decay, lr, b1, b2, b3, b4, cb1, cb2, c1, c2, eps, guard_u, bound
  * (kernels.bridged_scalars); buffers m_base, v_base, m_k, v_k. */
-#define DEFINE_BRIDGED_CHUNK(NAME, T, LD, ST)                                                 \
+#define DEFINE_BRIDGED_CHUNK(NAME, T, LD, ST, TOPS)                                           \
     static void NAME(float *restrict p, const float *restrict g, T *restrict mb,              \
                      T *restrict vb, T *restrict mk, T *restrict vk, int64_t n,               \
-                     const float *s) {                                                        \
+                     const float *s, int64_t bs, uint32_t *restrict top) {                    \
         const float decay = s[0], lr = s[1], b1 = s[2], b2 = s[3], b3 = s[4], b4 = s[5];      \
         const float cb1 = s[6], cb2 = s[7], c1 = s[8], c2 = s[9], eps = s[10];                \
         const float guard_u = s[11], bound = s[12];                                           \
         const float a1 = 1.0f - b1, a2 = 1.0f - b2, a3 = 1.0f - b3, a4 = 1.0f - b4;           \
-        for (int64_t i = 0; i < n; i++) {                                                     \
-            float grad = g[i];                                                                \
-            float g2 = grad * grad;                                                           \
-            float mb_old = LD(mb, i), vb_old = LD(vb, i);                                     \
-            float mb_hat = mb_old * cb1, vb_hat = vb_old * cb2;                               \
-            float mk_new = LD(mk, i) * b1 + (grad - mb_hat) * a1;                             \
-            float vk_new = LD(vk, i) * b2 + (g2 - vb_hat) * a2;                               \
-            float mk_hat = mk_new * c1, vk_hat = vk_new * c2;                                 \
-            float total = fabsf(vk_hat + vb_hat);                                             \
-            float floor_ = (fabsf(vk_hat) + fabsf(vb_hat)) * guard_u;                         \
-            float denom = sqrtf(maximum(total, floor_)) + eps;                                \
-            float direction = clamp((mk_hat + mb_hat) / denom, bound);                        \
-            p[i] = p[i] * decay - lr * direction;                                             \
-            ST(mk, i, mk_new);                                                                \
-            ST(vk, i, vk_new);                                                                \
-            ST(mb, i, mb_old * b3 + grad * a3);                                               \
-            ST(vb, i, vb_old * b4 + g2 * a4);                                                 \
+        const int64_t nb = TOPS ? (n + bs - 1) / bs : 1;                                      \
+        if (!TOPS) bs = n;                                                                    \
+        for (int64_t j = 0; j < n; j += bs) {                                                 \
+            const int64_t end = n - j < bs ? n : j + bs;                                      \
+            uint32_t t0 = 0, t1 = 0, t2 = 0, t3 = 0;                                          \
+            for (int64_t i = j; i < end; i++) {                                               \
+                float grad = g[i];                                                            \
+                float g2 = grad * grad;                                                       \
+                float mb_old = LD(mb, i), vb_old = LD(vb, i);                                 \
+                float mb_hat = mb_old * cb1, vb_hat = vb_old * cb2;                           \
+                float mk_new = LD(mk, i) * b1 + (grad - mb_hat) * a1;                         \
+                float vk_new = LD(vk, i) * b2 + (g2 - vb_hat) * a2;                           \
+                float mk_hat = mk_new * c1, vk_hat = vk_new * c2;                             \
+                float total = fabsf(vk_hat + vb_hat);                                         \
+                float floor_ = (fabsf(vk_hat) + fabsf(vb_hat)) * guard_u;                     \
+                float denom = sqrtf(maximum(total, floor_)) + eps;                            \
+                float direction = clamp((mk_hat + mb_hat) / denom, bound);                    \
+                p[i] = p[i] * decay - lr * direction;                                         \
+                float mb_new = mb_old * b3 + grad * a3, vb_new = vb_old * b4 + g2 * a4;       \
+                ST(mk, i, mk_new);                                                            \
+                ST(vk, i, vk_new);                                                            \
+                ST(mb, i, mb_new);                                                            \
+                ST(vb, i, vb_new);                                                            \
+                if (TOPS) {                                                                   \
+                    TRACK(t0, mb_new); TRACK(t1, vb_new); TRACK(t2, mk_new); TRACK(t3, vk_new); \
+                }                                                                             \
+            }                                                                                 \
+            if (TOPS) {                                                                       \
+                top[j / bs] = t0; top[nb + j / bs] = t1;                                      \
+                top[2 * nb + j / bs] = t2; top[3 * nb + j / bs] = t3;                         \
+            }                                                                                 \
         }                                                                                     \
     }
 
-DEFINE_ADAM_CHUNK(adam_chunk, float, LD_F32, ST_F32)
-DEFINE_ADAM_CHUNK(adam_chunk_bf16, uint16_t, LD_BF16, ST_BF16)
-DEFINE_BRIDGED_CHUNK(bridged_chunk, float, LD_F32, ST_F32)
-DEFINE_BRIDGED_CHUNK(bridged_chunk_bf16, uint16_t, LD_BF16, ST_BF16)
+DEFINE_ADAM_CHUNK(adam_chunk, float, LD_F32, ST_F32, 0)
+DEFINE_ADAM_CHUNK(adam_chunk_bf16, uint16_t, LD_BF16, ST_BF16, 0)
+DEFINE_ADAM_CHUNK(adam_chunk_tops, float, LD_F32, ST_F32, 1)
+DEFINE_BRIDGED_CHUNK(bridged_chunk, float, LD_F32, ST_F32, 0)
+DEFINE_BRIDGED_CHUNK(bridged_chunk_bf16, uint16_t, LD_BF16, ST_BF16, 0)
+DEFINE_BRIDGED_CHUNK(bridged_chunk_tops, float, LD_F32, ST_F32, 1)
 
 /* Chunk length: whole blocks of every 8-bit buffer (0 if their block sizes differ). */
 static int64_t chunk_length(const Buf *bufs, int nbuf) {
@@ -335,6 +418,13 @@ static int64_t chunk_length(const Buf *bufs, int nbuf) {
 
 /* One step of one parameter. policy: 0 = Adam-like (shared, decoupled), 1 = bridged.
  * Returns 0, or -1 if the buffers cannot be taken (nothing changed then). */
+/* Low-bit buffers go through scratch in pieces of at least PIECE values (whole 8-bit blocks),
+ * small enough for the scratch to stay in the L1 cache between decoding, updating and
+ * encoding (measured: 9% faster than whole 4096-value chunks for 8-bit bridged). */
+#define PIECE 512
+
+/* One step of one parameter. policy: 0 = Adam-like (shared, decoupled), 1 = bridged.
+ * Returns 0, or -1 if the buffers cannot be taken (nothing changed then). */
 int moopt_step(int policy, float *p, const float *g, int64_t n, Buf *bufs, int nbuf,
                const float *scalars, int threads) {
     if ((policy == 0 && nbuf != 2) || (policy == 1 && nbuf != 4) || nbuf > MAX_BUFS) return -1;
@@ -343,52 +433,84 @@ int moopt_step(int policy, float *p, const float *g, int64_t n, Buf *bufs, int n
     int64_t nchunks = (n + chunk - 1) / chunk;
     /* bf16-only state is converted in registers by the _bf16 loops and needs no scratch. */
     int all_bf16 = 1, lowbit = 0;
+    int64_t qblock = 0;  /* the 8-bit buffers' block size (chunk_length checked they agree) */
     for (int k = 0; k < nbuf; k++) {
         all_bf16 &= bufs[k].kind == KIND_BF16;
         lowbit += bufs[k].kind != KIND_F32;
+        if (bufs[k].kind == KIND_INT8) qblock = bufs[k].block;
     }
     if (all_bf16) lowbit = 0;
+    int64_t piece = qblock ? qblock : PIECE;
+    while (piece < PIECE) piece += piece;
+    if (piece > chunk) piece = chunk;
     if (threads < 1 || nchunks < 2) threads = 1;
-    /* Scratch for every thread, allocated before anything is written. */
+    /* Scratch for every thread (values, then per-block maxima), allocated before anything is
+     * written. */
+    size_t per_thread = (size_t)(piece * lowbit + MAX_BUFS * piece);
     float *scratch = NULL;
     if (lowbit) {
-        scratch = (float *)malloc(sizeof(float) * (size_t)(chunk * lowbit * threads));
+        scratch = (float *)malloc(sizeof(float) * per_thread * (size_t)threads);
         if (!scratch) return -2;
     }
 #pragma omp parallel for num_threads(threads) schedule(static)
     for (int64_t c = 0; c < nchunks; c++) {
+        int64_t start = c * chunk;
+        int64_t len = n - start < chunk ? n - start : chunk;
+        if (!lowbit) {  /* float32 and bfloat16 state: in place, every buffer streamed once */
+            if (all_bf16) {
+                uint16_t *h[MAX_BUFS];
+                for (int k = 0; k < nbuf; k++) h[k] = (uint16_t *)bufs[k].data + start;
+                if (policy == 0)
+                    adam_chunk_bf16(p + start, g + start, h[0], h[1], len, scalars, 0, NULL);
+                else
+                    bridged_chunk_bf16(p + start, g + start, h[0], h[1], h[2], h[3], len,
+                                       scalars, 0, NULL);
+            } else {
+                float *f[MAX_BUFS];
+                for (int k = 0; k < nbuf; k++) f[k] = (float *)bufs[k].data + start;
+                if (policy == 0)
+                    adam_chunk(p + start, g + start, f[0], f[1], len, scalars, 0, NULL);
+                else
+                    bridged_chunk(p + start, g + start, f[0], f[1], f[2], f[3], len, scalars,
+                                  0, NULL);
+            }
+            continue;
+        }
         int tid = 0;
 #ifdef _OPENMP
         tid = omp_get_thread_num();
 #endif
-        float *mine = scratch ? scratch + (size_t)tid * chunk * lowbit : NULL;
-        int64_t start = c * chunk;
-        int64_t len = n - start < chunk ? n - start : chunk;
-        if (all_bf16) {
-            uint16_t *h[MAX_BUFS];
-            for (int k = 0; k < nbuf; k++) h[k] = (uint16_t *)bufs[k].data + start;
-            if (policy == 0)
-                adam_chunk_bf16(p + start, g + start, h[0], h[1], len, scalars);
-            else
-                bridged_chunk_bf16(p + start, g + start, h[0], h[1], h[2], h[3], len, scalars);
-            continue;
-        }
-        float *ptr[MAX_BUFS];
-        int used = 0;
-        for (int k = 0; k < nbuf; k++) {
-            if (bufs[k].kind == KIND_F32) {
-                ptr[k] = (float *)bufs[k].data + start;
-            } else {
-                ptr[k] = mine + chunk * used++;
-                load(&bufs[k], start, len, ptr[k]);
+        float *mine = scratch + (size_t)tid * per_thread;
+        uint32_t *tops = (uint32_t *)(mine + piece * lowbit);
+        for (int64_t at = start; at < start + len; at += piece) {
+            int64_t m = start + len - at < piece ? start + len - at : piece;
+            float *ptr[MAX_BUFS];
+            int used = 0;
+            for (int k = 0; k < nbuf; k++) {
+                if (bufs[k].kind == KIND_F32) {
+                    ptr[k] = (float *)bufs[k].data + at;
+                } else {
+                    ptr[k] = mine + piece * used++;
+                    load(&bufs[k], at, m, ptr[k]);
+                }
             }
+            /* With 8-bit buffers the update also takes every block's absmax. */
+            int64_t nb = qblock ? (m + qblock - 1) / qblock : 0;
+            uint32_t *t = qblock ? tops : NULL;
+            if (policy == 0) {
+                if (qblock) adam_chunk_tops(p + at, g + at, ptr[0], ptr[1], m, scalars, qblock, t);
+                else adam_chunk(p + at, g + at, ptr[0], ptr[1], m, scalars, 0, NULL);
+            } else {
+                if (qblock)
+                    bridged_chunk_tops(p + at, g + at, ptr[0], ptr[1], ptr[2], ptr[3], m, scalars,
+                                       qblock, t);
+                else
+                    bridged_chunk(p + at, g + at, ptr[0], ptr[1], ptr[2], ptr[3], m, scalars, 0,
+                                  NULL);
+            }
+            for (int k = 0; k < nbuf; k++)
+                if (bufs[k].kind != KIND_F32) store(&bufs[k], at, m, ptr[k], t ? t + k * nb : NULL);
         }
-        if (policy == 0)
-            adam_chunk(p + start, g + start, ptr[0], ptr[1], len, scalars);
-        else
-            bridged_chunk(p + start, g + start, ptr[0], ptr[1], ptr[2], ptr[3], len, scalars);
-        for (int k = 0; k < nbuf; k++)
-            if (bufs[k].kind != KIND_F32) store(&bufs[k], start, len, ptr[k]);
     }
     free(scratch);
     return 0;
@@ -434,7 +556,7 @@ int moopt_encode(const Buf *b, int64_t n, const float *in, int threads) {
         int64_t start = c * chunk;
         int64_t len = n - start < chunk ? n - start : chunk;
         memcpy(mine, in + start, sizeof(float) * (size_t)len);
-        store(b, start, len, mine);
+        store(b, start, len, mine, NULL);
     }
     free(scratch);
     return 0;

@@ -206,11 +206,12 @@ _tables: dict[int, tuple[QuantMap, Tensor, Tensor, Tensor]] = {}
 def _map_tables(qmap: QuantMap) -> tuple[Tensor, Tensor, Tensor]:
     """The map's entries and its encoding table as native.c's ``store`` reads them.
 
-    Entry ``key`` (the top 16 bits of a float32 pattern) packs the nearest code at the low
-    end of the key's interval (bits 16..23) and the low 16 bits of the order-preserving
-    integer ``bits ^ ((bits >> 31) & 0x7FFFFFFF)`` of the one map midpoint inside the
-    interval (0xFFFF when there is none, or for inf/NaN patterns, which then never round
-    up, like the float comparison with an infinite threshold).
+    Entry ``key`` (the top 16 bits of a float32 pattern) packs, in its high half, the low 16
+    bits of the order-preserving integer ``bits ^ ((bits >> 31) & 0x7FFFFFFF)`` of the one map
+    midpoint inside the key's interval (0xFFFF when there is none, or for inf/NaN patterns,
+    which then never round up, like the float comparison with an infinite threshold), and in
+    its low byte the nearest code at the low end of the interval. A value rounds up exactly
+    when its own order bits, shifted to the high half, compare above the entry.
     """
     entry = _tables.get(id(qmap))
     if entry is None or entry[0] is not qmap:
@@ -223,7 +224,7 @@ def _map_tables(qmap: QuantMap) -> tuple[Tensor, Tensor, Tensor]:
         inside = (bits >> 16) & 0xFFFF
         if bool(((inside != keys) & ~none).any()):
             raise AssertionError("a map midpoint lies outside its lookup key")
-        table = (code_lo.to(torch.int32) << 16) | order
+        table = (order << 16) | code_lo.to(torch.int32)
         # Byte b of every entry, as 4 planes of 256 bytes (native.c's gather-free decoder).
         planes = values.contiguous().view(torch.uint8).view(-1, 4).t().contiguous()
         entry = (qmap, values.contiguous(), table.contiguous(), planes)
