@@ -57,6 +57,23 @@ static inline uint16_t f32_to_bf16(float f) {
     return (uint16_t)((u + (((u >> 16) & 1u) + 0x7FFFu)) >> 16);
 }
 
+#if defined(__AVX512F__) && defined(__AVX512VBMI__)
+/* Byte shuffles of the AVX-512 VBMI codec loops (constant, so no loop builds them per block).
+ * DECODE_ORDER: position 16L + 4k + m holds code 16k + 4L + m (see decode_simd). PACK_LOW /
+ * PACK_HIGH: the low byte of every 32-bit lane of two vectors, into bytes 0-31 / 32-63. */
+static const uint8_t DECODE_ORDER[64] = {
+    0, 1, 2, 3, 16, 17, 18, 19, 32, 33, 34, 35, 48, 49, 50, 51,
+    4, 5, 6, 7, 20, 21, 22, 23, 36, 37, 38, 39, 52, 53, 54, 55,
+    8, 9, 10, 11, 24, 25, 26, 27, 40, 41, 42, 43, 56, 57, 58, 59,
+    12, 13, 14, 15, 28, 29, 30, 31, 44, 45, 46, 47, 60, 61, 62, 63};
+static const uint8_t PACK_LOW[64] = {
+    0, 4, 8, 12, 16, 20, 24, 28, 32, 36, 40, 44, 48, 52, 56, 60,
+    64, 68, 72, 76, 80, 84, 88, 92, 96, 100, 104, 108, 112, 116, 120, 124};
+static const uint8_t PACK_HIGH[64] = {
+    [32] = 0, 4, 8, 12, 16, 20, 24, 28, 32, 36, 40, 44, 48, 52, 56, 60,
+    64, 68, 72, 76, 80, 84, 88, 92, 96, 100, 104, 108, 112, 116, 120, 124};
+#endif
+
 /* Vectorised 8-bit codec loops; they return how many values they did (the caller finishes).
  * Written with intrinsics because compilers decline to emit gathers for these loops. */
 HOT int64_t decode_simd(const uint8_t *codes, const float *values, const uint8_t *planes,
@@ -74,11 +91,7 @@ HOT int64_t decode_simd(const uint8_t *codes, const float *values, const uint8_t
         for (int b = 0; b < 4; b++)
             for (int q = 0; q < 4; q++)
                 plane[b][q] = _mm512_loadu_si512((const void *)(planes + 256 * b + 64 * q));
-        uint8_t order[64];
-        for (int lane = 0; lane < 4; lane++)
-            for (int k = 0; k < 4; k++)
-                for (int m = 0; m < 4; m++) order[16 * lane + 4 * k + m] = 16 * k + 4 * lane + m;
-        const __m512i reorder = _mm512_loadu_si512((const void *)order);
+        const __m512i reorder = _mm512_loadu_si512((const void *)DECODE_ORDER);
         const __m512 s = _mm512_set1_ps(scale);
         for (; i + 64 <= len; i += 64) {
             __m512i c = _mm512_permutexvar_epi8(reorder,
@@ -170,13 +183,8 @@ HOT int64_t encode_simd(const float *x, Divisor d, const int32_t *table, uint8_t
 #if defined(__AVX512VBMI__)
     /* 64 at a time: the low bytes of four vectors of codes packed by two byte permutes. */
     if (len >= 64) {
-        uint8_t lo[64], hi[64];
-        for (int k = 0; k < 64; k++) {
-            lo[k] = (uint8_t)(k < 16 ? 4 * k : k < 32 ? 64 + 4 * (k - 16) : 0);
-            hi[k] = (uint8_t)(k < 32 ? 0 : k < 48 ? 4 * (k - 32) : 64 + 4 * (k - 48));
-        }
-        const __m512i pick_lo = _mm512_loadu_si512((const void *)lo);
-        const __m512i pick_hi = _mm512_loadu_si512((const void *)hi);
+        const __m512i pick_lo = _mm512_loadu_si512((const void *)PACK_LOW);
+        const __m512i pick_hi = _mm512_loadu_si512((const void *)PACK_HIGH);
         for (; i + 64 <= len; i += 64) {
             __m512i low = _mm512_permutex2var_epi8(CODES16(i), pick_lo, CODES16(i + 16));
             __m512i high = _mm512_permutex2var_epi8(CODES16(i + 32), pick_hi, CODES16(i + 48));
@@ -227,9 +235,10 @@ HOT void load(const Buf *b, int64_t start, int64_t n, float *restrict out) {
     const uint8_t *restrict codes = (const uint8_t *)b->data + start;
     const float *restrict values = b->values;
     int64_t bs = b->block;
+    const float *scales = b->absmax + start / bs;  /* n spans whole blocks from `start` */
     for (int64_t j = 0; j < n; j += bs) {
         int64_t len = n - j < bs ? n - j : bs;
-        float scale = b->absmax[(start + j) / bs];
+        float scale = *scales++;
         int64_t i = decode_simd(codes + j, values, b->planes, scale, out + j, len);
         for (; i < len; i++) out[j + i] = values[codes[j + i]] * scale;
     }
@@ -256,7 +265,7 @@ HOT void store(const Buf *b, int64_t start, int64_t n, const float *restrict in,
     }
     uint8_t *restrict codes = (uint8_t *)b->data + start;
     const int32_t *restrict table = b->table;
-    int64_t bs = b->block;
+    int64_t bs = b->block, first = start / bs;
     for (int64_t j = 0; j < n; j += bs) {
         int64_t len = n - j < bs ? n - j : bs;
         const float *restrict x = in + j;
@@ -268,7 +277,7 @@ HOT void store(const Buf *b, int64_t start, int64_t n, const float *restrict in,
         }
         float amax;
         memcpy(&amax, &top, 4);
-        b->absmax[(start + j) / bs] = amax;
+        b->absmax[first + j / bs] = amax;
         uint32_t e = top >> 23;
         if (amax > 0.0f && e < 254) {
             /* The key is the top 16 bits of the float32 pattern of x / amax. Its table entry
