@@ -300,13 +300,17 @@ class MultiObjectiveOptimizer(Optimizer):
                                               weights=normalized(weights, present)))
             if not params:
                 continue
+            def reference(i: int, params=params, states=states, contexts=contexts,
+                          joint=joint) -> None:
+                grads = {k: joint[k][i] for k in contexts[i].weights}
+                self._reference_update(params[i], states[i], contexts[i], joint_grads=grads)
+
             batch = GroupBatch(params, None, joint, states, contexts, self.storage,
-                               group["weight_decay"])
+                               group["weight_decay"], reference)
             if self.fast_path and self.policy.fast_step(batch):
                 continue
-            for i, (p, state, ctx) in enumerate(zip(params, states, contexts)):
-                grads = {k: joint[k][i] for k in ctx.weights}
-                self._reference_update(p, state, ctx, joint_grads=grads)
+            for i in range(len(params)):
+                reference(i)
         self._joint_grads.clear()
 
     def _state_of(self, p: Tensor) -> dict[str, Any]:

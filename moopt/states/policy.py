@@ -189,6 +189,8 @@ class GroupBatch:
     ``"<key>"`` / ``"<key>#<part>"``); ``contexts`` the per-parameter :class:`StepContext`
     (counters already incremented); ``storage`` maps role -> backend; ``weight_decay`` is
     the group's decoupled weight decay, still to be applied by the fast path.
+    ``reference(i)``, when given, steps parameter ``i`` through the reference path (weight
+    decay included): a fast path may hand it the parameters it cannot take.
     """
 
     params: list[Tensor]
@@ -198,6 +200,7 @@ class GroupBatch:
     contexts: list[StepContext]
     storage: Mapping[str, Any]
     weight_decay: float
+    reference: Callable[[int], None] | None = None
 
 
 class SharingPolicy:

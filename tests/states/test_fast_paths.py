@@ -5,6 +5,7 @@ import torch
 
 import moopt
 from moopt.states.bf16 import BF16Storage
+from moopt.states.int8 import Int8Storage
 from moopt.states.fast import compiled, fast_step, with_fast_path
 from moopt.states.policy import GroupBatch
 
@@ -63,12 +64,7 @@ def test_float64_fast_equals_reference(policy):
         assert ((a - b).abs().max() / b.abs().max()).item() < 1e-12
 
 
-@pytest.mark.parametrize("storage", ["fp32", "bf16", "int8", {"base": "fp32", "delta": "int8"}],
-                         ids=str)
-@pytest.mark.parametrize("policy", POLICIES)
-def test_float32_fast_matches_reference(policy, storage):
-    fast, opt_fast = run(policy, storage, torch.float32)
-    ref, opt_ref = run(policy, storage, torch.float32, fast=False)
+def assert_close_to_reference(fast, opt_fast, ref, opt_ref, storage):
     for a, b in zip(fast, ref):
         diff = (a - b).abs() / b.abs().max()
         # Rounding differences of one ulp are amplified on the rare coordinates where
@@ -91,6 +87,30 @@ def test_float32_fast_matches_reference(policy, storage):
                 assert ((sa[key].float() - sb[key].float()).abs().max() / scale) < 0.02
             else:
                 assert sa[key] == sb[key]
+
+
+STORAGES = ["fp32", "bf16", "int8", {"base": "fp32", "delta": "int8"}]
+
+
+@pytest.mark.parametrize("storage", STORAGES, ids=str)
+@pytest.mark.parametrize("policy", POLICIES)
+def test_float32_fast_matches_reference(policy, storage):
+    fast, opt_fast = run(policy, storage, torch.float32)
+    ref, opt_ref = run(policy, storage, torch.float32, fast=False)
+    assert_close_to_reference(fast, opt_fast, ref, opt_ref, storage)
+
+
+@pytest.mark.parametrize("storage", STORAGES + [Int8Storage(block_size=64, min_size=0)],
+                         ids=str)
+@pytest.mark.parametrize("policy", POLICIES)
+def test_joint_fast_matches_reference(policy, storage, kernels):
+    fast, opt_fast = run(policy, storage, torch.float32, joint=True)
+    ref, opt_ref = run(policy, storage, torch.float32, joint=True, fast=False)
+    if kernels == "torch":  # joint mode needs the native kernels: the reference path ran
+        for a, b in zip(fast, ref):
+            assert torch.equal(a, b)
+    else:
+        assert_close_to_reference(fast, opt_fast, ref, opt_ref, storage)
 
 
 def test_bfloat16_parameters():
@@ -118,9 +138,57 @@ def test_declines_what_it_cannot_take():
 
 
 @pytest.mark.parametrize("policy", POLICIES)
-def test_joint_mode_falls_back_to_reference(policy):
-    fast, _ = run(policy, "int8", torch.float32, joint=True, steps=4)
-    ref, _ = run(policy, "int8", torch.float32, joint=True, steps=4, fast=False)
+def test_joint_mode_runs_on_the_native_kernels(policy, kernels, monkeypatch):
+    from moopt.states.fast import native
+
+    calls = []
+    for name in ("step", "base_ema"):
+        real = getattr(native, name)
+        monkeypatch.setattr(native, name, lambda *a, _real=real, _name=name:
+                            calls.append(_name) or _real(*a))
+    run(policy, "int8", torch.float32, joint=True, steps=2)
+    if kernels == "torch":
+        assert calls == []
+        return
+    # 3 contiguous parameters (the transposed one takes the reference path), 2 steps; per
+    # parameter one Adam step (shared), one per objective (decoupled), one delta step per
+    # objective and one base update (bridged).
+    per_param = {"shared": ["step"], "decoupled": ["step", "step"],
+                 "bridged": ["step", "step", "base_ema"]}[policy]
+    assert calls == per_param * 6
+
+
+def _joint_subsets_run(policy, storage, fast):
+    """Three objectives with weights; one parameter gets no gradient from "c", another only
+    from "a": every objective's counter and weight follow the objectives present."""
+    gen = torch.Generator().manual_seed(5)
+    params = [torch.nn.Parameter(torch.randn(300, 40, generator=gen)) for _ in range(3)]
+    opt = moopt.MultiObjectiveOptimizer(params, ["a", "b", "c"], policy, storage, lr=1e-2,
+                                        weight_decay=0.05, lr_ratios={"b": 0.3}, fast_path=fast)
+    for step in range(5):
+        for k, who in (("a", [0, 1, 2]), ("b", [0, 1]), ("c", [0])):
+            for i, p in enumerate(params):
+                p.grad = torch.randn(p.shape, generator=gen) if i in who else None
+            opt.stash_grads(k)
+        opt.step(weights={"a": 1.0, "b": 2.0, "c": 0.5})
+    return params, opt
+
+
+@pytest.mark.parametrize("storage", ["fp32", "int8"])
+@pytest.mark.parametrize("policy", POLICIES)
+def test_joint_fast_with_objective_subsets_and_weights(policy, storage):
+    fast, opt_fast = _joint_subsets_run(policy, storage, True)
+    ref, opt_ref = _joint_subsets_run(policy, storage, False)
+    assert_close_to_reference(fast, opt_fast, ref, opt_ref, storage)
+    for p in fast:
+        assert opt_fast.state[p]["T"] == 5
+
+
+def test_joint_mode_declines_mixed_block_sizes():
+    storage = {"base": Int8Storage(block_size=256, min_size=0),
+               "delta": Int8Storage(block_size=64, min_size=0)}
+    fast, _ = run("bridged", storage, torch.float32, joint=True, steps=3)
+    ref, _ = run("bridged", storage, torch.float32, joint=True, steps=3, fast=False)
     for a, b in zip(fast, ref):
         assert torch.equal(a, b)
 

@@ -361,8 +361,10 @@ static inline float clamp(float x, float bound) {  /* like torch.clamp: NaN stay
     }
 
 /* s: decay, lr, b1, b2, b3, b4, cb1, cb2, c1, c2, eps, guard_u, bound
- * (kernels.bridged_scalars); buffers m_base, v_base, m_k, v_k. */
-#define DEFINE_BRIDGED_CHUNK(NAME, T, LD, ST, TOPS)                                           \
+ * (kernels.bridged_scalars); buffers m_base, v_base, m_k, v_k. Without BASE the base is only
+ * read (joint mode: every objective's delta step reads the same base, which is then fed the
+ * weighted gradients by the EMA loop below). */
+#define DEFINE_BRIDGED_CHUNK(NAME, T, LD, ST, TOPS, BASE)                                     \
     static void NAME(float *restrict p, const float *restrict g, T *restrict mb,              \
                      T *restrict vb, T *restrict mk, T *restrict vk, int64_t n,               \
                      const float *s, int64_t bs, uint32_t *restrict top) {                    \
@@ -371,6 +373,7 @@ static inline float clamp(float x, float bound) {  /* like torch.clamp: NaN stay
         const float guard_u = s[11], bound = s[12];                                           \
         const float a1 = 1.0f - b1, a2 = 1.0f - b2, a3 = 1.0f - b3, a4 = 1.0f - b4;           \
         const int64_t nb = TOPS ? (n + bs - 1) / bs : 1;                                      \
+        (void)a3; (void)a4;                                                                   \
         if (!TOPS) bs = n;                                                                    \
         for (int64_t j = 0; j < n; j += bs) {                                                 \
             const int64_t end = n - j < bs ? n : j + bs;                                      \
@@ -388,13 +391,14 @@ static inline float clamp(float x, float bound) {  /* like torch.clamp: NaN stay
                 float denom = sqrtf(maximum(total, floor_)) + eps;                            \
                 float direction = clamp((mk_hat + mb_hat) / denom, bound);                    \
                 p[i] = p[i] * decay - lr * direction;                                         \
-                float mb_new = mb_old * b3 + grad * a3, vb_new = vb_old * b4 + g2 * a4;       \
                 ST(mk, i, mk_new);                                                            \
                 ST(vk, i, vk_new);                                                            \
-                ST(mb, i, mb_new);                                                            \
-                ST(vb, i, vb_new);                                                            \
-                if (TOPS) {                                                                   \
-                    TRACK(t0, mb_new); TRACK(t1, vb_new); TRACK(t2, mk_new); TRACK(t3, vk_new); \
+                if (TOPS) { TRACK(t2, mk_new); TRACK(t3, vk_new); }                           \
+                if (BASE) {                                                                   \
+                    float mb_new = mb_old * b3 + grad * a3, vb_new = vb_old * b4 + g2 * a4;   \
+                    ST(mb, i, mb_new);                                                        \
+                    ST(vb, i, vb_new);                                                        \
+                    if (TOPS) { TRACK(t0, mb_new); TRACK(t1, vb_new); }                       \
                 }                                                                             \
             }                                                                                 \
             if (TOPS) {                                                                       \
@@ -404,12 +408,75 @@ static inline float clamp(float x, float bound) {  /* like torch.clamp: NaN stay
         }                                                                                     \
     }
 
+/* Joint-mode base update from the weighted gradient sums: m_b <- b3 m_b + (1-b3) sum_k a_k g_k
+ * and v_b <- b4 v_b + (1-b4) sum_k a_k g_k^2 (given as g and g2); s as for bridged. */
+#define DEFINE_EMA_CHUNK(NAME, T, LD, ST, TOPS)                                               \
+    static void NAME(const float *restrict g, const float *restrict g2, T *restrict mb,       \
+                     T *restrict vb, int64_t n, const float *s, int64_t bs,                   \
+                     uint32_t *restrict top) {                                                \
+        const float b3 = s[4], b4 = s[5], a3 = 1.0f - b3, a4 = 1.0f - b4;                     \
+        const int64_t nb = TOPS ? (n + bs - 1) / bs : 1;                                      \
+        if (!TOPS) bs = n;                                                                    \
+        for (int64_t j = 0; j < n; j += bs) {                                                 \
+            const int64_t end = n - j < bs ? n : j + bs;                                      \
+            uint32_t t0 = 0, t1 = 0;                                                          \
+            for (int64_t i = j; i < end; i++) {                                               \
+                float mb_new = LD(mb, i) * b3 + g[i] * a3, vb_new = LD(vb, i) * b4 + g2[i] * a4; \
+                ST(mb, i, mb_new);                                                            \
+                ST(vb, i, vb_new);                                                            \
+                if (TOPS) { TRACK(t0, mb_new); TRACK(t1, vb_new); }                           \
+            }                                                                                 \
+            if (TOPS) { top[j / bs] = t0; top[nb + j / bs] = t1; }                            \
+        }                                                                                     \
+    }
+
 DEFINE_ADAM_CHUNK(adam_chunk, float, LD_F32, ST_F32, 0)
 DEFINE_ADAM_CHUNK(adam_chunk_bf16, uint16_t, LD_BF16, ST_BF16, 0)
 DEFINE_ADAM_CHUNK(adam_chunk_tops, float, LD_F32, ST_F32, 1)
-DEFINE_BRIDGED_CHUNK(bridged_chunk, float, LD_F32, ST_F32, 0)
-DEFINE_BRIDGED_CHUNK(bridged_chunk_bf16, uint16_t, LD_BF16, ST_BF16, 0)
-DEFINE_BRIDGED_CHUNK(bridged_chunk_tops, float, LD_F32, ST_F32, 1)
+DEFINE_BRIDGED_CHUNK(bridged_chunk, float, LD_F32, ST_F32, 0, 1)
+DEFINE_BRIDGED_CHUNK(bridged_chunk_bf16, uint16_t, LD_BF16, ST_BF16, 0, 1)
+DEFINE_BRIDGED_CHUNK(bridged_chunk_tops, float, LD_F32, ST_F32, 1, 1)
+DEFINE_BRIDGED_CHUNK(delta_chunk, float, LD_F32, ST_F32, 0, 0)
+DEFINE_BRIDGED_CHUNK(delta_chunk_bf16, uint16_t, LD_BF16, ST_BF16, 0, 0)
+DEFINE_BRIDGED_CHUNK(delta_chunk_tops, float, LD_F32, ST_F32, 1, 0)
+DEFINE_EMA_CHUNK(ema_chunk, float, LD_F32, ST_F32, 0)
+DEFINE_EMA_CHUNK(ema_chunk_bf16, uint16_t, LD_BF16, ST_BF16, 0)
+DEFINE_EMA_CHUNK(ema_chunk_tops, float, LD_F32, ST_F32, 1)
+
+/* What a step does, by `policy`: 0 Adam-like (shared, decoupled; buffers m, v), 1 bridged
+ * (m_base, v_base, m_k, v_k), 2 bridged without the base update (joint mode's per-objective
+ * delta step; the base buffers are only read), 3 the joint-mode base update (m_base, v_base
+ * from g and g2; no parameter). */
+enum { STEP_ADAM = 0, STEP_BRIDGED = 1, STEP_DELTA = 2, STEP_BASE_EMA = 3 };
+
+static int buffers_of(int policy) { return policy == STEP_BRIDGED || policy == STEP_DELTA ? 4 : 2; }
+
+/* Whether buffer k is written (the delta step only reads the base). */
+static int writes(int policy, int k) { return policy != STEP_DELTA || k >= 2; }
+
+/* One piece through the loop of `policy` (tops: per-block maxima for 8-bit buffers, or NULL). */
+#define DISPATCH(SUFFIX, B)                                                                   \
+    do {                                                                                      \
+        switch (policy) {                                                                     \
+        case STEP_ADAM: adam_chunk##SUFFIX(p, g, B[0], B[1], n, s, bs, top); break;           \
+        case STEP_BRIDGED:                                                                    \
+            bridged_chunk##SUFFIX(p, g, B[0], B[1], B[2], B[3], n, s, bs, top); break;        \
+        case STEP_DELTA: delta_chunk##SUFFIX(p, g, B[0], B[1], B[2], B[3], n, s, bs, top); break; \
+        default: ema_chunk##SUFFIX(g, g2, B[0], B[1], n, s, bs, top); break;                  \
+        }                                                                                     \
+    } while (0)
+
+static void run_f32(int policy, float *p, const float *g, const float *g2, float **b, int64_t n,
+                    const float *s, int64_t bs, uint32_t *top) {
+    if (top) DISPATCH(_tops, b); else DISPATCH(, b);
+}
+
+static void run_bf16(int policy, float *p, const float *g, const float *g2, uint16_t **h,
+                     int64_t n, const float *s) {
+    int64_t bs = 0;
+    uint32_t *top = NULL;
+    DISPATCH(_bf16, h);
+}
 
 /* Chunk length: whole blocks of every 8-bit buffer (0 if their block sizes differ). */
 static int64_t chunk_length(const Buf *bufs, int nbuf) {
@@ -425,18 +492,16 @@ static int64_t chunk_length(const Buf *bufs, int nbuf) {
     return chunk;
 }
 
-/* One step of one parameter. policy: 0 = Adam-like (shared, decoupled), 1 = bridged.
- * Returns 0, or -1 if the buffers cannot be taken (nothing changed then). */
 /* Low-bit buffers go through scratch in pieces of at least PIECE values (whole 8-bit blocks),
  * small enough for the scratch to stay in the L1 cache between decoding, updating and
  * encoding (measured: 9% faster than whole 4096-value chunks for 8-bit bridged). */
 #define PIECE 512
 
-/* One step of one parameter. policy: 0 = Adam-like (shared, decoupled), 1 = bridged.
- * Returns 0, or -1 if the buffers cannot be taken (nothing changed then). */
-int moopt_step(int policy, float *p, const float *g, int64_t n, Buf *bufs, int nbuf,
-               const float *scalars, int threads) {
-    if ((policy == 0 && nbuf != 2) || (policy == 1 && nbuf != 4) || nbuf > MAX_BUFS) return -1;
+/* One step of one parameter (see STEP_*). Returns 0, -1 if the buffers cannot be taken, -2
+ * if scratch could not be allocated (nothing changed then). */
+static int run_step(int policy, float *p, const float *g, const float *g2, int64_t n, Buf *bufs,
+                    int nbuf, const float *s, int threads) {
+    if (nbuf != buffers_of(policy) || nbuf > MAX_BUFS) return -1;
     int64_t chunk = chunk_length(bufs, nbuf);
     if (chunk <= 0) return -1;
     int64_t nchunks = (n + chunk - 1) / chunk;
@@ -465,23 +530,17 @@ int moopt_step(int policy, float *p, const float *g, int64_t n, Buf *bufs, int n
     for (int64_t c = 0; c < nchunks; c++) {
         int64_t start = c * chunk;
         int64_t len = n - start < chunk ? n - start : chunk;
+        float *pc = p ? p + start : NULL;
+        const float *gc = g + start, *g2c = g2 ? g2 + start : NULL;
         if (!lowbit) {  /* float32 and bfloat16 state: in place, every buffer streamed once */
             if (all_bf16) {
                 uint16_t *h[MAX_BUFS];
                 for (int k = 0; k < nbuf; k++) h[k] = (uint16_t *)bufs[k].data + start;
-                if (policy == 0)
-                    adam_chunk_bf16(p + start, g + start, h[0], h[1], len, scalars, 0, NULL);
-                else
-                    bridged_chunk_bf16(p + start, g + start, h[0], h[1], h[2], h[3], len,
-                                       scalars, 0, NULL);
+                run_bf16(policy, pc, gc, g2c, h, len, s);
             } else {
                 float *f[MAX_BUFS];
                 for (int k = 0; k < nbuf; k++) f[k] = (float *)bufs[k].data + start;
-                if (policy == 0)
-                    adam_chunk(p + start, g + start, f[0], f[1], len, scalars, 0, NULL);
-                else
-                    bridged_chunk(p + start, g + start, f[0], f[1], f[2], f[3], len, scalars,
-                                  0, NULL);
+                run_f32(policy, pc, gc, g2c, f, len, s, 0, NULL);
             }
             continue;
         }
@@ -506,23 +565,30 @@ int moopt_step(int policy, float *p, const float *g, int64_t n, Buf *bufs, int n
             /* With 8-bit buffers the update also takes every block's absmax. */
             int64_t nb = qblock ? (m + qblock - 1) / qblock : 0;
             uint32_t *t = qblock ? tops : NULL;
-            if (policy == 0) {
-                if (qblock) adam_chunk_tops(p + at, g + at, ptr[0], ptr[1], m, scalars, qblock, t);
-                else adam_chunk(p + at, g + at, ptr[0], ptr[1], m, scalars, 0, NULL);
-            } else {
-                if (qblock)
-                    bridged_chunk_tops(p + at, g + at, ptr[0], ptr[1], ptr[2], ptr[3], m, scalars,
-                                       qblock, t);
-                else
-                    bridged_chunk(p + at, g + at, ptr[0], ptr[1], ptr[2], ptr[3], m, scalars, 0,
-                                  NULL);
-            }
+            run_f32(policy, p ? p + at : NULL, g + at, g2 ? g2 + at : NULL, ptr, m, s, qblock,
+                    t);
             for (int k = 0; k < nbuf; k++)
-                if (bufs[k].kind != KIND_F32) store(&bufs[k], at, m, ptr[k], t ? t + k * nb : NULL);
+                if (bufs[k].kind != KIND_F32 && writes(policy, k))
+                    store(&bufs[k], at, m, ptr[k], t ? t + k * nb : NULL);
         }
     }
     free(scratch);
     return 0;
+}
+
+/* One step of one parameter: policy 0 Adam-like (shared, decoupled), 1 bridged, 2 bridged
+ * delta step (joint mode). Returns 0, or < 0 if it cannot (nothing changed then). */
+int moopt_step(int policy, float *p, const float *g, int64_t n, Buf *bufs, int nbuf,
+               const float *scalars, int threads) {
+    if (policy != STEP_ADAM && policy != STEP_BRIDGED && policy != STEP_DELTA) return -1;
+    return run_step(policy, p, g, NULL, n, bufs, nbuf, scalars, threads);
+}
+
+/* Joint-mode base update of bridged (buffers m_base, v_base) from sum_k a_k g_k (`g`) and
+ * sum_k a_k g_k^2 (`g2`); scalars as for the bridged step. */
+int moopt_base_ema(const float *g, const float *g2, int64_t n, Buf *bufs, int nbuf,
+                   const float *scalars, int threads) {
+    return run_step(STEP_BASE_EMA, NULL, g, g2, n, bufs, nbuf, scalars, threads);
 }
 
 /* 1 if no value of the float32 array is NaN or inf, else 0 (exponent bits all ones). */

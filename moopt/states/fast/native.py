@@ -53,7 +53,9 @@ def _cpu_flags() -> list[str]:
 
 
 KIND = {"f32": 0, "bf16": 1, "int8": 2}
-POLICY = {"adam": 0, "bridged": 1}
+# Kernel families of moopt_step: Adam-like, bridged, and bridged without its base update (the
+# per-objective delta step of joint mode; the base then takes base_ema()).
+POLICY = {"adam": 0, "bridged": 1, "delta": 2}
 # One thread below this many values: a parallel region costs more than it saves.
 PARALLEL_MIN_NUMEL = 1 << 16
 
@@ -134,6 +136,10 @@ def _build() -> ctypes.CDLL:
         lib.moopt_step.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p,
                                    ctypes.c_int64, ctypes.POINTER(Buf), ctypes.c_int,
                                    ctypes.POINTER(ctypes.c_float), ctypes.c_int]
+        lib.moopt_base_ema.restype = ctypes.c_int
+        lib.moopt_base_ema.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
+                                       ctypes.POINTER(Buf), ctypes.c_int,
+                                       ctypes.POINTER(ctypes.c_float), ctypes.c_int]
         lib.moopt_decode.restype = None
         lib.moopt_decode.argtypes = [ctypes.POINTER(Buf), ctypes.c_int64, ctypes.c_void_p,
                                      ctypes.c_int]
@@ -260,15 +266,29 @@ def step(lib: ctypes.CDLL, family: str, p: Tensor, g: Tensor, bufs: list[Buf] | 
          scalars: list[float] | ctypes.Array) -> bool:
     """One in-place step of the contiguous float32 CPU tensor ``p`` with gradient ``g``.
 
-    ``family`` is "adam" (buffers m, v) or "bridged" (m_base, v_base, m_k, v_k), as a list
-    or a :func:`buffer_array`; ``scalars`` as in :mod:`moopt.states.fast.kernels`, as a list
-    or a :func:`scalar_array`. False if the kernel declined (nothing changed).
+    ``family`` is "adam" (buffers m, v), "bridged" (m_base, v_base, m_k, v_k) or "delta"
+    (the same buffers; the base is only read), as a list or a :func:`buffer_array`;
+    ``scalars`` as in :mod:`moopt.states.fast.kernels`, as a list or a
+    :func:`scalar_array`. False if the kernel declined (nothing changed).
     """
     n = p.numel()
     array = bufs if isinstance(bufs, ctypes.Array) else buffer_array(bufs)
     values = scalars if isinstance(scalars, ctypes.Array) else scalar_array(scalars)
     return lib.moopt_step(POLICY[family], p.data_ptr(), g.data_ptr(), n, array, len(array),
                           values, _threads(n)) == 0
+
+
+def base_ema(lib: ctypes.CDLL, g: Tensor, g2: Tensor, bufs: list[Buf] | ctypes.Array,
+             scalars: list[float] | ctypes.Array) -> bool:
+    """Joint-mode base update of bridged: ``m_base <- b3 m_base + (1-b3) g`` and
+    ``v_base <- b4 v_base + (1-b4) g2`` with ``g`` / ``g2`` the weighted sums of the gradients
+    and of their squares (contiguous float32 CPU tensors); buffers (m_base, v_base), scalars
+    as for "bridged". False if the kernel declined (nothing changed)."""
+    n = g.numel()
+    array = bufs if isinstance(bufs, ctypes.Array) else buffer_array(bufs)
+    values = scalars if isinstance(scalars, ctypes.Array) else scalar_array(scalars)
+    return lib.moopt_base_ema(g.data_ptr(), g2.data_ptr(), n, array, len(array), values,
+                              _threads(n)) == 0
 
 
 def scannable(t: Tensor) -> bool:

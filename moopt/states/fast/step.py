@@ -11,10 +11,14 @@ For every parameter of a batch it runs one fused update of the policy:
   once the build is ready, eager before that; 8-bit buffers are dequantized before and
   re-quantized after them; non-contiguous tensors go through contiguous copies.
 
+Joint mode runs on the native kernels only (float32 CPU parameters): shared steps once on
+the weighted gradient; decoupled steps each objective's state in turn; bridged steps each
+objective's delta against the same base read, then feeds the base the weighted gradient sums.
+
 Where it cannot take a batch it returns False before touching anything and the optimizer
-runs the reference path: joint mode, DTensor parameters the native kernel cannot take (on a
-GPU, or without a compiler), storage backends it does not know (custom ones, bf16 with
-stochastic rounding).
+runs the reference path: joint mode without the native kernels, DTensor parameters the
+native kernel cannot take (on a GPU, or without a compiler; in joint mode, any), storage
+backends it does not know (custom ones, bf16 with stochastic rounding).
 
 Example:
     >>> import torch, moopt
@@ -29,6 +33,7 @@ Example:
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import math
 import weakref
 
@@ -118,10 +123,12 @@ def _compiled_for(policy: str, args: tuple, kinds: tuple[str, ...]):
 
 
 def fast_step(policy: str, batch: GroupBatch) -> bool:
-    """Run one alternating step of ``policy`` on every parameter of ``batch``; False if it
-    cannot (then nothing was changed)."""
-    if batch.grads is None or policy not in LAYOUTS:
+    """Run one step of ``policy`` on every parameter of ``batch``; False if it cannot (then
+    nothing was changed)."""
+    if policy not in LAYOUTS:
         return False
+    if batch.grads is None:
+        return _joint_step(policy, batch)
     roles = ROLES[policy]
     backends = [batch.storage[r] for r in roles]
     if not all(_supported(b) for b in backends):
@@ -152,6 +159,99 @@ def fast_step(policy: str, batch: GroupBatch) -> bool:
         s = torch.tensor(scalars, dtype=compute_dtype(p), device=p.device)
         _update(policy, p, g, state, keys, backends, layout, s)
     return True
+
+
+def _joint_step(policy: str, batch: GroupBatch) -> bool:
+    """One joint step (ALGORITHMS.md section 3) on the native kernels, or False before anything
+    is written if some parameter, gradient or buffer is not one they take.
+
+    Per parameter, with a_k the normalised weights of the objectives present and
+    lr_joint = sum_k a_k lr_k (weight decay uses it, once):
+    shared: one Adam step on sum_k a_k g_k with lr_joint; decoupled: objective k's Adam step
+    with a_k lr_k, in turn; bridged: objective k's delta step with a_k lr_k against the base
+    (read, not written), in turn, then the base update from sum_k a_k g_k and
+    sum_k a_k g_k^2. The gradient sums are formed as in the reference path; the parameter
+    takes the objectives' steps one after another instead of their sum (a rounding apart).
+    """
+    lib = native.library()
+    if lib is None or batch.joint_grads is None:
+        return False
+    roles = ROLES[policy]
+    backends = [batch.storage[r] for r in roles]
+    if not all(_supported(b) for b in backends):
+        return False
+    layout = LAYOUTS[policy]
+    backend_key = _backend_key(backends)
+    plans = [_joint_plan(policy, p, state, {k: batch.joint_grads[k][i] for k in ctx.weights},
+                         backends, layout, backend_key)
+             for i, (p, state, ctx) in enumerate(zip(batch.params, batch.states,
+                                                     batch.contexts))]
+    # Parameters the kernels cannot take go through the reference path, if the optimizer
+    # offers it; everything is decided before the first write.
+    if all(plan is None for plan in plans) or (batch.reference is None and None in plans):
+        return False
+    for i, (p, ctx, plan) in enumerate(zip(batch.params, batch.contexts, plans)):
+        if plan is None:
+            batch.reference(i)
+        else:
+            _joint_update(lib, policy, p.detach(), plan[0], ctx, plan[1], batch.weight_decay)
+    return True
+
+
+def _joint_plan(policy, p, state, grads, backends, layout, backend_key):
+    """(gradients, buffer arrays) of one parameter's joint step on the native kernels, or
+    None if they cannot take it."""
+    if is_distributed(p) or not all(g is not None and not is_distributed(g)
+                                    and _native_ok(p.detach(), g) for g in grads.values()):
+        return None
+    if len({b.block_size for b in backends
+            if isinstance(b, Int8Storage) and b.quantizes(p)}) > 1:
+        return None  # the kernel needs one block size
+    arrays = {}
+    for k in (list(grads) if policy != "shared" else [None]):
+        keys = [f"{name}/{k}" if per_obj else name for name, per_obj, _ in layout]
+        arrays[k] = _native_buffers(policy, p, state, keys, backends, layout, backend_key)
+    if policy == "bridged":
+        arrays["#base"] = _native_buffers("bridged#base", p, state, ["m_base", "v_base"],
+                                          backends[:2], layout[:2], backend_key)
+    if any(a is None for a in arrays.values()):
+        return None
+    return grads, arrays
+
+
+def _joint_update(lib, policy: str, p: Tensor, grads: dict[str, Tensor], ctx: StepContext,
+                  arrays: dict, weight_decay: float) -> None:
+    weights = ctx.weights
+    lr_joint = sum(weights[k] * ctx.lrs[k] for k in weights)
+    decay = 1 - lr_joint * weight_decay if weight_decay != 0 else 1.0
+
+    def alone(k: str, lr: float) -> StepContext:  # objective k's step, alternating-style
+        return dataclasses.replace(ctx, objective=k, lrs={**ctx.lrs, k: lr})
+
+    done = True
+    if policy == "shared":
+        mixed = torch.zeros_like(p)
+        for k, g in grads.items():
+            mixed.add_(g, alpha=weights[k])
+        first = next(iter(grads))
+        done = native.step(lib, "adam", p, mixed, arrays[None],
+                           _scalars("shared", alone(first, lr_joint), decay))
+    else:
+        family = "adam" if policy == "decoupled" else "delta"
+        for i, (k, g) in enumerate(grads.items()):
+            scalars = _scalars(policy, alone(k, weights[k] * ctx.lrs[k]),
+                               decay if i == 0 else 1.0)
+            done = done and native.step(lib, family, p, g, arrays[k], scalars)
+        if policy == "bridged" and done:
+            mean_g, mean_g2 = torch.zeros_like(p), torch.zeros_like(p)
+            for k, g in grads.items():
+                mean_g.add_(g, alpha=weights[k])
+                mean_g2.addcmul_(g, g, value=weights[k])
+            done = native.base_ema(lib, mean_g, mean_g2, arrays["#base"],
+                                   _scalars("bridged", alone(k, 0.0), 1.0))
+    if not done:  # checked before the first write: only an allocation can fail here
+        raise MemoryError("moopt: the native kernel could not allocate its scratch in the "
+                          "middle of a joint step")
 
 
 def _native_takes_all(lib, policy, batch, keys_of, backends, layout) -> bool:
