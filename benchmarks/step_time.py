@@ -9,7 +9,8 @@ for N = 8. Configurations are interleaved: each repeat builds every optimizer af
 up, then times ``--steps`` steps; min and median are over all timed steps of all repeats.
 Ratios divide by the median of ``torch.optim.AdamW(fused=True)`` measured in the same run.
 Every moopt configuration runs with its defaults (which check gradients for NaN/inf); for
-N = 2 each also runs "unchecked" (``nonfinite="ignore"``), as torch's AdamW steps.
+N = 2 each also runs "unchecked" (``nonfinite="ignore"``), as torch's AdamW steps, and the
+policies in joint mode (both objectives' gradients every step), fp32 and int8.
 Writes ``step_time.json`` and ``step_time.png`` (bar chart; needs matplotlib) to ``--out``.
 """
 
@@ -129,6 +130,19 @@ def configurations(n_objectives: list[int], reference: bool) -> list[Config]:
                     configs.append((f"{policy} {storage} N={n} unchecked",
                                     {"family": "moopt", "policy": policy, "storage": storage,
                                      "N": n, "path": "unchecked"}, build))
+        if n == 2:
+            # Joint mode (every objective's gradient in each step; opt.stash_grads + step).
+            for policy in POLICIES:
+                for storage in ("fp32", "int8"):
+                    configs.append((f"{policy} {storage} N={n} joint",
+                                    {"family": "moopt", "policy": policy, "storage": storage,
+                                     "N": n, "path": "joint"},
+                                    joint_builder(policy, storage, n, fast=True)))
+            if reference:
+                configs.append((f"bridged fp32 N={n} joint reference",
+                                {"family": "moopt", "policy": "bridged", "storage": "fp32",
+                                 "N": n, "path": "joint reference"},
+                                joint_builder("bridged", "fp32", n, fast=False)))
         if reference:
             for policy in POLICIES:
                 def build(params, policy=policy, n=n, cycle=cycle):
@@ -140,6 +154,28 @@ def configurations(n_objectives: list[int], reference: bool) -> list[Config]:
                                 {"family": "moopt", "policy": policy, "storage": "fp32",
                                  "N": n, "path": "reference"}, build))
     return configs
+
+
+def joint_builder(policy: str, storage: str, n: int, *, fast: bool):
+    """A joint-mode configuration: objective i's gradient is the parameter's ``.grad`` times
+    ``(-0.5)^i`` (made once, outside the timing); each timed step stashes them all and steps."""
+    def build(params):
+        opt = moopt.MultiObjectiveOptimizer(params, [f"o{i}" for i in range(n)],
+                                            default_policy(policy), storage, lr=1e-3,
+                                            fast_path=fast)
+        own = [p.grad for p in params]
+        grads = [[g if i == 0 else g * (-0.5) ** i for g in own] for i in range(n)]
+
+        def step(_):
+            for i in range(n):
+                for p, g in zip(params, grads[i]):
+                    p.grad = g
+                opt.stash_grads(f"o{i}")
+            opt.step()
+            for p, g in zip(params, own):  # the next configuration finds the gradients
+                p.grad = g
+        return opt, step
+    return build
 
 
 def time_config(build, params, warmup: int, steps: int) -> tuple[list[float], int]:
@@ -249,7 +285,8 @@ def plot(report: dict, path: Path) -> None:
     fig, axes = plt.subplots(len(sizes), 1, figsize=(12, 4.5 * len(sizes)), squeeze=False)
     for ax, size in zip(axes[:, 0], sizes):
         rows = [r for r in report["results"] if r["size"] == size]
-        shade = {"reference": "tab:red", "unchecked": "tab:cyan"}
+        shade = {"reference": "tab:red", "unchecked": "tab:cyan", "joint": "tab:purple",
+                 "joint reference": "tab:red"}
         colors = ["tab:gray" if r["family"] != "moopt" else shade.get(r.get("path"), "tab:blue")
                   for r in rows]
         ax.bar(range(len(rows)), [r["ratio_to_fused_adamw"] for r in rows], color=colors)

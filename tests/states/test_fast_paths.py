@@ -5,8 +5,8 @@ import torch
 
 import moopt
 from moopt.states.bf16 import BF16Storage
-from moopt.states.int8 import Int8Storage
 from moopt.states.fast import compiled, fast_step, with_fast_path
+from moopt.states.int8 import Int8Storage
 from moopt.states.policy import GroupBatch
 
 POLICIES = ["shared", "decoupled", "bridged"]
@@ -165,7 +165,7 @@ def _joint_subsets_run(policy, storage, fast):
     params = [torch.nn.Parameter(torch.randn(300, 40, generator=gen)) for _ in range(3)]
     opt = moopt.MultiObjectiveOptimizer(params, ["a", "b", "c"], policy, storage, lr=1e-2,
                                         weight_decay=0.05, lr_ratios={"b": 0.3}, fast_path=fast)
-    for step in range(5):
+    for _ in range(5):
         for k, who in (("a", [0, 1, 2]), ("b", [0, 1]), ("c", [0])):
             for i, p in enumerate(params):
                 p.grad = torch.randn(p.shape, generator=gen) if i in who else None

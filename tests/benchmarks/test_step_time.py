@@ -1,0 +1,35 @@
+"""Smoke test of benchmarks/step_time.py on a tiny model: every row is produced and sane."""
+
+import argparse
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "step_time.py"
+
+
+@pytest.fixture(scope="module")
+def step_time():
+    spec = importlib.util.spec_from_file_location("step_time", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_tiny_run_has_every_row(step_time, monkeypatch):
+    monkeypatch.setitem(step_time.SIZES, "1M", 8 * 8192)  # 8 tensors of 8192 values
+    args = argparse.Namespace(sizes="1M", large=False, objectives="2", repeats=1, steps=2,
+                              warmup=1, no_reference=False, only="AdamW fused,bridged",
+                              threads=1)
+    report = step_time.run(args)
+    rows = {r["label"]: r for r in report["results"]}
+    for label in ("AdamW fused", "bridged fp32 N=2", "bridged int8 N=2 unchecked",
+                  "bridged fp32 N=2 joint", "bridged int8 N=2 joint",
+                  "bridged fp32 N=2 joint reference", "bridged fp32 N=2 reference"):
+        assert rows[label]["median_ms"] > 0, label
+    assert rows["AdamW fused"]["ratio_to_fused_adamw"] == 1.0
+    # State bytes per parameter, as in ALGORITHMS.md section 4: (2 + 2N) buffers.
+    assert rows["bridged fp32 N=2 joint"]["state_bytes_per_param"] == 24.0
+    assert rows["bridged int8 N=2 joint"]["state_bytes_per_param"] == pytest.approx(
+        6 * (1 + 4 / 256))
