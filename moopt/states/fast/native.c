@@ -329,9 +329,22 @@ static inline float clamp(float x, float bound) {  /* like torch.clamp: NaN stay
 #define ST_BF16(a, i, x) ((a)[i] = f32_to_bf16(x))
 
 
-/* The loops run block by block (`bs` values; the whole range if not TOPS) and, with TOPS,
- * keep every output buffer's per-block maximum magnitude in top[k * nb + block] for the
- * 8-bit encoder. */
+/* The update loops run block by block (`bs` values; the whole range if not TOPS) and, with
+ * TOPS, keep the per-block maximum magnitude of each of their NTOP output buffers in
+ * top[k * nb + block] for the 8-bit encoder (TRACK(t0..t3, value) in the body). */
+#define FOR_BLOCKS(TOPS, NTOP, ...)                                                           \
+    const int64_t nb = TOPS ? (n + bs - 1) / bs : 1;                                          \
+    if (!TOPS) bs = n;                                                                        \
+    for (int64_t j = 0; j < n; j += bs) {                                                     \
+        const int64_t end = n - j < bs ? n : j + bs;                                          \
+        uint32_t t0 = 0, t1 = 0, t2 = 0, t3 = 0;                                              \
+        for (int64_t i = j; i < end; i++) { __VA_ARGS__ }                                     \
+        if (TOPS) {                                                                           \
+            const uint32_t found[4] = {t0, t1, t2, t3};                                       \
+            for (int k_ = 0; k_ < NTOP; k_++) top[k_ * nb + j / bs] = found[k_];              \
+        }                                                                                     \
+    }
+
 /* s: decay, lr, b1, b2, 1/(1-b1^t), 1/(1-b2^t), eps, bound (kernels.adam_scalars). */
 #define DEFINE_ADAM_CHUNK(NAME, T, LD, ST, TOPS)                                              \
     static void NAME(float *restrict p, const float *restrict g, T *restrict m,               \
@@ -340,24 +353,16 @@ static inline float clamp(float x, float bound) {  /* like torch.clamp: NaN stay
         const float decay = s[0], lr = s[1], b1 = s[2], b2 = s[3], c1 = s[4], c2 = s[5];      \
         const float eps = s[6], bound = s[7];                                                 \
         const float a1 = 1.0f - b1, a2 = 1.0f - b2;                                           \
-        const int64_t nb = TOPS ? (n + bs - 1) / bs : 1;                                      \
-        if (!TOPS) bs = n;                                                                    \
-        for (int64_t j = 0; j < n; j += bs) {                                                 \
-            const int64_t end = n - j < bs ? n : j + bs;                                      \
-            uint32_t t0 = 0, t1 = 0;                                                          \
-            for (int64_t i = j; i < end; i++) {                                               \
-                float grad = g[i];                                                            \
-                float m_new = LD(m, i) * b1 + grad * a1;                                      \
-                float v_new = LD(v, i) * b2 + grad * grad * a2;                               \
-                float denom = sqrtf(v_new * c2) + eps;                                        \
-                float direction = clamp((m_new * c1) / denom, bound);                         \
-                p[i] = p[i] * decay - lr * direction;                                         \
-                ST(m, i, m_new);                                                              \
-                ST(v, i, v_new);                                                              \
-                if (TOPS) { TRACK(t0, m_new); TRACK(t1, v_new); }                             \
-            }                                                                                 \
-            if (TOPS) { top[j / bs] = t0; top[nb + j / bs] = t1; }                            \
-        }                                                                                     \
+        FOR_BLOCKS(TOPS, 2,                                                                   \
+            float grad = g[i];                                                                \
+            float m_new = LD(m, i) * b1 + grad * a1;                                          \
+            float v_new = LD(v, i) * b2 + grad * grad * a2;                                   \
+            float denom = sqrtf(v_new * c2) + eps;                                            \
+            float direction = clamp((m_new * c1) / denom, bound);                             \
+            p[i] = p[i] * decay - lr * direction;                                             \
+            ST(m, i, m_new);                                                                  \
+            ST(v, i, v_new);                                                                  \
+            if (TOPS) { TRACK(t0, m_new); TRACK(t1, v_new); })                                \
     }
 
 /* s: decay, lr, b1, b2, b3, b4, cb1, cb2, c1, c2, eps, guard_u, bound
@@ -372,40 +377,29 @@ static inline float clamp(float x, float bound) {  /* like torch.clamp: NaN stay
         const float cb1 = s[6], cb2 = s[7], c1 = s[8], c2 = s[9], eps = s[10];                \
         const float guard_u = s[11], bound = s[12];                                           \
         const float a1 = 1.0f - b1, a2 = 1.0f - b2, a3 = 1.0f - b3, a4 = 1.0f - b4;           \
-        const int64_t nb = TOPS ? (n + bs - 1) / bs : 1;                                      \
         (void)a3; (void)a4;                                                                   \
-        if (!TOPS) bs = n;                                                                    \
-        for (int64_t j = 0; j < n; j += bs) {                                                 \
-            const int64_t end = n - j < bs ? n : j + bs;                                      \
-            uint32_t t0 = 0, t1 = 0, t2 = 0, t3 = 0;                                          \
-            for (int64_t i = j; i < end; i++) {                                               \
-                float grad = g[i];                                                            \
-                float g2 = grad * grad;                                                       \
-                float mb_old = LD(mb, i), vb_old = LD(vb, i);                                 \
-                float mb_hat = mb_old * cb1, vb_hat = vb_old * cb2;                           \
-                float mk_new = LD(mk, i) * b1 + (grad - mb_hat) * a1;                         \
-                float vk_new = LD(vk, i) * b2 + (g2 - vb_hat) * a2;                           \
-                float mk_hat = mk_new * c1, vk_hat = vk_new * c2;                             \
-                float total = fabsf(vk_hat + vb_hat);                                         \
-                float floor_ = (fabsf(vk_hat) + fabsf(vb_hat)) * guard_u;                     \
-                float denom = sqrtf(maximum(total, floor_)) + eps;                            \
-                float direction = clamp((mk_hat + mb_hat) / denom, bound);                    \
-                p[i] = p[i] * decay - lr * direction;                                         \
-                ST(mk, i, mk_new);                                                            \
-                ST(vk, i, vk_new);                                                            \
-                if (TOPS) { TRACK(t2, mk_new); TRACK(t3, vk_new); }                           \
-                if (BASE) {                                                                   \
-                    float mb_new = mb_old * b3 + grad * a3, vb_new = vb_old * b4 + g2 * a4;   \
-                    ST(mb, i, mb_new);                                                        \
-                    ST(vb, i, vb_new);                                                        \
-                    if (TOPS) { TRACK(t0, mb_new); TRACK(t1, vb_new); }                       \
-                }                                                                             \
-            }                                                                                 \
-            if (TOPS) {                                                                       \
-                top[j / bs] = t0; top[nb + j / bs] = t1;                                      \
-                top[2 * nb + j / bs] = t2; top[3 * nb + j / bs] = t3;                         \
-            }                                                                                 \
-        }                                                                                     \
+        FOR_BLOCKS(TOPS, 4,                                                                   \
+            float grad = g[i];                                                                \
+            float g2 = grad * grad;                                                           \
+            float mb_old = LD(mb, i), vb_old = LD(vb, i);                                     \
+            float mb_hat = mb_old * cb1, vb_hat = vb_old * cb2;                               \
+            float mk_new = LD(mk, i) * b1 + (grad - mb_hat) * a1;                             \
+            float vk_new = LD(vk, i) * b2 + (g2 - vb_hat) * a2;                               \
+            float mk_hat = mk_new * c1, vk_hat = vk_new * c2;                                 \
+            float total = fabsf(vk_hat + vb_hat);                                             \
+            float floor_ = (fabsf(vk_hat) + fabsf(vb_hat)) * guard_u;                         \
+            float denom = sqrtf(maximum(total, floor_)) + eps;                                \
+            float direction = clamp((mk_hat + mb_hat) / denom, bound);                        \
+            p[i] = p[i] * decay - lr * direction;                                             \
+            ST(mk, i, mk_new);                                                                \
+            ST(vk, i, vk_new);                                                                \
+            if (TOPS) { TRACK(t2, mk_new); TRACK(t3, vk_new); }                               \
+            if (BASE) {                                                                       \
+                float mb_new = mb_old * b3 + grad * a3, vb_new = vb_old * b4 + g2 * a4;       \
+                ST(mb, i, mb_new);                                                            \
+                ST(vb, i, vb_new);                                                            \
+                if (TOPS) { TRACK(t0, mb_new); TRACK(t1, vb_new); }                           \
+            })                                                                                \
     }
 
 /* Joint-mode base update from the weighted gradient sums: m_b <- b3 m_b + (1-b3) sum_k a_k g_k
@@ -415,19 +409,12 @@ static inline float clamp(float x, float bound) {  /* like torch.clamp: NaN stay
                      T *restrict vb, int64_t n, const float *s, int64_t bs,                   \
                      uint32_t *restrict top) {                                                \
         const float b3 = s[4], b4 = s[5], a3 = 1.0f - b3, a4 = 1.0f - b4;                     \
-        const int64_t nb = TOPS ? (n + bs - 1) / bs : 1;                                      \
-        if (!TOPS) bs = n;                                                                    \
-        for (int64_t j = 0; j < n; j += bs) {                                                 \
-            const int64_t end = n - j < bs ? n : j + bs;                                      \
-            uint32_t t0 = 0, t1 = 0;                                                          \
-            for (int64_t i = j; i < end; i++) {                                               \
-                float mb_new = LD(mb, i) * b3 + g[i] * a3, vb_new = LD(vb, i) * b4 + g2[i] * a4; \
-                ST(mb, i, mb_new);                                                            \
-                ST(vb, i, vb_new);                                                            \
-                if (TOPS) { TRACK(t0, mb_new); TRACK(t1, vb_new); }                           \
-            }                                                                                 \
-            if (TOPS) { top[j / bs] = t0; top[nb + j / bs] = t1; }                            \
-        }                                                                                     \
+        FOR_BLOCKS(TOPS, 2,                                                                   \
+            float mb_new = LD(mb, i) * b3 + g[i] * a3;                                        \
+            float vb_new = LD(vb, i) * b4 + g2[i] * a4;                                       \
+            ST(mb, i, mb_new);                                                                \
+            ST(vb, i, vb_new);                                                                \
+            if (TOPS) { TRACK(t0, mb_new); TRACK(t1, vb_new); })                              \
     }
 
 DEFINE_ADAM_CHUNK(adam_chunk, float, LD_F32, ST_F32, 0)
