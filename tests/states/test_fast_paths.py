@@ -142,7 +142,7 @@ def test_joint_mode_runs_on_the_native_kernels(policy, kernels, monkeypatch):
     from moopt.states.fast import native
 
     calls = []
-    for name in ("step", "base_ema"):
+    for name in ("step", "step_mixed"):
         real = getattr(native, name)
         monkeypatch.setattr(native, name, lambda *a, _real=real, _name=name:
                             calls.append(_name) or _real(*a))
@@ -151,10 +151,10 @@ def test_joint_mode_runs_on_the_native_kernels(policy, kernels, monkeypatch):
         assert calls == []
         return
     # 3 contiguous parameters (the transposed one takes the reference path), 2 steps; per
-    # parameter one Adam step (shared), one per objective (decoupled), one delta step per
-    # objective and one base update (bridged).
-    per_param = {"shared": ["step"], "decoupled": ["step", "step"],
-                 "bridged": ["step", "step", "base_ema"]}[policy]
+    # parameter one Adam step on the mixed gradient (shared), one per objective (decoupled),
+    # one delta step per objective and one base update on the mixed gradients (bridged).
+    per_param = {"shared": ["step_mixed"], "decoupled": ["step", "step"],
+                 "bridged": ["step", "step", "step_mixed"]}[policy]
     assert calls == per_param * 6
 
 

@@ -37,7 +37,8 @@ def lib():
     return library
 
 
-def run(policy, storage, *, use_native, monkeypatch, steps=10, threads=1, seed=0):
+def run(policy, storage, *, use_native, monkeypatch, steps=10, threads=1, seed=0,
+        joint=False):
     monkeypatch.setenv("MOOPT_NATIVE", "sync" if use_native else "0")
     monkeypatch.setenv("MOOPT_COMPILE", "0")
     torch.set_num_threads(threads)
@@ -51,7 +52,15 @@ def run(policy, storage, *, use_native, monkeypatch, steps=10, threads=1, seed=0
             # Gradient scales from 1e-6 to 10 exercise the codec across the map's range.
             scale = 10.0 ** float(torch.randint(-6, 2, (1,), generator=gen))
             p.grad = torch.randn(p.shape, generator=gen) * scale
-        opt.step(objective="a" if i % 3 == 0 else "b")
+        if joint:  # "a" takes these gradients, "b" their mirror
+            grads = [p.grad for p in params]
+            opt.stash_grads("a")
+            for p, g in zip(params, grads):
+                p.grad = -0.5 * g
+            opt.stash_grads("b")
+            opt.step(weights={"a": 1.0, "b": 3.0})
+        else:
+            opt.step(objective="a" if i % 3 == 0 else "b")
     return params, opt
 
 
@@ -84,12 +93,15 @@ def test_native_step_equals_torch_kernels(policy, storage, lib, monkeypatch):
                 assert sa[key] == sb[key]
 
 
+@pytest.mark.parametrize("joint", [False, True], ids=["alternating", "joint"])
 @pytest.mark.parametrize("policy", POLICIES)
-def test_threads_do_not_change_results(policy, lib, monkeypatch):
+def test_threads_do_not_change_results(policy, joint, lib, monkeypatch):
     threads = torch.get_num_threads()
     try:
-        one, _ = run(policy, "int8", use_native=True, monkeypatch=monkeypatch, threads=1)
-        two, _ = run(policy, "int8", use_native=True, monkeypatch=monkeypatch, threads=2)
+        one, _ = run(policy, "int8", use_native=True, monkeypatch=monkeypatch, threads=1,
+                     joint=joint)
+        two, _ = run(policy, "int8", use_native=True, monkeypatch=monkeypatch, threads=2,
+                     joint=joint)
     finally:
         torch.set_num_threads(threads)
     for a, b in zip(one, two):

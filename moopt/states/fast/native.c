@@ -484,11 +484,39 @@ static int64_t chunk_length(const Buf *bufs, int nbuf) {
  * encoding (measured: 9% faster than whole 4096-value chunks for 8-bit bridged). */
 #define PIECE 512
 
+/* The gradient a step reads: one array, or (joint mode) the weighted sum of several, formed
+ * piece by piece in scratch (sum_k w_k g_k, and sum_k w_k g_k^2 for the base update). */
+typedef struct {
+    const float *g;             /* the gradient, or NULL when mixed */
+    const float *const *parts;  /* mixed: the objectives' gradients */
+    const float *weights;       /* mixed: their weights */
+    int count;                  /* mixed: how many (0: not mixed) */
+} Grad;
+
+static void mix(const Grad *gr, int64_t at, int64_t m, float *restrict sum,
+                float *restrict sum2) {
+    for (int k = 0; k < gr->count; k++) {
+        const float *restrict x = gr->parts[k] + at;
+        const float w = gr->weights[k];
+        if (k == 0) {
+            for (int64_t i = 0; i < m; i++) sum[i] = w * x[i];
+            if (sum2)
+                for (int64_t i = 0; i < m; i++) sum2[i] = w * (x[i] * x[i]);
+        } else {
+            for (int64_t i = 0; i < m; i++) sum[i] = sum[i] + w * x[i];
+            if (sum2)
+                for (int64_t i = 0; i < m; i++) sum2[i] = sum2[i] + w * (x[i] * x[i]);
+        }
+    }
+}
+
 /* One step of one parameter (see STEP_*). Returns 0, -1 if the buffers cannot be taken, -2
  * if scratch could not be allocated (nothing changed then). */
-static int run_step(int policy, float *p, const float *g, const float *g2, int64_t n, Buf *bufs,
-                    int nbuf, const float *s, int threads) {
+static int run_step(int policy, float *p, const Grad *gr, int64_t n, Buf *bufs, int nbuf,
+                    const float *s, int threads) {
     if (nbuf != buffers_of(policy) || nbuf > MAX_BUFS) return -1;
+    int mixed = gr->count > 0;  /* only the Adam step and the base update take mixed ones */
+    if (policy == STEP_BASE_EMA ? !mixed : mixed && policy != STEP_ADAM) return -1;
     int64_t chunk = chunk_length(bufs, nbuf);
     if (chunk <= 0) return -1;
     int64_t nchunks = (n + chunk - 1) / chunk;
@@ -501,15 +529,18 @@ static int run_step(int policy, float *p, const float *g, const float *g2, int64
         if (bufs[k].kind == KIND_INT8) qblock = bufs[k].block;
     }
     if (all_bf16) lowbit = 0;
+    int mixes = mixed ? (policy == STEP_BASE_EMA ? 2 : 1) : 0;
+    /* Low-bit state and mixed gradients go through scratch in pieces; float32 and bfloat16
+     * state with one gradient is updated in place, a whole chunk at a time. */
     int64_t piece = qblock ? qblock : PIECE;
     while (piece < PIECE) piece += piece;
-    if (piece > chunk) piece = chunk;
+    if (piece > chunk || !(lowbit || mixes)) piece = chunk;
     if (threads < 1 || nchunks < 2) threads = 1;
-    /* Scratch for every thread (values, then per-block maxima), allocated before anything is
-     * written. */
-    size_t per_thread = (size_t)(piece * lowbit + MAX_BUFS * piece);
+    /* Scratch for every thread (values, per-block maxima, mixed gradients), allocated before
+     * anything is written. */
+    size_t per_thread = (size_t)(piece * (lowbit + MAX_BUFS + mixes));
     float *scratch = NULL;
-    if (lowbit) {
+    if (lowbit || mixes) {
         scratch = (float *)malloc(sizeof(float) * per_thread * (size_t)threads);
         if (!scratch) return -2;
     }
@@ -517,28 +548,31 @@ static int run_step(int policy, float *p, const float *g, const float *g2, int64
     for (int64_t c = 0; c < nchunks; c++) {
         int64_t start = c * chunk;
         int64_t len = n - start < chunk ? n - start : chunk;
-        float *pc = p ? p + start : NULL;
-        const float *gc = g + start, *g2c = g2 ? g2 + start : NULL;
-        if (!lowbit) {  /* float32 and bfloat16 state: in place, every buffer streamed once */
-            if (all_bf16) {
-                uint16_t *h[MAX_BUFS];
-                for (int k = 0; k < nbuf; k++) h[k] = (uint16_t *)bufs[k].data + start;
-                run_bf16(policy, pc, gc, g2c, h, len, s);
-            } else {
-                float *f[MAX_BUFS];
-                for (int k = 0; k < nbuf; k++) f[k] = (float *)bufs[k].data + start;
-                run_f32(policy, pc, gc, g2c, f, len, s, 0, NULL);
-            }
-            continue;
-        }
         int tid = 0;
 #ifdef _OPENMP
         tid = omp_get_thread_num();
 #endif
-        float *mine = scratch + (size_t)tid * per_thread;
-        uint32_t *tops = (uint32_t *)(mine + piece * lowbit);
+        float *mine = scratch ? scratch + (size_t)tid * per_thread : NULL;
+        uint32_t *tops = mine ? (uint32_t *)(mine + piece * lowbit) : NULL;
+        float *sum = mine ? mine + piece * (lowbit + MAX_BUFS) : NULL;
+        float *sum2 = mixes == 2 ? sum + piece : NULL;
         for (int64_t at = start; at < start + len; at += piece) {
             int64_t m = start + len - at < piece ? start + len - at : piece;
+            float *pp = p ? p + at : NULL;
+            const float *g = gr->g ? gr->g + at : sum, *g2 = sum2;
+            if (mixes) mix(gr, at, m, sum, sum2);
+            if (!lowbit) {  /* float32 and bfloat16 state: in place, every buffer streamed once */
+                if (all_bf16) {
+                    uint16_t *h[MAX_BUFS];
+                    for (int k = 0; k < nbuf; k++) h[k] = (uint16_t *)bufs[k].data + at;
+                    run_bf16(policy, pp, g, g2, h, m, s);
+                } else {
+                    float *f[MAX_BUFS];
+                    for (int k = 0; k < nbuf; k++) f[k] = (float *)bufs[k].data + at;
+                    run_f32(policy, pp, g, g2, f, m, s, 0, NULL);
+                }
+                continue;
+            }
             float *ptr[MAX_BUFS];
             int used = 0;
             for (int k = 0; k < nbuf; k++) {
@@ -552,8 +586,7 @@ static int run_step(int policy, float *p, const float *g, const float *g2, int64
             /* With 8-bit buffers the update also takes every block's absmax. */
             int64_t nb = qblock ? (m + qblock - 1) / qblock : 0;
             uint32_t *t = qblock ? tops : NULL;
-            run_f32(policy, p ? p + at : NULL, g + at, g2 ? g2 + at : NULL, ptr, m, s, qblock,
-                    t);
+            run_f32(policy, pp, g, g2, ptr, m, s, qblock, t);
             for (int k = 0; k < nbuf; k++)
                 if (bufs[k].kind != KIND_F32 && writes(policy, k))
                     store(&bufs[k], at, m, ptr[k], t ? t + k * nb : NULL);
@@ -568,14 +601,20 @@ static int run_step(int policy, float *p, const float *g, const float *g2, int64
 int moopt_step(int policy, float *p, const float *g, int64_t n, Buf *bufs, int nbuf,
                const float *scalars, int threads) {
     if (policy != STEP_ADAM && policy != STEP_BRIDGED && policy != STEP_DELTA) return -1;
-    return run_step(policy, p, g, NULL, n, bufs, nbuf, scalars, threads);
+    Grad gr = {g, NULL, NULL, 0};
+    return run_step(policy, p, &gr, n, bufs, nbuf, scalars, threads);
 }
 
-/* Joint-mode base update of bridged (buffers m_base, v_base) from sum_k a_k g_k (`g`) and
- * sum_k a_k g_k^2 (`g2`); scalars as for the bridged step. */
-int moopt_base_ema(const float *g, const float *g2, int64_t n, Buf *bufs, int nbuf,
-                   const float *scalars, int threads) {
-    return run_step(STEP_BASE_EMA, NULL, g, g2, n, bufs, nbuf, scalars, threads);
+/* Joint mode, one step on the weighted sum of `count` gradients: policy 0 (the shared Adam
+ * step on sum_k w_k g_k) or 3 (bridged's base update from sum_k w_k g_k and
+ * sum_k w_k g_k^2, buffers m_base, v_base; `p` unused, may be NULL). */
+int moopt_step_mixed(int policy, float *p, const float *const *grads, const float *weights,
+                     int count, int64_t n, Buf *bufs, int nbuf, const float *scalars,
+                     int threads) {
+    if ((policy != STEP_ADAM && policy != STEP_BASE_EMA) || count < 1) return -1;
+    Grad gr = {NULL, grads, weights, count};
+    return run_step(policy, policy == STEP_ADAM ? p : NULL, &gr, n, bufs, nbuf, scalars,
+                    threads);
 }
 
 /* 1 if no value of the float32 array is NaN or inf, else 0 (exponent bits all ones). */

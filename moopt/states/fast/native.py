@@ -54,7 +54,7 @@ def _cpu_flags() -> list[str]:
 
 KIND = {"f32": 0, "bf16": 1, "int8": 2}
 # Kernel families of moopt_step: Adam-like, bridged, and bridged without its base update (the
-# per-objective delta step of joint mode; the base then takes base_ema()).
+# per-objective delta step of joint mode; the base then takes step_mixed(..., "base", ...)).
 POLICY = {"adam": 0, "bridged": 1, "delta": 2}
 # One thread below this many values: a parallel region costs more than it saves.
 PARALLEL_MIN_NUMEL = 1 << 16
@@ -136,10 +136,12 @@ def _build() -> ctypes.CDLL:
         lib.moopt_step.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p,
                                    ctypes.c_int64, ctypes.POINTER(Buf), ctypes.c_int,
                                    ctypes.POINTER(ctypes.c_float), ctypes.c_int]
-        lib.moopt_base_ema.restype = ctypes.c_int
-        lib.moopt_base_ema.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
-                                       ctypes.POINTER(Buf), ctypes.c_int,
-                                       ctypes.POINTER(ctypes.c_float), ctypes.c_int]
+        lib.moopt_step_mixed.restype = ctypes.c_int
+        lib.moopt_step_mixed.argtypes = [ctypes.c_int, ctypes.c_void_p,
+                                         ctypes.POINTER(ctypes.c_void_p),
+                                         ctypes.POINTER(ctypes.c_float), ctypes.c_int,
+                                         ctypes.c_int64, ctypes.POINTER(Buf), ctypes.c_int,
+                                         ctypes.POINTER(ctypes.c_float), ctypes.c_int]
         lib.moopt_decode.restype = None
         lib.moopt_decode.argtypes = [ctypes.POINTER(Buf), ctypes.c_int64, ctypes.c_void_p,
                                      ctypes.c_int]
@@ -278,17 +280,23 @@ def step(lib: ctypes.CDLL, family: str, p: Tensor, g: Tensor, bufs: list[Buf] | 
                           values, _threads(n)) == 0
 
 
-def base_ema(lib: ctypes.CDLL, g: Tensor, g2: Tensor, bufs: list[Buf] | ctypes.Array,
-             scalars: list[float] | ctypes.Array) -> bool:
-    """Joint-mode base update of bridged: ``m_base <- b3 m_base + (1-b3) g`` and
-    ``v_base <- b4 v_base + (1-b4) g2`` with ``g`` / ``g2`` the weighted sums of the gradients
-    and of their squares (contiguous float32 CPU tensors); buffers (m_base, v_base), scalars
-    as for "bridged". False if the kernel declined (nothing changed)."""
-    n = g.numel()
+def step_mixed(lib: ctypes.CDLL, family: str, p: Tensor | None, grads: list[Tensor],
+               weights: list[float], bufs: list[Buf] | ctypes.Array,
+               scalars: list[float] | ctypes.Array) -> bool:
+    """One joint-mode step on the weighted sum of ``grads`` (contiguous float32 CPU tensors of
+    ``p``'s size), formed piece by piece inside the kernel: ``family`` "adam" steps ``p`` and
+    (m, v) on ``sum_k w_k g_k``; "base" updates bridged's (m_base, v_base) from
+    ``sum_k w_k g_k`` and ``sum_k w_k g_k^2`` (``p`` unused; scalars as for "bridged").
+    False if the kernel declined (nothing changed)."""
+    n = grads[0].numel()
     array = bufs if isinstance(bufs, ctypes.Array) else buffer_array(bufs)
     values = scalars if isinstance(scalars, ctypes.Array) else scalar_array(scalars)
-    return lib.moopt_base_ema(g.data_ptr(), g2.data_ptr(), n, array, len(array), values,
-                              _threads(n)) == 0
+    pointers = (ctypes.c_void_p * len(grads))(*[g.data_ptr() for g in grads])
+    factors = (ctypes.c_float * len(weights))(*weights)
+    policy = {"adam": 0, "base": 3}[family]
+    return lib.moopt_step_mixed(policy, p.data_ptr() if p is not None else None, pointers,
+                                factors, len(grads), n, array, len(array), values,
+                                _threads(n)) == 0
 
 
 def scannable(t: Tensor) -> bool:

@@ -170,8 +170,9 @@ def _joint_step(policy: str, batch: GroupBatch) -> bool:
     shared: one Adam step on sum_k a_k g_k with lr_joint; decoupled: objective k's Adam step
     with a_k lr_k, in turn; bridged: objective k's delta step with a_k lr_k against the base
     (read, not written), in turn, then the base update from sum_k a_k g_k and
-    sum_k a_k g_k^2. The gradient sums are formed as in the reference path; the parameter
-    takes the objectives' steps one after another instead of their sum (a rounding apart).
+    sum_k a_k g_k^2. The kernels form the weighted sums piece by piece (no temporary tensors);
+    the parameter takes the objectives' steps one after another instead of their sum. Both
+    differ from the reference path by roundings only.
     """
     lib = native.library()
     if lib is None or batch.joint_grads is None:
@@ -228,14 +229,12 @@ def _joint_update(lib, policy: str, p: Tensor, grads: dict[str, Tensor], ctx: St
     def alone(k: str, lr: float) -> StepContext:  # objective k's step, alternating-style
         return dataclasses.replace(ctx, objective=k, lrs={**ctx.lrs, k: lr})
 
+    names, gs = list(grads), list(grads.values())
+    factors = [weights[k] for k in names]
     done = True
     if policy == "shared":
-        mixed = torch.zeros_like(p)
-        for k, g in grads.items():
-            mixed.add_(g, alpha=weights[k])
-        first = next(iter(grads))
-        done = native.step(lib, "adam", p, mixed, arrays[None],
-                           _scalars("shared", alone(first, lr_joint), decay))
+        done = native.step_mixed(lib, "adam", p, gs, factors, arrays[None],
+                                 _scalars("shared", alone(names[0], lr_joint), decay))
     else:
         family = "adam" if policy == "decoupled" else "delta"
         for i, (k, g) in enumerate(grads.items()):
@@ -243,12 +242,8 @@ def _joint_update(lib, policy: str, p: Tensor, grads: dict[str, Tensor], ctx: St
                                decay if i == 0 else 1.0)
             done = done and native.step(lib, family, p, g, arrays[k], scalars)
         if policy == "bridged" and done:
-            mean_g, mean_g2 = torch.zeros_like(p), torch.zeros_like(p)
-            for k, g in grads.items():
-                mean_g.add_(g, alpha=weights[k])
-                mean_g2.addcmul_(g, g, value=weights[k])
-            done = native.base_ema(lib, mean_g, mean_g2, arrays["#base"],
-                                   _scalars("bridged", alone(k, 0.0), 1.0))
+            done = native.step_mixed(lib, "base", None, gs, factors, arrays["#base"],
+                                     _scalars("bridged", alone(names[0], 0.0), 1.0))
     if not done:  # checked before the first write: only an allocation can fail here
         raise MemoryError("moopt: the native kernel could not allocate its scratch in the "
                           "middle of a joint step")
