@@ -154,6 +154,84 @@ def test_kernels_match_the_eager_ones_on_states(lib):
         assert ((p - p2).abs() <= 2 * EPS32 * p2.abs()).all()
 
 
+@pytest.mark.parametrize("storage", ["fp32", "int8"])
+def test_joint_kernels_equal_their_parts(storage, lib):
+    """The joint-mode kernels against what they stand for, bit for bit: the mixed Adam step is
+    the Adam step on sum_k w_k g_k (formed in float32 as w_0 g_0 + w_1 g_1 + ...); the base
+    update is m_b b3 + (1-b3) sum_k w_k g_k and v_b b4 + (1-b4) sum_k w_k g_k^2; the delta step
+    is the bridged step that leaves the base as it was."""
+    n = 70001  # several chunks and pieces, a partial block at the end
+    gen = torch.Generator().manual_seed(7)
+    grads = [torch.randn(n, generator=gen) * s for s in (1e-2, 3e-2, 5e-3)]
+    weights = [0.2, 0.5, 0.3]
+    w32 = [float(torch.tensor(w, dtype=torch.float32)) for w in weights]
+    mixed = grads[0] * w32[0]
+    mixed2 = (grads[0] * grads[0]) * w32[0]
+    for g, w in zip(grads[1:], w32[1:]):
+        mixed = mixed + g * w
+        mixed2 = mixed2 + (g * g) * w
+
+    def buffers(count, seed):
+        g = torch.Generator().manual_seed(seed)
+        values = [torch.randn(n, generator=g) * 1e-3 for _ in range(count)]
+        values[1] = values[1].abs()  # a true second moment
+        if storage == "fp32":
+            return values, [native.f32_buffer(v) for v in values]
+        qmaps = [get_map(signed=i != 1) for i in range(count)]
+        parts = [quantize_blockwise(v, q, 256) for v, q in zip(values, qmaps)]
+        return parts, [native.int8_buffer(c, a, q, 256) for (c, a), q in zip(parts, qmaps)]
+
+    def snapshot(state):
+        return [t.clone() for item in state for t in (item if isinstance(item, tuple) else
+                                                      (item,))]
+
+    adam = adam_scalar_values(decay=0.99, lr=1e-3, betas=(0.9, 0.95), step=5, eps=1e-8)
+    p0 = torch.randn(n, generator=gen)
+    p1, p2 = p0.clone(), p0.clone()
+    s1, b1 = buffers(2, 1)
+    s2, b2 = buffers(2, 1)
+    assert native.step_mixed(lib, "adam", p1, grads, weights, b1, adam)
+    assert native.step(lib, "adam", p2, mixed, b2, adam)
+    assert torch.equal(p1, p2)
+    assert all(torch.equal(a, b) for a, b in zip(snapshot(s1), snapshot(s2)))
+
+    bridged = bridged_scalar_values(decay=1.0, lr=1e-3, betas=(0.9, 0.95),
+                                    base_betas=(0.9, 0.99), T=6, t_k=3, eps=1e-8,
+                                    guard_u=8 * 2.0**-24, bound=math.inf)
+    state, bufs = buffers(2, 2)
+    before = snapshot(state)
+    assert native.step_mixed(lib, "base", None, grads, weights, bufs, bridged)
+    if storage == "fp32":
+        b3, b4 = torch.tensor(0.9), torch.tensor(0.99)
+        one = torch.tensor(1.0)
+        assert torch.equal(state[0], before[0] * b3 + mixed * (one - b3))
+        assert torch.equal(state[1], before[1] * b4 + mixed2 * (one - b4))
+    else:  # the same, through the codec: decode, update, encode as the torch code does
+        for (codes, absmax), old, mix, beta, signed in (
+                (state[0], before[:2], mixed, 0.9, True),
+                (state[1], before[2:], mixed2, 0.99, False)):
+            q = get_map(signed)
+            value = dequantize_blockwise(old[0], old[1], q, 256)
+            beta32 = torch.tensor(beta)
+            want = quantize_blockwise(value * beta32 + mix * (torch.tensor(1.0) - beta32), q,
+                                      256)
+            assert torch.equal(codes, want[0]) and torch.equal(absmax, want[1])
+
+    state, bufs = buffers(4, 3)
+    before = snapshot(state)
+    p3 = p0.clone()
+    assert native.step(lib, "delta", p3, grads[0], bufs, bridged)
+    after = snapshot(state)
+    base_parts = 2 if storage == "fp32" else 4
+    assert all(torch.equal(a, b) for a, b in zip(after[:base_parts], before[:base_parts]))
+    state_ref, bufs_ref = buffers(4, 3)
+    p4 = p0.clone()
+    assert native.step(lib, "bridged", p4, grads[0], bufs_ref, bridged)
+    assert torch.equal(p3, p4)  # the same step, apart from the base update
+    assert all(torch.equal(a, b) for a, b in zip(after[base_parts:],
+                                                 snapshot(state_ref)[base_parts:]))
+
+
 def _hard_values(n_blocks, block, seed):
     """Blocks whose values sit on, just above and just below the map's midpoints times the
     block scale, plus zeros, subnormals, -0.0 and tiny values; scales over many decades."""

@@ -2,6 +2,8 @@
  *
  * One call updates one float32 parameter in place: its gradient, and 2 (shared, decoupled)
  * or 4 (bridged) state buffers, each stored as float32, bfloat16 or 8-bit block-wise codes.
+ * Joint mode adds bridged's delta step without the base update and steps on a weighted sum
+ * of several gradients, formed piece by piece in scratch (see STEP_* and moopt_step_mixed).
  * The tensor is cut into chunks (whole quantization blocks); threads take chunks. Within a
  * chunk, low-bit buffers are decoded piece by piece into float32 scratch that stays in the
  * L1 cache, the update runs on plain float arrays (vectorised by the compiler) and keeps each

@@ -1,7 +1,9 @@
 """Native CPU kernels (``native.c``), built with the system C compiler and cached on disk.
 
 The C file holds one fused step per policy family (Adam-like for shared / decoupled, bridged)
-over float32, bfloat16 and 8-bit block-wise state, and a NaN/inf scan of float32 gradients.
+over float32, bfloat16 and 8-bit block-wise state, the joint-mode variants (bridged's delta
+step without the base update, and steps on a weighted sum of gradients formed inside the
+kernel), the 8-bit codec, and a NaN/inf scan of float32 gradients.
 It builds in about a second with ``cc -O3 -march=native -fopenmp`` into
 ``~/.cache/moopt/native/`` (``MOOPT_CACHE_DIR`` moves it), keyed by a hash of the source,
 the flags, the compiler and the CPU, and is loaded with :mod:`ctypes`: no torch headers, no
