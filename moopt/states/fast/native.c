@@ -137,11 +137,15 @@ HOT int64_t decode_simd(const uint8_t *codes, const float *values, const uint8_t
 }
 
 /* Quotient x / scale for the block-wise division, rounded like the division but without a
- * divider (slow): with `f` a power of two that brings the scale to s = scale * f in [1, 2)
- * (exact) and r = 1 / s correctly rounded, q = x f r corrected once with an exact FMA
- * remainder is the correctly rounded quotient (Markstein's theorem; no underflow assumed:
- * values |x / scale| < 2^-100 may come out off by an ulp, and encode to the same code, the
- * map's smallest midpoint being about 1e-7). */
+ * divider (slow): with r = 1 / s correctly rounded, q = x r corrected once with an exact FMA
+ * remainder is the correctly rounded quotient (Markstein's theorem), as long as nothing
+ * underflows or overflows. For scales in [2^-77, 2^100), s is the scale itself and f = 1:
+ * the remainder of every quotient of magnitude >= 2^-24 stays a normal float (exhaustively
+ * checked during development: 8.5e9 quotients x / s, |x| <= s, at 21 scales including both
+ * ends of the range, no difference; at 2^-100 thousands differ). Smaller quotients encode to
+ * the map's zero code whatever their last bits (its smallest midpoint is about 1.6e-7).
+ * Other scales are first brought to [1, 2) by a power of two `f` (exact), applied to x too.
+ * tests/states/test_native.py holds the codes equal to the torch codec's. */
 typedef struct { float f, s, r; } Divisor;
 
 static inline float quotient(float x, Divisor d) {
@@ -158,9 +162,9 @@ static inline uint8_t code_of(int32_t bits, const int32_t *table) {
 }
 
 #if defined(__AVX512F__)
-/* The float32 patterns of 16 quotients (see quotient()). */
-HOT __m512i quotient_bits16(__m512 x, __m512 f, __m512 s, __m512 r) {
-    __m512 xs = _mm512_mul_ps(x, f);
+/* The float32 patterns of 16 quotients (see quotient(); `scaled`: f != 1). */
+HOT __m512i quotient_bits16(__m512 x, __m512 f, __m512 s, __m512 r, const int scaled) {
+    __m512 xs = scaled ? _mm512_mul_ps(x, f) : x;
     __m512 q = _mm512_mul_ps(xs, r);
     return _mm512_castps_si512(_mm512_fmadd_ps(_mm512_fnmadd_ps(q, s, xs), r, q));
 }
@@ -175,13 +179,14 @@ HOT __m512i codes16(__m512i bits, const int32_t *table) {
 #endif
 
 /* Codes of x[0, len) / scale; returns how many it did (the caller finishes). Intrinsics:
- * compilers decline to emit gathers for this loop. */
-HOT int64_t encode_simd(const float *x, Divisor d, const int32_t *table, uint8_t *codes,
-                        int64_t len) {
+ * compilers decline to emit gathers for this loop. Instantiated with and without the
+ * pre-scaling multiply (`scaled`, a constant at each call). */
+HOT int64_t encode_loop(const float *x, Divisor d, const int32_t *table, uint8_t *codes,
+                        int64_t len, const int scaled) {
     int64_t i = 0;
 #if defined(__AVX512F__)
     const __m512 f = _mm512_set1_ps(d.f), s = _mm512_set1_ps(d.s), r = _mm512_set1_ps(d.r);
-#define CODES16(at) codes16(quotient_bits16(_mm512_loadu_ps(x + (at)), f, s, r), table)
+#define CODES16(at) codes16(quotient_bits16(_mm512_loadu_ps(x + (at)), f, s, r, scaled), table)
 #if defined(__AVX512VBMI__)
     /* 64 at a time: the low bytes of four vectors of codes packed by two byte permutes. */
     if (len >= 64) {
@@ -224,7 +229,14 @@ HOT int64_t encode_simd(const float *x, Divisor d, const int32_t *table, uint8_t
 #else
     (void)x; (void)d; (void)table; (void)codes; (void)len;
 #endif
+    (void)scaled;
     return i;
+}
+
+HOT int64_t encode_simd(const float *x, Divisor d, const int32_t *table, uint8_t *codes,
+                           int64_t len) {
+    return d.f == 1.0f ? encode_loop(x, d, table, codes, len, 0)
+                       : encode_loop(x, d, table, codes, len, 1);
 }
 
 /* Values [start, start + n) of `b` as float32 in `out` (n spans whole blocks, or the tail). */
@@ -288,10 +300,12 @@ HOT void store(const Buf *b, int64_t start, int64_t n, const float *restrict in,
              * as order-preserving integers (bits ^ ((bits >> 31) & 0x7FFFFFFF)); the
              * midpoint shares the key's top bits, so comparing (order << 16) with the entry
              * decides "above the midpoint". One integer gather per value. */
-            uint32_t fbits = (254u - e) << 23;
-            Divisor d;
-            memcpy(&d.f, &fbits, 4);
-            d.s = amax * d.f;
+            Divisor d = {1.0f, amax, 0.0f};
+            if (e < 50 || e > 226) {  /* outside [2^-77, 2^100): scale to [1, 2) first */
+                uint32_t fbits = (254u - e) << 23;
+                memcpy(&d.f, &fbits, 4);
+                d.s = amax * d.f;
+            }
             d.r = 1.0f / d.s;
             int64_t i = encode_simd(x, d, table, codes + j, len);
             for (; i < len; i++) {
