@@ -33,8 +33,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from scipy.special import logsumexp
-from scipy.stats import ks_2samp
 
 UTILITY_SETS = ("retain", "real_authors", "world_facts")
 UTILITY_PARTS = ("probability", "rouge_l", "truth_ratio")
@@ -70,6 +68,8 @@ def normalized_probabilities(
     perturbed_losses: Sequence[Sequence[float]] | np.ndarray,
 ) -> np.ndarray:
     """Per-item p_true / (p_true + sum_j p_pert_j), p = exp(-L), computed in log space."""
+    from scipy.special import logsumexp  # here, not at import (startup time)
+
     true = _losses(true_losses, "true_losses")
     rows = _rows(perturbed_losses, true.size)
     return np.array(
@@ -112,6 +112,8 @@ def forget_quality(
     for what, arr in (("unlearned_ratios", a), ("retain_model_ratios", b)):
         if arr.ndim != 1 or arr.size == 0 or np.any(np.isnan(arr)):
             raise ValueError(f"{what} must be a non-empty 1-d array without NaN, got {arr}")
+    from scipy.stats import ks_2samp  # here, not at import: scipy.stats takes ~0.8 s to load
+
     return float(ks_2samp(a, b).pvalue)
 
 
