@@ -16,6 +16,16 @@ def require_transformers() -> ModuleType:
     return transformers
 
 
+def quiet_transformers() -> ModuleType:
+    """``transformers``, with its per-file progress bars ("Loading weights", "Writing model
+    shards") and advice messages off, so that they do not cut into moopt's own progress
+    output (and stay off with ``--no-progress``)."""
+    transformers = require_transformers()
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    return transformers
+
+
 def require_tokenizers() -> ModuleType:
     """Import ``tokenizers`` or explain how to install it."""
     try:

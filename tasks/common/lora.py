@@ -187,6 +187,9 @@ def finish_lora(model: torch.nn.Module, run_dir: Path | None, tokenizer: Any = N
     markdown line for the report."""
     if run_dir is None or not hasattr(model, "peft_config"):
         return ""
+    from tasks.common._deps import quiet_transformers
+
+    quiet_transformers()  # no "Writing model shards" bars in the run's output
     adapters = save_adapters(model, Path(run_dir) / "lora_adapters")
     merged = merge(model)
     merged_dir = Path(run_dir) / "merged_model"

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from tasks.common._deps import require_transformers
+from tasks.common._deps import quiet_transformers, require_transformers
 
 ARCHS = ("gpt2", "llama")
 TOKENIZER_FILES = (
@@ -128,7 +128,7 @@ def load_causal_lm(
     checkpoint is not a causal LM (e.g. a sequence classifier or an encoder). A tokenizer
     without a pad token gets ``pad_token = eos_token`` (needed for batching).
     """
-    transformers = require_transformers()
+    transformers = quiet_transformers()
     p = Path(path)
     if not p.is_dir():
         raise FileNotFoundError(f"model directory {str(p)!r} does not exist")

@@ -143,17 +143,9 @@ def _save(model: nn.Module, tokenizer: Any, path: Path) -> None:
     tokenizer.save_pretrained(str(path))
 
 
-def quiet_transformers() -> None:
-    """No per-file progress bars or advice from transformers inside our own progress output."""
-    from tasks.common._deps import require_transformers
-
-    logging = require_transformers().utils.logging
-    logging.set_verbosity_error()
-    logging.disable_progress_bar()
-
-
 def prepare_models(cfg: UnlearningConfig, data: UnlearningData, cache_root: Path, ctx) -> Prepared:
     """Build (or reuse) the target and retain-only models and their baseline metrics."""
+    from tasks.common._deps import quiet_transformers
     from tasks.common.models import build_small_lm
     from tasks.common.tokenizer import load_tokenizer
 

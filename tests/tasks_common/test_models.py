@@ -45,10 +45,16 @@ def test_build_options_and_errors(tok):
         build_small_lm(tok, context=1)
 
 
-def test_load_roundtrip(tok, gpt2, tmp_path):
+def test_load_roundtrip(tok, gpt2, tmp_path, capfd):
+    import transformers
+
     gpt2.save_pretrained(tmp_path)
     tok.save_pretrained(tmp_path)
+    transformers.utils.logging.enable_progress_bar()  # as in a fresh process
+    capfd.readouterr()
     model, tok2 = load_causal_lm(tmp_path)
+    # transformers' own "Loading weights" bar stays out of moopt's output
+    assert "Loading weights" not in capfd.readouterr().err
     ids = torch.tensor([[1, 20, 30, 40]])
     gpt2.eval()
     model.eval()
