@@ -28,6 +28,7 @@ def greedy_generate(
     *,
     batch_size: int = 16,
     add_bos: bool | None = None,
+    max_prompt_tokens: int | None = None,
 ) -> list[str]:
     """Greedy continuations of ``prompts`` (already formatted, see ``qa.format_prompt``).
 
@@ -39,7 +40,9 @@ def greedy_generate(
     batches of ``batch_size``, and decoded with the model's ``generate`` (no sampling),
     stopping at EOS. Returns only the new text, special tokens removed, surrounding
     whitespace stripped. The model is put in eval mode during decoding and restored after.
-    Long prompts are not truncated here: prompt + ``max_new_tokens`` must fit the context.
+    Long prompts are not truncated unless ``max_prompt_tokens`` is given (then only their last
+    ``max_prompt_tokens`` tokens, BOS included, are kept): prompt + ``max_new_tokens`` must
+    fit the context.
     """
     if not hasattr(model, "generate"):
         raise TypeError(
@@ -51,6 +54,10 @@ def greedy_generate(
         raise ValueError(f"max_new_tokens must be an int >= 1, got {max_new_tokens!r}")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    if max_prompt_tokens is not None and (not isinstance(max_prompt_tokens, int)
+                                          or max_prompt_tokens < 1):
+        raise ValueError(f"max_prompt_tokens must be an int >= 1 or None, got "
+                         f"{max_prompt_tokens!r}")
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     if pad is None:
         raise ValueError("greedy_generate: tokenizer has neither a pad nor an eos token")
@@ -65,6 +72,8 @@ def greedy_generate(
         for start in range(0, len(prompts), batch_size):
             chunk = prompts[start : start + batch_size]
             ids = [_encode(tokenizer, p, start + i, bos) for i, p in enumerate(chunk)]
+            if max_prompt_tokens is not None:
+                ids = [x[-max_prompt_tokens:] for x in ids]
             width = max(len(x) for x in ids)
             input_ids = torch.full((len(ids), width), pad, dtype=torch.long)
             mask = torch.zeros((len(ids), width), dtype=torch.long)

@@ -17,7 +17,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
 from tasks.common.batching import collate, length_bucketed_batches
@@ -84,30 +83,14 @@ def training_batches(
     return out
 
 
-@torch.no_grad()
 def greedy_answers(model: nn.Module, tokenizer: Any, questions: Sequence[str], *,
                    max_new_tokens: int, max_length: int) -> list[str]:
-    """Greedy answers of ``model`` to ``questions`` (prompted as in training), decoded
-    without special tokens and stripped."""
-    prompts = []
-    for q in questions:
-        ids = tokenizer(format_prompt(tokenizer, q), add_special_tokens=False)["input_ids"]
-        if tokenizer.bos_token_id is not None:
-            ids = [tokenizer.bos_token_id, *ids]
-        prompts.append(ids[-(max_length - max_new_tokens):])
-    width = max(len(p) for p in prompts)
-    pad = tokenizer.pad_token_id
-    ids = torch.full((len(prompts), width), pad, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for i, p in enumerate(prompts):  # left padding: every prompt ends at the last column
-        ids[i, width - len(p):] = torch.tensor(p)
-        mask[i, width - len(p):] = 1
-    was_training = model.training
-    model.eval()
-    try:
-        out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
-                             do_sample=False, pad_token_id=pad,
-                             eos_token_id=tokenizer.eos_token_id)
-    finally:
-        model.train(was_training)
-    return [tokenizer.decode(row[width:], skip_special_tokens=True).strip() for row in out]
+    """Greedy answers of ``model`` to ``questions`` (prompted as in training: BOS when the
+    tokenizer has one, the prompt cut to its last ``max_length - max_new_tokens`` tokens),
+    decoded without special tokens and stripped; one batch."""
+    from tasks.common.generate import greedy_generate
+
+    return greedy_generate(model, tokenizer, [format_prompt(tokenizer, q) for q in questions],
+                           max_new_tokens, batch_size=max(1, len(questions)),
+                           add_bos=tokenizer.bos_token_id is not None,
+                           max_prompt_tokens=max_length - max_new_tokens)

@@ -97,6 +97,13 @@ def test_bos_handling_mirrors_encode_qa(tok, gpt2):
     assert seen[-1].count(tok.bos_token_id) == 1
     greedy_generate(spy, tok, ["<bos>hi"], 2, add_bos=True)  # never a second BOS
     assert seen[-1].count(tok.bos_token_id) == 1
+    # max_prompt_tokens keeps the last tokens of a long prompt, BOS included in the count
+    long_prompt = format_prompt(tok, "the cat sat on the mat " * 6)
+    greedy_generate(spy, tok, [long_prompt], 2)
+    full = seen[-1]
+    greedy_generate(spy, tok, [long_prompt, "hi"], 2, max_prompt_tokens=7)
+    assert seen[-1][: 7] == full[-7:] and len(seen[-1]) == 7 + len(
+        [tok.bos_token_id, *tok("hi", add_special_tokens=False)["input_ids"]])
 
 
 def test_errors(tok, gpt2):
@@ -106,6 +113,8 @@ def test_errors(tok, gpt2):
         greedy_generate(gpt2, tok, "a", 3)
     with pytest.raises(ValueError, match="max_new_tokens must be an int >= 1, got 0"):
         greedy_generate(gpt2, tok, ["a"], 0)
+    with pytest.raises(ValueError, match="max_prompt_tokens must be an int >= 1 or None, got 0"):
+        greedy_generate(gpt2, tok, ["a"], 2, max_prompt_tokens=0)
     with pytest.raises(TypeError, match=r"prompts\[1\] is int"):
         greedy_generate(gpt2, tok, ["a", 5], 2)
     with pytest.raises(ValueError, match=r"prompts\[0\] is empty"):
