@@ -106,3 +106,16 @@ def _encode(tokenizer: Any, prompt: str, index: int, bos: int | None) -> list[in
     if not ids:
         raise ValueError(f"prompts[{index}] is empty after tokenisation: {prompt!r}")
     return ids
+
+
+def greedy_answers(model: nn.Module, tokenizer: Any, questions: Sequence[str], *,
+                   max_new_tokens: int, max_length: int) -> list[str]:
+    """Greedy answers of ``model`` to ``questions`` prompted as in training (``qa``'s prompt,
+    BOS when the tokenizer has one, cut to its last ``max_length - max_new_tokens`` tokens),
+    decoded without special tokens and stripped; one batch."""
+    from tasks.common.qa import format_prompt
+
+    return greedy_generate(model, tokenizer, [format_prompt(tokenizer, q) for q in questions],
+                           max_new_tokens, batch_size=max(1, len(questions)),
+                           add_bos=tokenizer.bos_token_id is not None,
+                           max_prompt_tokens=max_length - max_new_tokens)

@@ -152,3 +152,13 @@ def encode_qa_pairs(
         except (TypeError, ValueError) as err:
             raise type(err)(f"pairs[{i}]: {err}") from err
     return out
+
+
+def encode_batch(tokenizer: Any, questions: Sequence[str], answers: Sequence[str],
+                 max_length: int) -> dict[str, Any]:
+    """One padded batch of (question, answer) pairs, labels only on answer tokens."""
+    from tasks.common.batching import collate
+
+    examples = [encode_qa(tokenizer, q, a, max_length=max_length)
+                for q, a in zip(questions, answers)]
+    return collate(examples, tokenizer.pad_token_id)

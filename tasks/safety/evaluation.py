@@ -51,7 +51,7 @@ class SafetyEval:
 def generate(model: nn.Module, tokenizer: Any, prompts: list[str], *, max_new_tokens: int,
              max_length: int, batch_size: int) -> list[str]:
     """Greedy answers in chunks of ``batch_size`` (prompts cut from the left to fit)."""
-    from tasks.unlearning.lm_io import greedy_answers
+    from tasks.common.generate import greedy_answers
 
     out: list[str] = []
     for start in range(0, len(prompts), batch_size):
@@ -65,7 +65,7 @@ def answer_nll(model: nn.Module, tokenizer: Any, questions: list[str], answers: 
                max_length: int, batch_size: int) -> float:
     """Mean over items of the per-token NLL of each reference answer."""
     from moopt.objectives.lm_utils import mean_token_nll
-    from tasks.unlearning.lm_io import encode_batch
+    from tasks.common.qa import encode_batch
 
     was_training = model.training
     model.eval()

@@ -189,8 +189,6 @@ def prepare_start_model(cfg: SafetyConfig, data: SafetyData, cache_root: Path, c
 
 def _finetune(model: nn.Module, batches: list[dict[str, torch.Tensor]], *, epochs: float,
               lr: float, seed: int) -> list[float]:
-    # The unlearning task's stage-1 fine-tuning loop is generic (AdamW, cosine schedule,
-    # answer cross-entropy); reuse it rather than keep a copy. It belongs in tasks/common.
-    from tasks.unlearning.stage1 import finetune
+    from tasks.common.finetune import finetune
 
     return finetune(model, batches, epochs=epochs, lr=lr, seed=seed)

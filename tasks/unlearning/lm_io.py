@@ -17,10 +17,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from torch import Tensor, nn
-
-from tasks.common.batching import collate, length_bucketed_batches
-from tasks.common.qa import encode_qa, format_prompt
+from tasks.common.batching import length_bucketed_batches
+from tasks.common.generate import greedy_answers  # noqa: F401 (re-exported)
+from tasks.common.qa import encode_batch, encode_qa
 from tasks.unlearning.data import QAItem, UnlearningData
 
 
@@ -42,14 +41,6 @@ def make_tokenizer(data: UnlearningData, *, kind: str, vocab_size: int) -> Any:
     if kind == "bpe":
         vocab_size = max(vocab_size, 300)  # byte alphabet + specials
     return train_tokenizer(corpus(data), vocab_size=vocab_size, kind=kind)
-
-
-def encode_batch(tokenizer: Any, questions: Sequence[str], answers: Sequence[str],
-                 max_length: int) -> dict[str, Tensor]:
-    """One padded batch of (question, answer) pairs, labels only on answer tokens."""
-    examples = [encode_qa(tokenizer, q, a, max_length=max_length)
-                for q, a in zip(questions, answers)]
-    return collate(examples, tokenizer.pad_token_id)
 
 
 def training_batches(
@@ -81,16 +72,3 @@ def training_batches(
                                         [it.idk_answer or "" for it in chosen], max_length)
         out.append(batch)
     return out
-
-
-def greedy_answers(model: nn.Module, tokenizer: Any, questions: Sequence[str], *,
-                   max_new_tokens: int, max_length: int) -> list[str]:
-    """Greedy answers of ``model`` to ``questions`` (prompted as in training: BOS when the
-    tokenizer has one, the prompt cut to its last ``max_length - max_new_tokens`` tokens),
-    decoded without special tokens and stripped; one batch."""
-    from tasks.common.generate import greedy_generate
-
-    return greedy_generate(model, tokenizer, [format_prompt(tokenizer, q) for q in questions],
-                           max_new_tokens, batch_size=max(1, len(questions)),
-                           add_bos=tokenizer.bos_token_id is not None,
-                           max_prompt_tokens=max_length - max_new_tokens)

@@ -7,6 +7,9 @@ sizes), tokenizer, architecture, fine-tuning budget, seed, and the ``--model`` c
 directory and renamed into place when complete, so an interrupted stage 1 never leaves a
 half-written entry that a later run would trust.
 
+The fine-tuning loop itself is generic and lives in :mod:`tasks.common.finetune` (re-exported
+here).
+
 Example:
     >>> from tasks.unlearning.stage1 import cosine_with_warmup
     >>> [round(cosine_with_warmup(s, 100), 3) for s in (0, 5, 50, 99)]
@@ -18,7 +21,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import math
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -28,52 +30,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from moopt.runner import BatchStream
 from tasks.common.cache import publish_entry
+from tasks.common.finetune import cosine_with_warmup, finetune  # noqa: F401 (re-exported)
 from tasks.unlearning.config import UnlearningConfig
 from tasks.unlearning.data import UnlearningData
 from tasks.unlearning.lm_io import encode_batch, greedy_answers, training_batches
 
 CACHE_VERSION = 1
-
-
-def cosine_with_warmup(step: int, total: int, warmup: float = 0.05, floor: float = 0.1) -> float:
-    """LR factor: linear warm-up over ``warmup`` of the steps, then cosine down to ``floor``."""
-    n_warm = max(1, int(total * warmup))
-    if step < n_warm:
-        return step / n_warm
-    progress = (step - n_warm) / max(1, total - 1 - n_warm)
-    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-
-def finetune(model: nn.Module, batches: list[dict[str, Any]], *, epochs: float, lr: float,
-             seed: int, desc: str | None = None) -> list[float]:
-    """Plain AdamW fine-tuning (answer-token cross-entropy); returns the loss per step.
-    With ``desc`` a progress bar is shown (on a terminal only)."""
-    import sys
-
-    from tqdm.auto import tqdm
-
-    from moopt.objectives import get_objective
-
-    ce = get_objective("sft")
-    steps = max(1, math.ceil(epochs * len(batches)))
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_with_warmup(s, steps))
-    stream = BatchStream(batches, seed=seed)
-    losses = []
-    model.train()
-    show = desc is not None and sys.stderr.isatty()
-    for _ in tqdm(range(steps), desc=desc, disable=not show, leave=False):
-        loss = ce(model, next(stream))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        losses.append(float(loss.detach()))
-    model.eval()
-    return losses
 
 
 def evaluate(model: nn.Module, tokenizer: Any, data: UnlearningData, cfg: UnlearningConfig,

@@ -7,7 +7,7 @@ import importlib
 
 import pytest
 
-MODULES = ["tokenizer", "models", "qa", "batching", "generate", "lm"]
+MODULES = ["tokenizer", "models", "qa", "batching", "generate", "lm", "finetune"]
 
 
 @pytest.mark.parametrize("mod", MODULES)
