@@ -24,7 +24,7 @@ test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
 
 demo: $(STAMP)
-	$(VENV)/bin/moopt compare unlearning --preset demo --out runs/demo --resume
+	MOOPT_NATIVE=sync $(VENV)/bin/moopt compare unlearning --preset demo --out runs/demo --resume
 
 bench: $(STAMP)
 	$(PY) benchmarks/step_time.py --out runs/bench

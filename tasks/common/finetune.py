@@ -31,7 +31,16 @@ def cosine_with_warmup(step: int, total: int, warmup: float = 0.05, floor: float
 def finetune(model: nn.Module, batches: list[dict[str, Any]], *, epochs: float, lr: float,
              seed: int, desc: str | None = None) -> list[float]:
     """Plain AdamW fine-tuning (answer-token cross-entropy); returns the loss per step.
-    With ``desc`` a progress bar is shown (on a terminal only)."""
+    With ``desc`` a progress bar is shown (on a terminal only). Dropout draws from torch's
+    global generator, seeded here with ``seed`` inside a forked RNG state: the same inputs
+    give the same model, and the caller's RNG is left as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return _finetune(model, batches, epochs=epochs, lr=lr, seed=seed, desc=desc)
+
+
+def _finetune(model: nn.Module, batches: list[dict[str, Any]], *, epochs: float, lr: float,
+              seed: int, desc: str | None) -> list[float]:
     import sys
 
     from tqdm.auto import tqdm

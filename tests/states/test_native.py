@@ -345,10 +345,21 @@ def test_background_build_returns_none_then_the_library(monkeypatch, lib):
         return lib
 
     monkeypatch.setattr(native, "_build", slow_build)
-    assert loader.get(sync=False) is None  # the first request never waits
+    monkeypatch.setattr(native, "_already_built", lambda: False)
+    assert loader.get(sync=False) is None  # the first request never waits for a build
     release.set()
     loader.thread.join(10)
     assert loader.get(sync=False) is lib
+
+
+def test_a_built_library_is_loaded_by_the_first_request(monkeypatch, lib, tmp_path):
+    # The module fixture built it into the default cache: that is a cache hit.
+    assert native._already_built()
+    loader = native._Loader()
+    assert loader.get(sync=False) is not None and loader.thread is None
+    # An empty cache is not: the first request starts the build in the background.
+    monkeypatch.setenv("MOOPT_CACHE_DIR", str(tmp_path))
+    assert not native._already_built()
 
 
 def test_off_mode_never_loads(monkeypatch):

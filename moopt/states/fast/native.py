@@ -9,10 +9,12 @@ It builds in about a second with ``cc -O3 -march=native -fopenmp`` into
 the flags, the compiler and the CPU, and is loaded with :mod:`ctypes`: no torch headers, no
 build step at install time.
 
-The first request starts the build in a background thread and returns None, so no step waits
-for a compiler; callers use the eager kernels meanwhile (the native ones write the same state
-bits, and parameters within an ulp: their square root is correctly rounded, torch's
-vectorised one not always).
+A library already in the cache is loaded by the first request. Otherwise the first request
+starts the build in a background thread and returns None, so no step waits for a compiler;
+callers use the eager kernels meanwhile (the native ones write the same state bits, and
+parameters within an ulp: their square root is correctly rounded, torch's vectorised one not
+always), so a run whose first steps fall into a build can differ in the last bits from a
+later run.
 ``MOOPT_NATIVE=0`` never builds or loads it; ``MOOPT_NATIVE=sync`` builds in the calling
 thread (benchmarks, tests); ``MOOPT_NATIVE_ARCH`` replaces ``-march=native``. The code has
 AVX-512, AVX2 and portable paths. Without a working compiler it warns once and stays off.
@@ -156,6 +158,15 @@ def _build() -> ctypes.CDLL:
     raise RuntimeError("building native.c failed:\n" + "\n".join(errors))
 
 
+def _already_built() -> bool:
+    """Whether the cache holds the library for this source, compiler, flags and CPU."""
+    cc = _compiler()
+    try:
+        return cc is not None and _library_path(cc, FLAGS + _cpu_flags()).exists()
+    except OSError:
+        return False
+
+
 class _Loader:
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -179,7 +190,10 @@ class _Loader:
             return self.lib
         with self.lock:
             if self.thread is None and not self.ready.is_set():
-                if sync:
+                # A library already built is loaded at once (milliseconds): the first step
+                # then uses it too, and runs repeat bit for bit; only a build goes to the
+                # background.
+                if sync or _already_built():
                     self.run()
                     return self.lib
                 self.thread = threading.Thread(target=self.run, name="moopt-native",
