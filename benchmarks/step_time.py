@@ -105,55 +105,51 @@ def configurations(n_objectives: list[int], reference: bool) -> list[Config]:
     except ImportError:
         print("bitsandbytes not installed: its peers are left out", file=sys.stderr)
 
+    def moopt_config(policy: str, storage: str, n: int, path: str, build) -> Config:
+        label = f"{policy} {storage} N={n}" + ("" if path == "default" else f" {path}")
+        return (label, {"family": "moopt", "policy": policy, "storage": storage, "N": n,
+                        "path": path}, build)
+
     for n in n_objectives:
-        cycle = objective_cycle(n)
         for policy in POLICIES:
             for storage in STORAGES:
-                def build(params, policy=policy, storage=storage, n=n, cycle=cycle):
-                    opt = moopt.MultiObjectiveOptimizer(
-                        params, [f"o{i}" for i in range(n)], default_policy(policy), storage,
-                        lr=1e-3)
-                    return opt, lambda i: opt.step(objective=cycle[i % len(cycle)])
-                configs.append((f"{policy} {storage} N={n}",
-                                {"family": "moopt", "policy": policy, "storage": storage,
-                                 "N": n, "path": "default"}, build))
+                configs.append(moopt_config(policy, storage, n, "default",
+                                            alternating_builder(policy, storage, n)))
         if n == 2:
             # The same without the non-finite gradient check (nonfinite="ignore"), which is
             # what torch's AdamW does: the check's cost, measured.
             for policy in POLICIES:
                 for storage in STORAGES:
-                    def build(params, policy=policy, storage=storage, n=n, cycle=cycle):
-                        opt = moopt.MultiObjectiveOptimizer(
-                            params, [f"o{i}" for i in range(n)], default_policy(policy),
-                            storage, lr=1e-3, nonfinite="ignore")
-                        return opt, lambda i: opt.step(objective=cycle[i % len(cycle)])
-                    configs.append((f"{policy} {storage} N={n} unchecked",
-                                    {"family": "moopt", "policy": policy, "storage": storage,
-                                     "N": n, "path": "unchecked"}, build))
-        if n == 2:
+                    configs.append(moopt_config(
+                        policy, storage, n, "unchecked",
+                        alternating_builder(policy, storage, n, nonfinite="ignore")))
             # Joint mode (every objective's gradient in each step; opt.stash_grads + step).
             for policy in POLICIES:
                 for storage in ("fp32", "int8"):
-                    configs.append((f"{policy} {storage} N={n} joint",
-                                    {"family": "moopt", "policy": policy, "storage": storage,
-                                     "N": n, "path": "joint"},
-                                    joint_builder(policy, storage, n, fast=True)))
+                    configs.append(moopt_config(policy, storage, n, "joint",
+                                                joint_builder(policy, storage, n, fast=True)))
             if reference:
-                configs.append((f"bridged fp32 N={n} joint reference",
-                                {"family": "moopt", "policy": "bridged", "storage": "fp32",
-                                 "N": n, "path": "joint reference"},
-                                joint_builder("bridged", "fp32", n, fast=False)))
+                configs.append(moopt_config("bridged", "fp32", n, "joint reference",
+                                            joint_builder("bridged", "fp32", n, fast=False)))
         if reference:
             for policy in POLICIES:
-                def build(params, policy=policy, n=n, cycle=cycle):
-                    opt = moopt.MultiObjectiveOptimizer(
-                        params, [f"o{i}" for i in range(n)], policy, "fp32", lr=1e-3,
-                        fast_path=False)
-                    return opt, lambda i: opt.step(objective=cycle[i % len(cycle)])
-                configs.append((f"{policy} fp32 N={n} reference",
-                                {"family": "moopt", "policy": policy, "storage": "fp32",
-                                 "N": n, "path": "reference"}, build))
+                configs.append(moopt_config(policy, "fp32", n, "reference",
+                                            alternating_builder(policy, "fp32", n,
+                                                                fast_path=False)))
     return configs
+
+
+def alternating_builder(policy: str, storage: str, n: int, **options):
+    """An alternating-mode configuration (objectives as in :func:`objective_cycle`);
+    ``options`` go to the optimizer (``nonfinite``, ``fast_path``)."""
+    cycle = objective_cycle(n)
+
+    def build(params):
+        opt = moopt.MultiObjectiveOptimizer(params, [f"o{i}" for i in range(n)],
+                                            default_policy(policy), storage, lr=1e-3,
+                                            **options)
+        return opt, lambda i: opt.step(objective=cycle[i % len(cycle)])
+    return build
 
 
 def joint_builder(policy: str, storage: str, n: int, *, fast: bool):

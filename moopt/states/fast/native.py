@@ -28,6 +28,7 @@ Example:
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import os
 import platform
@@ -103,14 +104,19 @@ def _cpu_id() -> str:
     return platform.machine() + platform.processor() + flags
 
 
-def _library_path(cc: str, flags: list[str]) -> Path:
+@functools.cache
+def _compiler_version(cc: str) -> str:
+    """``cc --version`` (asked once per process: the cache check and the build both need it)."""
     try:
-        version = subprocess.run([cc, "--version"], capture_output=True, text=True,
-                                 timeout=30).stdout
+        return subprocess.run([cc, "--version"], capture_output=True, text=True,
+                              timeout=30).stdout
     except (OSError, subprocess.SubprocessError):
-        version = ""
-    key = hashlib.sha256("\0".join([SOURCE.read_text(), " ".join(flags), cc, version,
-                                    _cpu_id()]).encode()).hexdigest()[:20]
+        return ""
+
+
+def _library_path(cc: str, flags: list[str]) -> Path:
+    key = hashlib.sha256("\0".join([SOURCE.read_text(), " ".join(flags), cc,
+                                    _compiler_version(cc), _cpu_id()]).encode()).hexdigest()[:20]
     return _cache_dir() / f"moopt_native_{key}.so"
 
 
