@@ -2,7 +2,8 @@
 
 A tensor is flattened and cut into blocks of ``block_size`` elements. Each block keeps its
 absolute maximum (float32) and one code per element: the index of the entry of a sorted
-"dynamic" map of [-1, 1] (signed) or [0, 1] (unsigned) nearest to ``x / absmax``.
+"dynamic" map of [-1, 1] (signed) or [0, 1] (unsigned) nearest to ``x / absmax`` (taken as
+``x`` times the rounded reciprocal of ``absmax``, see :func:`block_quotients`).
 
 The dynamic map (Dettmers, "8-Bit Approximations for Parallelism in Deep Learning", 2016):
 a code is a sign bit (signed maps only), then a run of ``E`` zero bits giving the decimal
@@ -10,8 +11,9 @@ exponent ``10^-E``, then an indicator bit 1, then the remaining bits as a linear
 the midpoint of one of ``2^bits`` equal cells of [0.1, 1]. The all-zero code is 0, and the
 otherwise unused "negative zero" (signed) or "exponent past the last" (unsigned) code is 1.0.
 
-Encoding is exact round-to-nearest without a search over the map: the top 16 bits of the
-float32 pattern of ``x / absmax`` (sign, exponent, 7 mantissa bits) index a table giving the
+Encoding is exact round-to-nearest of the float32 quotient (``x`` times the rounded
+reciprocal of ``absmax``, see :func:`block_quotients`) without a search over the map: the
+top 16 bits of its float32 pattern (sign, exponent, 7 mantissa bits) index a table giving the
 nearest code at the low end of that narrow interval and the one map midpoint (if any) that
 falls inside it; one comparison finishes the job. All vectorised, no Python loop over blocks.
 
@@ -202,13 +204,31 @@ def quantize_blockwise(
     for rows, blocks in _blocks(flat, block_size):
         amax = torch.amax(rows.abs(), dim=1)
         absmax[blocks] = amax
-        # An all-zero block divides by 1 instead of 0 (its codes then encode 0).
-        scale = torch.where(amax > 0, amax, torch.ones_like(amax))
-        torch.div(rows, scale[:, None], out=scaled[blocks.start * block_size:
-                                                  blocks.start * block_size + rows.numel()]
-                  .view(rows.shape))
+        out = scaled[blocks.start * block_size:blocks.start * block_size + rows.numel()]
+        block_quotients(rows, amax, out=out.view(rows.shape))
     qmap.encode(scaled, out=codes.view(-1))
     return codes, absmax
+
+
+def block_quotients(rows: Tensor, amax: Tensor, *, out: Tensor | None = None) -> Tensor:
+    """The values of float32 ``rows`` relative to their block maxima ``amax``, as encoded.
+
+    ``x * r`` with ``r = 1 / amax`` rounded once: within 2 ulps of ``x / amax``, so a code
+    can differ from the exact quotient's only within about 2^-22 (relative) of a map
+    midpoint, and a kernel needs no division per value. Finite scales outside [2^-77, 2^100)
+    are first brought to [1, 2) by an exact power of two ``f``, ``(x * f) * (1 / (amax * f))``,
+    so that the reciprocal stays a normal float; an infinite scale has ``r = 0``. All-zero and
+    NaN blocks keep scale 1 (their codes encode the values themselves). The native kernels
+    (moopt/states/fast/native.c) compute the same products bit for bit.
+    """
+    exponent = (amax.view(torch.int32) & 0x7FFFFFFF) >> 23
+    positive = amax > 0
+    rescale = positive & ((exponent < 50) | ((exponent > 226) & (exponent < 255)))
+    # 2^(127 - e) as a float32 pattern; for e = 254 that is the subnormal 2^-127.
+    power = torch.where(exponent == 254, 0x00400000, (254 - exponent) << 23)
+    f = torch.where(rescale, power, 127 << 23).view(torch.float32)
+    r = torch.where(positive, 1.0 / (amax * f), 1.0)
+    return torch.mul(rows, f[:, None], out=out).mul_(r[:, None])
 
 
 def dequantize_blockwise(

@@ -23,6 +23,7 @@ from moopt.states.fast.kernels import (
 )
 from moopt.states.int8 import Int8Storage
 from moopt.states.quantization import dequantize_blockwise, get_map, quantize_blockwise
+from tests.states.test_quantization import EXTREME_SCALES
 
 POLICIES = ["shared", "decoupled", "bridged"]
 EPS32 = torch.finfo(torch.float32).eps
@@ -249,6 +250,11 @@ def _hard_values(n_blocks, block, seed):
         x[1:4] = torch.tensor([0.0, -0.0, 1e-45])
         x[4] = scale * 1e-35
         blocks.append(x)
+    for scale in EXTREME_SCALES:  # subnormal to the largest float, range ends included
+        pick = mids[torch.randint(0, mids.numel(), (block,), generator=gen)]
+        x = pick.double() * scale
+        x[0] = scale
+        blocks.append(x.float())
     return torch.cat(blocks)
 
 

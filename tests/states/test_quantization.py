@@ -69,6 +69,59 @@ def test_encode_is_exact_nearest(signed):
     assert bool(((got == want) | tie).all())
 
 
+# Block scales across the whole float32 range: subnormal, both ends of the range where the
+# reciprocal is taken as is ([2^-77, 2^100)), just outside it, and the largest floats.
+EXTREME_SCALES = [1e-45, 3e-42, 2.0**-126, 2.0**-77 * (1 - 2**-24), 2.0**-77, 1e-3, 1.0,
+                  2.0**100 * (1 - 2**-24), 2.0**100, 2.0**126, 2.0**127, 3.4e38]
+
+
+@pytest.mark.parametrize("signed", [True, False])
+def test_codes_are_nearest_to_the_exact_quotient(signed):
+    """Float64 reference: every code is the map entry nearest to x / absmax computed
+    exactly, except within a few float32 ulps of a midpoint (the codec multiplies by the
+    rounded reciprocal, see block_quotients) and at exact ties."""
+    qmap = get_map(signed)
+    gen = torch.Generator().manual_seed(11)
+    mids = qmap.midpoints if signed else qmap.midpoints[qmap.midpoints > 0]
+    blocks = []
+    for scale in EXTREME_SCALES:
+        pick = mids[torch.randint(0, mids.numel(), (200,), generator=gen)].double()
+        jitter = 1 + (torch.rand(200, generator=gen, dtype=torch.float64) - 0.5) * 2**-18
+        x = torch.cat([torch.tensor([1.0]), torch.rand(55, generator=gen, dtype=torch.float64)
+                       * (2 if signed else 1) - (1 if signed else 0), pick * jitter])
+        blocks.append((x * scale).float())  # the first value is the block's maximum
+    x = torch.cat(blocks)
+    codes, absmax = quantize_blockwise(x, qmap, 256)
+    assert torch.equal(absmax, torch.tensor(EXTREME_SCALES, dtype=torch.float32))
+    exact = x.double() / absmax.double().repeat_interleave(256)
+    want = brute_nearest(exact, qmap.values)
+    got = codes.long()
+    values = qmap.values.double()
+    tie = (exact - values[want]).abs() == (exact - values[got]).abs()
+    near_mid = ((exact[:, None] - qmap.midpoints.double()[None, :]).abs()
+                <= 2.0**-21 * exact.abs()[:, None]).any(1)
+    assert bool(((got == want) | tie | near_mid).all())
+    # Not vacuous: the jittered values straddle midpoints, most are decided exactly.
+    assert int((got == want).sum()) > 0.9 * got.numel()
+
+
+@pytest.mark.parametrize("scale", [float("inf"), float("nan"), 0.0])
+def test_non_finite_and_zero_scales(scale):
+    """An infinite block maximum gives reciprocal 0 (finite values encode as 0, inf as NaN,
+    like x / inf); zero and NaN blocks keep scale 1."""
+    qmap = get_map(True)
+    x = torch.tensor([scale, 0.5, -2.0, 0.0] + [0.0] * 252)
+    if scale == 0.0:
+        x[1:3] = 0.0
+    codes, absmax = quantize_blockwise(x, qmap, 256)
+    assert absmax[0].isnan() if scale != scale else absmax[0] == abs(scale)
+    zero = int(qmap.encode(torch.tensor([0.0]))[0])
+    if scale == float("inf"):
+        assert codes[1:].tolist() == [zero] * 255
+    elif scale == 0.0:
+        assert codes.tolist() == [zero] * 256
+
+
 def test_custom_map_encode_decode():
     qmap = QuantMap(torch.tensor([-1.0, -0.25, 0.0, 0.5, 1.0]))
     codes = qmap.encode(torch.tensor([-0.9, -0.5, -0.1, 0.24, 0.26, 0.8]))

@@ -12,8 +12,8 @@
  *
  * Bit-exactness: the arithmetic repeats moopt/states/fast/kernels.py operation by operation
  * in float32 (built with -ffp-contract=off, so no fused multiply-adds), the 8-bit codec
- * repeats moopt/states/quantization.py (same lookup tables, same division by the block
- * absmax), and bfloat16 writes round to nearest even like torch. Tests hold the results
+ * repeats moopt/states/quantization.py (same lookup tables, same multiply by the rounded
+ * reciprocal of the block absmax), and bfloat16 writes round to nearest even like torch. Tests hold the results
  * equal to the eager kernels bit for bit.
  */
 #include <math.h>
@@ -83,7 +83,7 @@ HOT int64_t decode_simd(const uint8_t *codes, const float *values, const uint8_t
     int64_t i = 0;
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VBMI__)
     /* 64 codes at a time without gathers: byte b of every entry is looked up in its own
-     * 256-byte plane (two 128-entry byte permutes and a blend on the code's top bit), and
+     * 256-byte plane (four 64-entry byte permutes, merged by the code's top two bits), and
      * the four byte planes are interleaved back into floats. The codes are first reordered
      * so that the lane-wise interleave comes out in order: position 16L + 4k + m of the
      * reordered codes holds code 16k + 4L + m, which lands in float m of lane L of output
@@ -98,12 +98,18 @@ HOT int64_t decode_simd(const uint8_t *codes, const float *values, const uint8_t
         for (; i + 64 <= len; i += 64) {
             __m512i c = _mm512_permutexvar_epi8(reorder,
                                                 _mm512_loadu_si512((const void *)(codes + i)));
+            /* Which quarter of the plane each code's top two bits pick (shared by the four
+             * planes); masked single-source permutes beat two-source ones plus a blend. */
             __mmask64 high = _mm512_movepi8_mask(c);
+            __mmask64 six = _mm512_test_epi8_mask(c, _mm512_set1_epi8(0x40));
+            __mmask64 q1 = _kandn_mask64(high, six), q2 = _kandn_mask64(six, high),
+                      q3 = _kand_mask64(high, six);
             __m512i byte[4];
             for (int b = 0; b < 4; b++) {
-                __m512i lo = _mm512_permutex2var_epi8(plane[b][0], c, plane[b][1]);
-                __m512i hi = _mm512_permutex2var_epi8(plane[b][2], c, plane[b][3]);
-                byte[b] = _mm512_mask_blend_epi8(high, lo, hi);
+                __m512i r = _mm512_permutexvar_epi8(c, plane[b][0]);
+                r = _mm512_mask_permutexvar_epi8(r, q1, c, plane[b][1]);
+                r = _mm512_mask_permutexvar_epi8(r, q2, c, plane[b][2]);
+                byte[b] = _mm512_mask_permutexvar_epi8(r, q3, c, plane[b][3]);
             }
             __m512i w01l = _mm512_unpacklo_epi8(byte[0], byte[1]);
             __m512i w01h = _mm512_unpackhi_epi8(byte[0], byte[1]);
@@ -136,23 +142,20 @@ HOT int64_t decode_simd(const uint8_t *codes, const float *values, const uint8_t
     return i;
 }
 
-/* Quotient x / scale for the block-wise division, rounded like the division but without a
- * divider (slow): with r = 1 / s correctly rounded, q = x r corrected once with an exact FMA
- * remainder is the correctly rounded quotient (Markstein's theorem), as long as nothing
- * underflows or overflows. For scales in [2^-77, 2^100), s is the scale itself and f = 1:
- * the remainder of every quotient of magnitude >= 2^-24 stays a normal float (exhaustively
- * checked during development: 8.5e9 quotients x / s, |x| <= s, at 21 scales including both
- * ends of the range, no difference; at 2^-100 thousands differ). Smaller quotients encode to
- * the map's zero code whatever their last bits (its smallest midpoint is about 1.6e-7).
- * Other scales are first brought to [1, 2) by a power of two `f` (exact), applied to x too.
- * tests/states/test_native.py holds the codes equal to the torch codec's. */
-typedef struct { float f, s, r; } Divisor;
+/* The block-wise quotient, as moopt/states/quantization.py defines it: x times the
+ * reciprocal of the block scale, each product rounded once, r = 1 / s correctly rounded.
+ * That is within 2 float32 ulps of x / s, so a code can differ from the one of the exact
+ * quotient only for values within about 2^-22 (relative) of a map midpoint, and encoding
+ * needs no divider and no correction step. For scales in [2^-77, 2^100) s is the scale
+ * itself and f = 1; other finite scales are first brought near 1 by a power of two `f`,
+ * applied to x too (subnormal scales come up, huge ones go down), so that neither r nor
+ * the products leave the normal range where it matters: quotients below 2^-24 encode to
+ * the zero code whatever their last bits (the map's smallest midpoint is about 1.6e-7).
+ * tests/states/test_native.py holds the codes equal to the torch codec's at scales from
+ * subnormal to infinite. */
+typedef struct { float f, r; } Divisor;
 
-static inline float quotient(float x, Divisor d) {
-    float xs = x * d.f;
-    float q = xs * d.r;
-    return fmaf(fmaf(-q, d.s, xs), d.r, q);
-}
+static inline float quotient(float x, Divisor d) { return (x * d.f) * d.r; }
 
 /* Code of the scaled value with float32 pattern `bits` (see store() for the table). */
 static inline uint8_t code_of(int32_t bits, const int32_t *table) {
@@ -163,10 +166,8 @@ static inline uint8_t code_of(int32_t bits, const int32_t *table) {
 
 #if defined(__AVX512F__)
 /* The float32 patterns of 16 quotients (see quotient(); `scaled`: f != 1). */
-HOT __m512i quotient_bits16(__m512 x, __m512 f, __m512 s, __m512 r, const int scaled) {
-    __m512 xs = scaled ? _mm512_mul_ps(x, f) : x;
-    __m512 q = _mm512_mul_ps(xs, r);
-    return _mm512_castps_si512(_mm512_fmadd_ps(_mm512_fnmadd_ps(q, s, xs), r, q));
+HOT __m512i quotient_bits16(__m512 x, __m512 f, __m512 r, const int scaled) {
+    return _mm512_castps_si512(_mm512_mul_ps(scaled ? _mm512_mul_ps(x, f) : x, r));
 }
 
 /* 16 codes (see code_of()), each in the low byte of a 32-bit lane above garbage. */
@@ -185,8 +186,8 @@ HOT int64_t encode_loop(const float *x, Divisor d, const int32_t *table, uint8_t
                         int64_t len, const int scaled) {
     int64_t i = 0;
 #if defined(__AVX512F__)
-    const __m512 f = _mm512_set1_ps(d.f), s = _mm512_set1_ps(d.s), r = _mm512_set1_ps(d.r);
-#define CODES16(at) codes16(quotient_bits16(_mm512_loadu_ps(x + (at)), f, s, r, scaled), table)
+    const __m512 f = _mm512_set1_ps(d.f), r = _mm512_set1_ps(d.r);
+#define CODES16(at) codes16(quotient_bits16(_mm512_loadu_ps(x + (at)), f, r, scaled), table)
 #if defined(__AVX512VBMI__)
     /* 64 at a time: the low bytes of four vectors of codes packed by two byte permutes. */
     if (len >= 64) {
@@ -205,13 +206,11 @@ HOT int64_t encode_loop(const float *x, Divisor d, const int32_t *table, uint8_t
     }
 #undef CODES16
 #elif defined(__AVX2__)
-    const __m256 f = _mm256_set1_ps(d.f), s = _mm256_set1_ps(d.s), r = _mm256_set1_ps(d.r);
+    const __m256 f = _mm256_set1_ps(d.f), r = _mm256_set1_ps(d.r);
     const __m256i flip = _mm256_set1_epi32((int32_t)0x80000000);
     const __m256i byte = _mm256_set1_epi32(0xFF);
     for (; i + 8 <= len; i += 8) {
-        __m256 xs = _mm256_mul_ps(_mm256_loadu_ps(x + i), f);
-        __m256 q = _mm256_mul_ps(xs, r);
-        __m256i bits = _mm256_castps_si256(_mm256_fmadd_ps(_mm256_fnmadd_ps(q, s, xs), r, q));
+        __m256i bits = _mm256_castps_si256(_mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(x + i), f), r));
         __m256i entry = _mm256_i32gather_epi32(table, _mm256_srli_epi32(bits, 16), 4);
         __m256i order =
             _mm256_slli_epi32(_mm256_xor_si256(bits, _mm256_srai_epi32(bits, 31)), 16);
@@ -293,20 +292,24 @@ HOT void store(const Buf *b, int64_t start, int64_t n, const float *restrict in,
         memcpy(&amax, &top, 4);
         b->absmax[first + j / bs] = amax;
         uint32_t e = top >> 23;
-        if (amax > 0.0f && e < 254) {
-            /* The key is the top 16 bits of the float32 pattern of x / amax. Its table entry
-             * holds, in the high half, the low 16 bits of the one map midpoint inside the key
-             * (0xFFFF: none) and in the low byte the nearest code at the key's low end, both
+        if (amax > 0.0f) {
+            /* The key is the top 16 bits of the float32 pattern of the quotient (see
+             * quotient()). Its table entry holds, in the high half, the low 16 bits of the
+             * one map midpoint inside the key (0xFFFF: none) and in the low byte the nearest
+             * code at the key's low end, both
              * as order-preserving integers (bits ^ ((bits >> 31) & 0x7FFFFFFF)); the
              * midpoint shares the key's top bits, so comparing (order << 16) with the entry
              * decides "above the midpoint". One integer gather per value. */
-            Divisor d = {1.0f, amax, 0.0f};
-            if (e < 50 || e > 226) {  /* outside [2^-77, 2^100): scale to [1, 2) first */
-                uint32_t fbits = (254u - e) << 23;
+            Divisor d = {1.0f, 0.0f};
+            float scale = amax;
+            if (e < 50 || (e > 226 && e < 255)) {
+                /* finite, outside [2^-77, 2^100): scale by 2^(127 - e) first (exact; the
+                 * subnormal 2^-127 for e = 254); an infinite scale has r = 0 */
+                uint32_t fbits = e == 254 ? 0x00400000u : (254u - e) << 23;
                 memcpy(&d.f, &fbits, 4);
-                d.s = amax * d.f;
+                scale = amax * d.f;
             }
-            d.r = 1.0f / d.s;
+            d.r = 1.0f / scale;
             int64_t i = encode_simd(x, d, table, codes + j, len);
             for (; i < len; i++) {
                 float q = quotient(x[i], d);
@@ -315,12 +318,10 @@ HOT void store(const Buf *b, int64_t start, int64_t n, const float *restrict in,
                 codes[j + i] = code_of(bits, table);
             }
         } else {
-            /* Zero or NaN blocks keep scale 1 (as in torch; NaN signs survive), an infinite or
-             * huge scale divides plainly. */
+            /* Zero or NaN blocks keep scale 1 (as in torch; NaN signs survive). */
             for (int64_t i = 0; i < len; i++) {
-                float q = amax > 0.0f ? x[i] / amax : x[i];
                 int32_t bits;
-                memcpy(&bits, &q, 4);
+                memcpy(&bits, &x[i], 4);
                 codes[j + i] = code_of(bits, table);
             }
         }
