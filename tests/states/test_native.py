@@ -293,10 +293,14 @@ def test_all_finite(n, lib):
     x[0] = 1e-45  # subnormals and the largest finite float are finite
     x[-1] = torch.finfo(torch.float32).max
     assert native.all_finite(lib, x)
-    for bad in (math.nan, math.inf, -math.inf):
-        y = x.clone()
-        y[n // 2] = bad
-        assert not native.all_finite(lib, y)
+    # Every lane of the vector loop's four accumulators, the last vector block, the tail.
+    body = n - n % 256
+    places = {0, 17, 33, 49, 63, 255, n // 2, body - 1, n - 1}
+    for at in sorted(p for p in places if 0 <= p < n):
+        for bad in (math.nan, math.inf, -math.inf):
+            y = x.clone()
+            y[at] = bad
+            assert not native.all_finite(lib, y), (at, bad)
 
 
 def test_optimizer_refuses_nonfinite_through_the_native_scan(lib, monkeypatch):
