@@ -24,7 +24,7 @@ def test_tiny_run_has_every_row(step_time, monkeypatch):
                               threads=1)
     report = step_time.run(args)
     rows = {r["label"]: r for r in report["results"]}
-    for label in ("AdamW fused", "bridged fp32 N=2", "bridged int8 N=2 unchecked",
+    for label in ("AdamW fused", "bridged fp32 N=2", "bridged int8 N=2 checked",
                   "bridged fp32 N=2 joint", "bridged int8 N=2 joint",
                   "bridged fp32 N=2 joint reference", "bridged fp32 N=2 reference"):
         assert rows[label]["median_ms"] > 0, label

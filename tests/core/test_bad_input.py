@@ -89,7 +89,8 @@ def test_unknown_objective_in_step_changes_nothing(policy):
 @pytest.mark.parametrize("fast_path", [True, False])
 def test_nonfinite_gradient_raises_and_changes_nothing(bad, fast_path):
     p, q = param(), param()
-    opt = moopt.MultiObjectiveOptimizer([p, q], ["f", "r"], "bridged", fast_path=fast_path)
+    opt = moopt.MultiObjectiveOptimizer([p, q], ["f", "r"], "bridged", fast_path=fast_path,
+                                        nonfinite="raise")
     p.grad, q.grad = torch.ones(3), torch.ones(3)
     opt.step(objective="f")
     snaps = snapshot(opt, p), snapshot(opt, q)
@@ -115,17 +116,19 @@ def test_nonfinite_skip_mode_skips_the_step():
 
 @pytest.mark.parametrize("policy", ["shared", "bridged"])
 def test_nonfinite_ignore_mode_does_not_look(policy):
-    """"ignore" steps like torch.optim: finite gradients give the very same result as the
-    checked modes, and a NaN goes straight into the parameter."""
+    """"ignore", the default, steps like torch.optim: finite gradients give the very same
+    result as the checked modes, and a NaN goes straight into the parameter."""
     results = []
-    for mode in ("raise", "ignore"):
+    for mode in ("raise", "skip", None):
         p = torch.nn.Parameter(torch.linspace(-1, 1, 5000))
-        opt = moopt.MultiObjectiveOptimizer([p], ["f", "r"], policy, lr=0.1, nonfinite=mode)
+        options = {} if mode is None else {"nonfinite": mode}
+        opt = moopt.MultiObjectiveOptimizer([p], ["f", "r"], policy, lr=0.1, **options)
         for k in ("f", "r", "r"):
             p.grad = torch.cos(p.detach() * 3)
             opt.step(objective=k)
         results.append(p.detach().clone())
-    assert torch.equal(results[0], results[1])
+    assert opt.nonfinite == "ignore"
+    assert torch.equal(results[0], results[1]) and torch.equal(results[0], results[2])
     p.grad = torch.zeros(5000)
     p.grad[7] = math.nan
     opt.step(objective="f")

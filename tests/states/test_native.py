@@ -306,7 +306,8 @@ def test_all_finite(n, lib):
 def test_optimizer_refuses_nonfinite_through_the_native_scan(lib, monkeypatch):
     monkeypatch.setenv("MOOPT_NATIVE", "sync")
     p = torch.nn.Parameter(torch.ones(70_000))
-    opt = moopt.MultiObjectiveOptimizer([p], ["a", "b"], "bridged", "int8", lr=0.1)
+    opt = moopt.MultiObjectiveOptimizer([p], ["a", "b"], "bridged", "int8", lr=0.1,
+                                        nonfinite="raise")
     p.grad = torch.ones(70_000)
     opt.step(objective="a")
     before = {k: v.clone() if isinstance(v, torch.Tensor) else v
