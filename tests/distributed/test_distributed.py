@@ -154,6 +154,15 @@ def test_mismatches_raise_on_every_rank(job: Path) -> None:
         assert results["checked_steps"] == "3", r
 
 
+def test_nonfinite_gradient_on_one_rank_stops_every_rank(job: Path) -> None:
+    # Only rank 1's shard holds the NaN; the check is global (DTensor reductions).
+    for r, results in enumerate(read_results(job, "nonfinite")):
+        assert results["raise"]["outcome"] == "raised", (r, results)
+        assert results["skip"] == {"outcome": "stepped", "skipped_steps": 1, "state": 0,
+                                   "unchanged": True}, (r, results)
+        assert results["raise"]["unchanged"], (r, results)
+
+
 def test_a_failing_rank_surfaces_instead_of_hanging(ran: tuple[Path, str, float]) -> None:
     # Rank 0 is blocked in DDP's all-reduce when rank 1 raises: the launcher reports rank 1's
     # error and stops rank 0, well before the job's deadline.

@@ -16,7 +16,7 @@ import moopt
 import moopt.states.bf16  # noqa: F401  (registers "bf16")
 import moopt.states.int8
 from moopt import distributed as mdist
-from moopt.errors import StateMismatchError
+from moopt.errors import NonFiniteGradientError, StateMismatchError
 from moopt.schedules import Alternating
 from tests.distributed.harness import write_result
 
@@ -305,11 +305,36 @@ def mismatches(rank: int, world: int, out: Path) -> None:
     write_result(out, rank, results, "mismatch")
 
 
+def nonfinite_checks(rank: int, world: int, out: Path) -> None:
+    """A NaN in rank 1's shard of one FSDP2 gradient: with nonfinite="raise" every rank
+    raises, with "skip" every rank skips, and no rank changes its shard."""
+    results: dict[str, Any] = {}
+    for mode in ("raise", "skip"):
+        model = shard(make_model(torch.float32))
+        opt = moopt.MultiObjectiveOptimizer(model.parameters(), objectives=OBJECTIVES,
+                                            policy="bridged", nonfinite=mode)
+        loss_of(model, "forget", 0, torch.float32, rank, world).backward()
+        if rank == 1:
+            next(iter(model.parameters())).grad.to_local().view(-1)[0] = float("nan")
+        before = [p.detach().to_local().clone() for p in model.parameters()]
+        try:
+            opt.step(objective="forget")
+            outcome = "stepped"
+        except NonFiniteGradientError:
+            outcome = "raised"
+        results[mode] = {
+            "outcome": outcome, "skipped_steps": opt.skipped_steps, "state": len(opt.state),
+            "unchanged": all(torch.equal(a, p.detach().to_local())
+                             for a, p in zip(before, model.parameters()))}
+    write_result(out, rank, results, "nonfinite")
+
+
 def everything(rank: int, world: int, out: Path, steps: int, full: bool) -> None:
     """All checks in one job: starting processes is the expensive part on a small machine.
     The job ends with rank 1 failing on purpose while rank 0 waits in DDP's all-reduce."""
     seconds = {}
     for part, call in (("mismatch", lambda: mismatches(rank, world, out)),
+                       ("nonfinite", lambda: nonfinite_checks(rank, world, out)),
                        ("ddp", lambda: ddp_equivalence(rank, world, out, steps, full)),
                        ("fsdp", lambda: fsdp_equivalence(rank, world, out, steps, full)),
                        ("checkpoint", lambda: fsdp_checkpoint(rank, world, out, steps, full))):
