@@ -160,8 +160,8 @@ static inline float quotient(float x, Divisor d) { return (x * d.f) * d.r; }
 /* Code of the scaled value with float32 pattern `bits` (see store() for the table). */
 static inline uint8_t code_of(int32_t bits, const int32_t *table) {
     uint32_t entry = (uint32_t)table[(uint32_t)bits >> 16];
-    uint32_t order = ((uint32_t)bits ^ (uint32_t)(bits >> 31)) << 16;
-    return (uint8_t)((entry & 0xFF) + (order > entry));
+    uint32_t past = ((uint32_t)bits << 16) > entry;
+    return (uint8_t)((entry & 0xFF) + (past ? entry >> 8 : 0));
 }
 
 #if defined(__AVX512F__)
@@ -173,9 +173,8 @@ HOT __m512i quotient_bits16(__m512 x, __m512 f, __m512 r, const int scaled) {
 /* 16 codes (see code_of()), each in the low byte of a 32-bit lane above garbage. */
 HOT __m512i codes16(__m512i bits, const int32_t *table) {
     __m512i entry = _mm512_i32gather_epi32(_mm512_srli_epi32(bits, 16), (const void *)table, 4);
-    __m512i order = _mm512_slli_epi32(_mm512_xor_si512(bits, _mm512_srai_epi32(bits, 31)), 16);
-    return _mm512_mask_add_epi32(entry, _mm512_cmpgt_epu32_mask(order, entry), entry,
-                                 _mm512_set1_epi32(1));
+    __mmask16 past = _mm512_cmpgt_epu32_mask(_mm512_slli_epi32(bits, 16), entry);
+    return _mm512_mask_add_epi32(entry, past, entry, _mm512_srli_epi32(entry, 8));
 }
 #endif
 
@@ -212,12 +211,11 @@ HOT int64_t encode_loop(const float *x, Divisor d, const int32_t *table, uint8_t
     for (; i + 8 <= len; i += 8) {
         __m256i bits = _mm256_castps_si256(_mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(x + i), f), r));
         __m256i entry = _mm256_i32gather_epi32(table, _mm256_srli_epi32(bits, 16), 4);
-        __m256i order =
-            _mm256_slli_epi32(_mm256_xor_si256(bits, _mm256_srai_epi32(bits, 31)), 16);
-        /* unsigned order > entry, as a signed comparison with both top bits flipped */
-        __m256i up = _mm256_cmpgt_epi32(_mm256_xor_si256(order, flip),
-                                        _mm256_xor_si256(entry, flip));  /* -1 or 0 */
-        __m256i code = _mm256_sub_epi32(_mm256_and_si256(entry, byte), up);
+        /* unsigned (bits << 16) > entry, as a signed comparison with both top bits flipped */
+        __m256i past = _mm256_cmpgt_epi32(_mm256_xor_si256(_mm256_slli_epi32(bits, 16), flip),
+                                          _mm256_xor_si256(entry, flip));  /* -1 or 0 */
+        __m256i step = _mm256_and_si256(_mm256_srli_epi32(entry, 8), past);
+        __m256i code = _mm256_and_si256(_mm256_add_epi32(entry, step), byte);
         __m256i packed = _mm256_packus_epi32(code, code);        /* 16-bit, per lane */
         packed = _mm256_packus_epi16(packed, packed);            /* 8-bit, per lane */
         uint32_t lo32 = (uint32_t)_mm256_extract_epi32(packed, 0);
@@ -294,12 +292,14 @@ HOT void store(const Buf *b, int64_t start, int64_t n, const float *restrict in,
         uint32_t e = top >> 23;
         if (amax > 0.0f) {
             /* The key is the top 16 bits of the float32 pattern of the quotient (see
-             * quotient()). Its table entry holds, in the high half, the low 16 bits of the
-             * one map midpoint inside the key (0xFFFF: none) and in the low byte the nearest
-             * code at the key's low end, both
-             * as order-preserving integers (bits ^ ((bits >> 31) & 0x7FFFFFFF)); the
-             * midpoint shares the key's top bits, so comparing (order << 16) with the entry
-             * decides "above the midpoint". One integer gather per value. */
+             * quotient()); the one map midpoint inside a key's interval, if any, shares
+             * them. The key's table entry is `T << 16 | step << 8 | code`: the code is
+             * the answer unless the pattern's low 16 bits exceed T, then it is code + step
+             * (mod 256). Positive keys: T = the midpoint's low bits, step +1; negative
+             * ones, whose values fall as their patterns grow: T = those bits - 1, step -1
+             * from the code above the midpoint; T = 0xFFFF where nothing can pass (see
+             * native.py's _map_tables). One integer gather and one compare per value, no
+             * sign handling. */
             Divisor d = {1.0f, 0.0f};
             float scale = amax;
             if (e < 50 || (e > 226 && e < 255)) {

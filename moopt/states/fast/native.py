@@ -236,25 +236,38 @@ _tables: dict[int, tuple[QuantMap, Tensor, Tensor, Tensor]] = {}
 def _map_tables(qmap: QuantMap) -> tuple[Tensor, Tensor, Tensor]:
     """The map's entries and its encoding table as native.c's ``store`` reads them.
 
-    Entry ``key`` (the top 16 bits of a float32 pattern) packs, in its high half, the low 16
-    bits of the order-preserving integer ``bits ^ ((bits >> 31) & 0x7FFFFFFF)`` of the one map
-    midpoint inside the key's interval (0xFFFF when there is none, or for inf/NaN patterns,
-    which then never round up, like the float comparison with an infinite threshold), and in
-    its low byte the nearest code at the low end of the interval. A value rounds up exactly
-    when its own order bits, shifted to the high half, compare above the entry.
+    Entry ``key`` (the top 16 bits of a float32 pattern) is ``T << 16 | step << 8 | code``.
+    A value whose pattern has those top bits gets ``code``, or ``code + step`` (mod 256)
+    when the pattern's low 16 bits exceed ``T``. With M the low 16 bits of the one map
+    midpoint inside the key's interval (quantization's threshold table, which also settles
+    which side a value exactly on the midpoint takes): positive keys round up past M
+    (``T = M``, step +1 from the code below); negative keys, whose values fall as their
+    patterns grow, take the code above the midpoint while the low bits are below M
+    (``T = M - 1``, step -1 from that code). ``T = 0xFFFF`` where no value of the key can
+    pass: no midpoint inside (or M = 0 for a negative key), and inf/NaN patterns.
     """
     entry = _tables.get(id(qmap))
     if entry is None or entry[0] is not qmap:
         values, code_lo, threshold = qmap.tables(torch.device("cpu"))
         bits = threshold.view(torch.int32)
-        order = (bits ^ ((bits >> 31) & 0x7FFFFFFF)) & 0xFFFF
         keys = torch.arange(1 << 16, dtype=torch.int32)
         none = ~torch.isfinite(threshold) | ((keys & 0x7F80) == 0x7F80)
-        order = torch.where(none, torch.tensor(0xFFFF, dtype=torch.int32), order)
         inside = (bits >> 16) & 0xFFFF
         if bool(((inside != keys) & ~none).any()):
             raise AssertionError("a map midpoint lies outside its lookup key")
-        table = (order << 16) | code_lo.to(torch.int32)
+        low = bits & 0xFFFF
+        code = code_lo.to(torch.int32)
+        negative = keys >= 0x8000
+        down = negative & ~none & (low > 0)  # negative keys that can cross their midpoint
+        none = none | (negative & (low == 0))
+        limit = torch.where(down, low - 1, low)
+        limit = torch.where(none, torch.tensor(0xFFFF, dtype=torch.int32), limit)
+        step = torch.where(down, torch.tensor(0xFF, dtype=torch.int32),
+                           torch.tensor(1, dtype=torch.int32))
+        code = torch.where(down, code + 1, code)
+        if bool((code > 255).any()):
+            raise AssertionError("a code above the map's last")
+        table = (limit << 16) | (step << 8) | code
         # Byte b of every entry, as 4 planes of 256 bytes (native.c's gather-free decoder).
         planes = values.contiguous().view(torch.uint8).view(-1, 4).t().contiguous()
         entry = (qmap, values.contiguous(), table.contiguous(), planes)
