@@ -1,21 +1,16 @@
 """Smoke test of benchmarks/quality.py: a short run produces every row, and its ratios mean
 what they say (early on, float64, a 1e-6 perturbation and bf16 all sit next to fp32)."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "quality.py"
+from tests.benchmarks import load_script
 
 
 @pytest.fixture(scope="module")
 def quality():
-    spec = importlib.util.spec_from_file_location("quality", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("quality")
 
 
 def test_short_run_writes_every_row(quality, tmp_path):
