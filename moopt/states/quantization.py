@@ -216,8 +216,9 @@ def block_quotients(rows: Tensor, amax: Tensor, *, out: Tensor | None = None) ->
     ``x * r`` with ``r = 1 / amax`` rounded once: within 2 ulps of ``x / amax``, so a code
     can differ from the exact quotient's only within about 2^-22 (relative) of a map
     midpoint, and a kernel needs no division per value. Finite scales outside [2^-77, 2^100)
-    are first brought to [1, 2) by an exact power of two ``f``, ``(x * f) * (1 / (amax * f))``,
-    so that the reciprocal stays a normal float; an infinite scale has ``r = 0``. All-zero and
+    are first brought near 1 by an exact power of two ``f`` (``2^(127 - e)`` for exponent
+    field ``e``), ``(x * f) * (1 / (amax * f))``, so that the reciprocal stays a normal float;
+    an infinite scale has ``r = 0``. All-zero and
     NaN blocks keep scale 1 (their codes encode the values themselves). The native kernels
     (moopt/states/fast/native.c) compute the same products bit for bit.
     """
