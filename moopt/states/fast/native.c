@@ -680,25 +680,15 @@ void moopt_decode(const Buf *b, int64_t n, float *out, int threads) {
     }
 }
 
-/* Returns 0, or -2 if scratch could not be allocated (nothing written then). */
+/* Returns 0 (the encoder reads `in` as it is: no scratch). */
 int moopt_encode(const Buf *b, int64_t n, const float *in, int threads) {
     int64_t chunk = chunk_length(b, 1);
     int64_t nchunks = (n + chunk - 1) / chunk;
     if (threads < 1 || nchunks < 2) threads = 1;
-    float *scratch = (float *)malloc(sizeof(float) * (size_t)(chunk * threads));
-    if (!scratch) return -2;
 #pragma omp parallel for num_threads(threads) schedule(static)
     for (int64_t c = 0; c < nchunks; c++) {
-        int tid = 0;
-#ifdef _OPENMP
-        tid = omp_get_thread_num();
-#endif
-        float *mine = scratch + (size_t)tid * chunk;
         int64_t start = c * chunk;
-        int64_t len = n - start < chunk ? n - start : chunk;
-        memcpy(mine, in + start, sizeof(float) * (size_t)len);
-        store(b, start, len, mine, NULL);
+        store(b, start, n - start < chunk ? n - start : chunk, in + start, NULL);
     }
-    free(scratch);
     return 0;
 }

@@ -360,8 +360,8 @@ def decode(lib: ctypes.CDLL, codes: Tensor, absmax: Tensor, qmap: QuantMap, bloc
 def encode(lib: ctypes.CDLL, x: Tensor, codes: Tensor, absmax: Tensor, qmap: QuantMap,
            block: int) -> bool:
     """Quantize the contiguous float32 CPU tensor ``x`` into ``codes`` / ``absmax`` (as
-    :func:`moopt.states.quantization.quantize_blockwise`, bit for bit); False if the kernel
-    could not allocate its scratch (nothing written)."""
+    :func:`moopt.states.quantization.quantize_blockwise`, bit for bit); True when the kernel
+    ran (it needs no scratch, so it always does)."""
     buf = int8_buffer(codes, absmax, qmap, block)
     return lib.moopt_encode(ctypes.byref(buf), x.numel(), x.data_ptr(),
                             _threads(x.numel())) == 0

@@ -127,16 +127,14 @@ def fast_step(policy: str, batch: GroupBatch) -> bool:
     nothing was changed)."""
     if policy not in LAYOUTS:
         return False
-    if batch.grads is None:
-        return _joint_step(policy, batch)
-    roles = ROLES[policy]
-    backends = [batch.storage[r] for r in roles]
+    backends = [batch.storage[r] for r in ROLES[policy]]
     if not all(_supported(b) for b in backends):
         return False
+    if batch.grads is None:
+        return _joint_step(policy, batch, backends)
     layout = LAYOUTS[policy]
     lib = native.library()
-    keys_of = [[f"{name}/{ctx.objective}" if per_obj else name for name, per_obj, _ in layout]
-               for ctx in batch.contexts]
+    keys_of = [_keys(layout, ctx.objective) for ctx in batch.contexts]
     distributed = any(is_distributed(p) or is_distributed(g)
                       for p, g in zip(batch.params, batch.grads))
     if distributed and not _native_takes_all(lib, policy, batch, keys_of, backends, layout):
@@ -146,7 +144,7 @@ def fast_step(policy: str, batch: GroupBatch) -> bool:
     shared_scalars: dict[tuple, tuple[list[float], ctypes.Array | None]] = {}
     for p, g, state, ctx, keys in zip(batch.params, batch.grads, batch.states, batch.contexts,
                                       keys_of):
-        decay = 1 - ctx.lr * batch.weight_decay if batch.weight_decay != 0 else 1.0
+        decay = _decay(ctx.lr, batch.weight_decay)
         skey = (ctx.T, ctx.t_k, ctx.lr, ctx.unit_roundoff, decay)
         if skey not in shared_scalars:
             values = _scalars(policy, ctx, decay)
@@ -161,7 +159,17 @@ def fast_step(policy: str, batch: GroupBatch) -> bool:
     return True
 
 
-def _joint_step(policy: str, batch: GroupBatch) -> bool:
+def _keys(layout, objective: str | None) -> list[str]:
+    """State keys of a policy's buffers: per-objective ones as ``name/objective``."""
+    return [f"{name}/{objective}" if per_obj else name for name, per_obj, _ in layout]
+
+
+def _decay(lr: float, weight_decay: float) -> float:
+    """The decoupled weight-decay factor a step multiplies the parameter by."""
+    return 1 - lr * weight_decay if weight_decay != 0 else 1.0
+
+
+def _joint_step(policy: str, batch: GroupBatch, backends: list) -> bool:
     """One joint step (ALGORITHMS.md section 3) on the native kernels, or False before anything
     is written if some parameter, gradient or buffer is not one they take.
 
@@ -176,10 +184,6 @@ def _joint_step(policy: str, batch: GroupBatch) -> bool:
     """
     lib = native.library()
     if lib is None or batch.joint_grads is None:
-        return False
-    roles = ROLES[policy]
-    backends = [batch.storage[r] for r in roles]
-    if not all(_supported(b) for b in backends):
         return False
     layout = LAYOUTS[policy]
     backend_key = _backend_key(backends)
@@ -210,8 +214,8 @@ def _joint_plan(policy, p, state, grads, backends, layout, backend_key):
         return None  # the kernel needs one block size
     arrays = {}
     for k in (list(grads) if policy != "shared" else [None]):
-        keys = [f"{name}/{k}" if per_obj else name for name, per_obj, _ in layout]
-        arrays[k] = _native_buffers(policy, p, state, keys, backends, layout, backend_key)
+        arrays[k] = _native_buffers(policy, p, state, _keys(layout, k), backends, layout,
+                                    backend_key)
     if policy == "bridged":
         arrays["#base"] = _native_buffers("bridged#base", p, state, ["m_base", "v_base"],
                                           backends[:2], layout[:2], backend_key)
@@ -224,7 +228,7 @@ def _joint_update(lib, policy: str, p: Tensor, grads: dict[str, Tensor], ctx: St
                   arrays: dict, weight_decay: float) -> None:
     weights = ctx.weights
     lr_joint = sum(weights[k] * ctx.lrs[k] for k in weights)
-    decay = 1 - lr_joint * weight_decay if weight_decay != 0 else 1.0
+    decay = _decay(lr_joint, weight_decay)
 
     def alone(k: str, lr: float) -> StepContext:  # objective k's step, alternating-style
         return dataclasses.replace(ctx, objective=k, lrs={**ctx.lrs, k: lr})
