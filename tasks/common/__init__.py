@@ -1,4 +1,4 @@
-"""Helpers shared by the task adapters; see ``tasks.common.lm`` for the LM toolkit.
+"""Helpers shared by the task adapters; see ``moopt.tasks.common.lm`` for the LM toolkit.
 
-Nothing heavy is imported here: import ``tasks.common.lm`` (needs ``moopt[llm]``).
+Nothing heavy is imported here: import ``moopt.tasks.common.lm`` (needs ``moopt[llm]``).
 """

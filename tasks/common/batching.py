@@ -6,7 +6,7 @@ by length inside each mega-batch, cut into batches, and the batch order is shuff
 again. Same seed and epoch, same batches.
 
 Example:
-    >>> from tasks.common.batching import length_bucketed_batches
+    >>> from moopt.tasks.common.batching import length_bucketed_batches
     >>> length_bucketed_batches([5, 1, 4, 2], batch_size=2, seed=0, shuffle=False)
     [[0, 2], [3, 1]]
 """

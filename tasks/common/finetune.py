@@ -3,7 +3,7 @@ warm-up then cosine decay, answer-token cross-entropy, gradient clipping. Used b
 adapters' stage 1 (the unlearning target and retain-only models, the safety base model).
 
 Example:
-    >>> from tasks.common.finetune import cosine_with_warmup
+    >>> from moopt.tasks.common.finetune import cosine_with_warmup
     >>> [round(cosine_with_warmup(s, 100), 3) for s in (0, 5, 50, 99)]
     [0.0, 1.0, 0.58, 0.1]
 """

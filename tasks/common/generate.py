@@ -1,9 +1,9 @@
 """Batched greedy decoding with left padding.
 
 Example:
-    >>> from tasks.common.tokenizer import train_tokenizer
-    >>> from tasks.common.models import build_small_lm
-    >>> from tasks.common.generate import greedy_generate
+    >>> from moopt.tasks.common.tokenizer import train_tokenizer
+    >>> from moopt.tasks.common.models import build_small_lm
+    >>> from moopt.tasks.common.generate import greedy_generate
     >>> tok = train_tokenizer(["Question: hi\\nAnswer: hello"] * 2, vocab_size=300)
     >>> model = build_small_lm(tok, size="tiny", seed=0)
     >>> outs = greedy_generate(model, tok, ["Question: hi\\nAnswer:"] * 2, max_new_tokens=3)
@@ -113,7 +113,7 @@ def greedy_answers(model: nn.Module, tokenizer: Any, questions: Sequence[str], *
     """Greedy answers of ``model`` to ``questions`` prompted as in training (``qa``'s prompt,
     BOS when the tokenizer has one, cut to its last ``max_length - max_new_tokens`` tokens),
     decoded without special tokens and stripped; one batch."""
-    from tasks.common.qa import format_prompt
+    from moopt.tasks.common.qa import format_prompt
 
     return greedy_generate(model, tokenizer, [format_prompt(tokenizer, q) for q in questions],
                            max_new_tokens, batch_size=max(1, len(questions)),

@@ -6,7 +6,7 @@ encoding (``qa``), length-bucketed batching (``batching``) and greedy decoding
 lazily (``pip install moopt[llm]``).
 
 Example:
-    >>> from tasks.common.lm import (build_small_lm, encode_qa_pairs, iterate_batches,
+    >>> from moopt.tasks.common.lm import (build_small_lm, encode_qa_pairs, iterate_batches,
     ...                              train_tokenizer)
     >>> pairs = [("Who wrote X?", "Ann Lee wrote X."), ("Where is Y?", "Y is in Oslo.")]
     >>> tok = train_tokenizer([q + " " + a for q, a in pairs] * 4, vocab_size=300)
@@ -19,15 +19,15 @@ Example:
 
 from __future__ import annotations
 
-from tasks.common.batching import (
+from moopt.tasks.common.batching import (
     BucketedBatchSampler,
     collate,
     iterate_batches,
     length_bucketed_batches,
 )
-from tasks.common.generate import greedy_generate
-from tasks.common.models import ARCHS, SIZES, build_small_lm, context_length, load_causal_lm
-from tasks.common.qa import (
+from moopt.tasks.common.generate import greedy_generate
+from moopt.tasks.common.models import ARCHS, SIZES, build_small_lm, context_length, load_causal_lm
+from moopt.tasks.common.qa import (
     IGNORE_INDEX,
     PLAIN_TEMPLATE,
     EncodedQA,
@@ -36,7 +36,7 @@ from tasks.common.qa import (
     encode_qa_pairs,
     format_prompt,
 )
-from tasks.common.tokenizer import load_tokenizer, save_tokenizer, train_tokenizer
+from moopt.tasks.common.tokenizer import load_tokenizer, save_tokenizer, train_tokenizer
 
 __all__ = [
     "ARCHS",

@@ -8,7 +8,7 @@ choice for the model type, else every linear layer except the output head), ``bi
 (``none``, ``all`` or ``lora_only``; default ``none``).
 
 Example:
-    >>> from tasks.common.lora import parse_lora_spec
+    >>> from moopt.tasks.common.lora import parse_lora_spec
     >>> parse_lora_spec("r=8,alpha=32,targets=q_proj+v_proj")
     LoraSpec(r=8, alpha=32.0, dropout=0.0, targets=('q_proj', 'v_proj'), bias='none')
     >>> parse_lora_spec("r=0")
@@ -187,7 +187,7 @@ def finish_lora(model: torch.nn.Module, run_dir: Path | None, tokenizer: Any = N
     markdown line for the report."""
     if run_dir is None or not hasattr(model, "peft_config"):
         return ""
-    from tasks.common._deps import quiet_transformers
+    from moopt.tasks.common._deps import quiet_transformers
 
     quiet_transformers()  # no "Writing model shards" bars in the run's output
     adapters = save_adapters(model, Path(run_dir) / "lora_adapters")

@@ -1,8 +1,8 @@
 """Build small random causal LMs offline, and load local HF causal-LM checkpoints.
 
 Example:
-    >>> from tasks.common.tokenizer import train_tokenizer
-    >>> from tasks.common.models import build_small_lm
+    >>> from moopt.tasks.common.tokenizer import train_tokenizer
+    >>> from moopt.tasks.common.models import build_small_lm
     >>> tok = train_tokenizer(["a tiny corpus for a tiny model"] * 2, vocab_size=300)
     >>> model = build_small_lm(tok, arch="llama", size="tiny", seed=0)
     >>> type(model).__name__, model.config.vocab_size == len(tok)
@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from tasks.common._deps import quiet_transformers, require_transformers
+from moopt.tasks.common._deps import quiet_transformers, require_transformers
 
 ARCHS = ("gpt2", "llama")
 TOKENIZER_FILES = (

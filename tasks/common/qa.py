@@ -19,8 +19,8 @@ right** (its end, EOS first, is dropped). So a prompt shorter than half the cont
 cut. ``EncodedQA.truncated`` records that something was dropped.
 
 Example:
-    >>> from tasks.common.tokenizer import train_tokenizer
-    >>> from tasks.common.qa import encode_qa
+    >>> from moopt.tasks.common.tokenizer import train_tokenizer
+    >>> from moopt.tasks.common.qa import encode_qa
     >>> tok = train_tokenizer(["Question: who? Answer: me"] * 2, vocab_size=300)
     >>> ex = encode_qa(tok, "who?", "me", max_length=64)
     >>> tok.decode([t for t, l in zip(ex.input_ids, ex.labels) if l != -100])
@@ -157,7 +157,7 @@ def encode_qa_pairs(
 def encode_batch(tokenizer: Any, questions: Sequence[str], answers: Sequence[str],
                  max_length: int) -> dict[str, Any]:
     """One padded batch of (question, answer) pairs, labels only on answer tokens."""
-    from tasks.common.batching import collate
+    from moopt.tasks.common.batching import collate
 
     examples = [encode_qa(tokenizer, q, a, max_length=max_length)
                 for q, a in zip(questions, answers)]

@@ -7,7 +7,7 @@ special tokens are ``<pad>`` (id 0), ``<bos>`` (1), ``<eos>`` (2), ``<unk>`` (3)
 is deterministic: the same texts in the same order give the same vocabulary.
 
 Example:
-    >>> from tasks.common.tokenizer import train_tokenizer
+    >>> from moopt.tasks.common.tokenizer import train_tokenizer
     >>> tok = train_tokenizer(["the cat sat on the mat"] * 3, vocab_size=300)
     >>> tok.pad_token_id, tok.bos_token_id, tok.eos_token_id
     (0, 1, 2)
@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from tasks.common._deps import require_tokenizers, require_transformers
+from moopt.tasks.common._deps import require_tokenizers, require_transformers
 
 SPECIAL_TOKENS = {
     "pad_token": "<pad>",
@@ -37,7 +37,7 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, *, kind: str = "bpe")
 
     ``kind="bpe"``: byte-level BPE; ``kind="word"``: word level. ``vocab_size`` counts the
     four special tokens. The tokenizer adds no special tokens by itself (``bos``/``eos`` are
-    placed explicitly by ``tasks.common.qa``), and pads on the right.
+    placed explicitly by ``moopt.tasks.common.qa``), and pads on the right.
     """
     tk = require_tokenizers()
     transformers = require_transformers()

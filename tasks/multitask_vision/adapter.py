@@ -8,7 +8,7 @@ Each task is one objective of the optimizer. Metrics (flat, in ``metrics.json``)
 
 Example:
     >>> from moopt.runner.discovery import get_task_class
-    >>> cls = get_task_class("tasks.multitask_vision.adapter:MultitaskVisionTask")
+    >>> cls = get_task_class("moopt.tasks.multitask_vision.adapter:MultitaskVisionTask")
     >>> sorted(cls.presets)
     ['celeba', 'demo', 'demo3', 'smoke']
 """
@@ -23,12 +23,12 @@ from typing import Any
 from moopt.runner.config import RunConfig
 from moopt.runner.report import markdown_table
 from moopt.runner.task import ReportSection, RunContext, TaskAdapter, TrainingSetup
-from tasks.multitask_vision.baselines import BaselineCache
-from tasks.multitask_vision.config import MultitaskVisionConfig
-from tasks.multitask_vision.data import load_data
-from tasks.multitask_vision.evaluation import evaluate_model
-from tasks.multitask_vision.metrics import delta_m
-from tasks.multitask_vision.presets import PRESETS
+from moopt.tasks.multitask_vision.baselines import BaselineCache
+from moopt.tasks.multitask_vision.config import MultitaskVisionConfig
+from moopt.tasks.multitask_vision.data import load_data
+from moopt.tasks.multitask_vision.evaluation import evaluate_model
+from moopt.tasks.multitask_vision.metrics import delta_m
+from moopt.tasks.multitask_vision.presets import PRESETS
 
 
 @dataclass
@@ -56,7 +56,7 @@ class MultitaskVisionTask(TaskAdapter):
         return Prepared(BaselineCache(ctx.cache_dir))
 
     def build(self, cfg: RunConfig, ctx: RunContext) -> TrainingSetup:
-        from tasks.multitask_vision.setup import make_setup
+        from moopt.tasks.multitask_vision.setup import make_setup
 
         if not isinstance(cfg, MultitaskVisionConfig):
             raise TypeError(f"multitask-vision needs a MultitaskVisionConfig, got {type(cfg)}")
@@ -105,7 +105,7 @@ class MultitaskVisionTask(TaskAdapter):
         self, rows: list[dict[str, Any]], base: RunConfig, out: Path, *, plots: bool = True
     ) -> list[ReportSection]:
         """The side-by-side table over policies x storages x modes (see :mod:`.comparison`)."""
-        from tasks.multitask_vision.comparison import summary_sections
+        from moopt.tasks.multitask_vision.comparison import summary_sections
 
         if not isinstance(base, MultitaskVisionConfig):
             raise TypeError(f"multitask-vision needs a MultitaskVisionConfig, got {type(base)}")
@@ -114,7 +114,7 @@ class MultitaskVisionTask(TaskAdapter):
     def report_extras(
         self, setup: TrainingSetup, cfg: RunConfig, ctx: RunContext
     ) -> list[ReportSection]:
-        from tasks.multitask_vision.memory import optimizer_memory
+        from moopt.tasks.multitask_vision.memory import optimizer_memory
 
         data = setup.extras["data"]
         sections = []

@@ -11,9 +11,9 @@ comparison grid (policies x storages x modes) trains each baseline once per seed
 
 Example:
     >>> import tempfile, pathlib
-    >>> from tasks.multitask_vision.baselines import BaselineCache
-    >>> from tasks.multitask_vision.config import MultitaskVisionConfig
-    >>> from tasks.multitask_vision.data import load_data
+    >>> from moopt.tasks.multitask_vision.baselines import BaselineCache
+    >>> from moopt.tasks.multitask_vision.config import MultitaskVisionConfig
+    >>> from moopt.tasks.multitask_vision.data import load_data
     >>> cfg = MultitaskVisionConfig(n_train=64, n_test=32, steps=2, batch_size=16)
     >>> cache = BaselineCache(pathlib.Path(tempfile.mkdtemp()))
     >>> sorted(cache.get(cfg, load_data(cfg), "left"))
@@ -31,9 +31,9 @@ import torch
 
 from moopt.runner.config import validate_config
 from moopt.runner.loop import train
-from tasks.multitask_vision.config import MultitaskVisionConfig
-from tasks.multitask_vision.data import TaskData, data_key
-from tasks.multitask_vision.evaluation import evaluate_model
+from moopt.tasks.multitask_vision.config import MultitaskVisionConfig
+from moopt.tasks.multitask_vision.data import TaskData, data_key
+from moopt.tasks.multitask_vision.evaluation import evaluate_model
 
 CACHE_VERSION = 1
 # Fields that define a baseline besides the data (``threads`` too: it can change the
@@ -61,7 +61,7 @@ def baseline_key(cfg: MultitaskVisionConfig, task: str) -> str:
 
 def train_baseline(cfg: MultitaskVisionConfig, data: TaskData, task: str) -> dict[str, float]:
     """Train and evaluate ``task`` alone; the caller's RNG state is left untouched."""
-    from tasks.multitask_vision.setup import make_setup
+    from moopt.tasks.multitask_vision.setup import make_setup
 
     bcfg = baseline_config(cfg, task)
     with torch.random.fork_rng(devices=[]):

@@ -15,7 +15,7 @@ malformed row) and skips the MD5 check unless ``verify_md5=True``, so that a sub
 test fixture in the same layout loads too.
 
 Example (needs a CelebA root, so not run here):
-    >>> from tasks.multitask_vision.celeba import load_celeba  # doctest: +SKIP
+    >>> from moopt.tasks.multitask_vision.celeba import load_celeba  # doctest: +SKIP
     >>> ds = load_celeba("~/data", split="valid", tasks=["Smiling", "Male"])  # doctest: +SKIP
     >>> image, labels = ds[0]  # doctest: +SKIP
 
@@ -31,8 +31,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from tasks.multitask_vision.dataset import check_task_names
-from tasks.multitask_vision.errors import DataLayoutError, missing_vision_extra
+from moopt.tasks.multitask_vision.dataset import check_task_names
+from moopt.tasks.multitask_vision.errors import DataLayoutError, missing_vision_extra
 
 CELEBA_ATTRIBUTES: tuple[str, ...] = (
     "5_o_Clock_Shadow",

@@ -11,7 +11,7 @@ by every configuration (see :mod:`.baselines`).
     moopt compare multitask-vision --preset smoke --vary mode=alternating,joint --out DIR
 
 Example:
-    >>> from tasks.multitask_vision.comparison import rank_table
+    >>> from moopt.tasks.multitask_vision.comparison import rank_table
     >>> rows = [{"config": "a", "acc_x_mean": 0.9}, {"config": "b", "acc_x_mean": 0.8}]
     >>> rank_table(rows, ["x"])
     {'a': 1.0, 'b': 2.0}
@@ -26,8 +26,8 @@ from typing import Any
 from moopt.runner.compare import storage_label
 from moopt.runner.report import markdown_table
 from moopt.runner.task import ReportSection
-from tasks.multitask_vision.config import MultitaskVisionConfig
-from tasks.multitask_vision.metrics import mean_rank
+from moopt.tasks.multitask_vision.config import MultitaskVisionConfig
+from moopt.tasks.multitask_vision.metrics import mean_rank
 
 # Row keys of the grid that are not varied config fields.
 ROW_KEYS = {"group", "lr", "n", "policy", "storage", "label", "config", "mean_rank",
@@ -64,7 +64,7 @@ def summary_sections(
     several_lrs = len({r["lr"] for r in rows}) > 1
     for r in rows:
         r["config"] = r["group"] + (f"-lr{r['lr']:g}" if several_lrs else "")
-    from tasks.multitask_vision.data import load_data
+    from moopt.tasks.multitask_vision.data import load_data
 
     tasks = task_names(rows, load_data(base).task_names)
     ranks = rank_table(rows, tasks) if len(rows) > 1 else {rows[0]["config"]: 1.0}
@@ -97,9 +97,9 @@ def state_bytes(base: MultitaskVisionConfig, rows: list[dict[str, Any]]) -> dict
     """Bytes of optimizer state per (policy, storage) for this dataset's model."""
     import torch
 
-    from tasks.multitask_vision.data import load_data
-    from tasks.multitask_vision.memory import optimizer_memory
-    from tasks.multitask_vision.setup import make_model
+    from moopt.tasks.multitask_vision.data import load_data
+    from moopt.tasks.multitask_vision.memory import optimizer_memory
+    from moopt.tasks.multitask_vision.setup import make_model
 
     data = load_data(base)
     model = make_model(base.model_copy(update={"model": None}), data)

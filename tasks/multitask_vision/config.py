@@ -5,7 +5,7 @@
 ``schedule`` (default round robin over tasks, or ``{"left": 2, "right": 1}`` frequencies).
 
 Example:
-    >>> from tasks.multitask_vision.config import MultitaskVisionConfig
+    >>> from moopt.tasks.multitask_vision.config import MultitaskVisionConfig
     >>> cfg = MultitaskVisionConfig(mode="joint")
     >>> cfg.schedule, cfg.dataset
     ('joint', 'multimnist')

@@ -1,8 +1,8 @@
 """Train/test data of a run, chosen by the config; cached per process by data key.
 
 Example:
-    >>> from tasks.multitask_vision.config import MultitaskVisionConfig
-    >>> from tasks.multitask_vision.data import load_data
+    >>> from moopt.tasks.multitask_vision.config import MultitaskVisionConfig
+    >>> from moopt.tasks.multitask_vision.data import load_data
     >>> data = load_data(MultitaskVisionConfig(n_train=32, n_test=16))
     >>> data.task_names, data.num_classes["left"], len(data.train)
     (['left', 'right'], 10, 32)
@@ -17,9 +17,9 @@ from typing import Any
 import torch
 
 from moopt.runner.data import BatchStream
-from tasks.multitask_vision.config import MultitaskVisionConfig
-from tasks.multitask_vision.dataset import MultiTaskTensorDataset, stack_batches
-from tasks.multitask_vision.errors import DataLayoutError
+from moopt.tasks.multitask_vision.config import MultitaskVisionConfig
+from moopt.tasks.multitask_vision.dataset import MultiTaskTensorDataset, stack_batches
+from moopt.tasks.multitask_vision.errors import DataLayoutError
 
 
 @dataclass
@@ -82,7 +82,7 @@ def load_data(cfg: MultitaskVisionConfig) -> TaskData:
 
 def _build(cfg: MultitaskVisionConfig) -> TaskData:
     if cfg.dataset == "celeba":
-        from tasks.multitask_vision.celeba import load_celeba
+        from moopt.tasks.multitask_vision.celeba import load_celeba
 
         if cfg.data_dir is None:
             raise DataLayoutError(
@@ -95,7 +95,7 @@ def _build(cfg: MultitaskVisionConfig) -> TaskData:
         if cfg.max_eval is not None and len(test) > cfg.max_eval:
             test = torch.utils.data.Subset(test, range(cfg.max_eval))
         return TaskData(train, test, dict(train.num_classes), size, 3)
-    from tasks.multitask_vision.multimnist import build_multimnist
+    from moopt.tasks.multitask_vision.multimnist import build_multimnist
 
     size = cfg.image_size or 28
     train, test = build_multimnist(

@@ -2,7 +2,7 @@
 
 Example:
     >>> import torch
-    >>> from tasks.multitask_vision.dataset import MultiTaskTensorDataset
+    >>> from moopt.tasks.multitask_vision.dataset import MultiTaskTensorDataset
     >>> ds = MultiTaskTensorDataset(torch.zeros(4, 1, 8, 8),
     ...                             {"a": torch.tensor([0, 1, 2, 3])}, {"a": 4})
     >>> image, labels = ds[2]
@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from tasks.multitask_vision.errors import UnknownTaskError
+from moopt.tasks.multitask_vision.errors import UnknownTaskError
 
 
 def check_task_names(requested: Sequence[str], available: Sequence[str], dataset: str) -> None:

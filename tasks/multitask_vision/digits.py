@@ -10,7 +10,7 @@ Two sources, both offline:
 Both return ``uint8`` images ``[n, 28, 28]`` and ``int64`` labels ``[n]``.
 
 Example:
-    >>> from tasks.multitask_vision.digits import load_digits
+    >>> from moopt.tasks.multitask_vision.digits import load_digits
     >>> images, labels = load_digits()
     >>> tuple(images.shape), images.dtype, int(labels.max())
     ((5000, 28, 28), torch.uint8, 9)
@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from tasks.multitask_vision.errors import DataLayoutError, missing_vision_extra
+from moopt.tasks.multitask_vision.errors import DataLayoutError, missing_vision_extra
 
 # File names torchvision's MNIST expects under ROOT/MNIST/raw/ (uncompressed IDX files).
 MNIST_RAW_FILES = {

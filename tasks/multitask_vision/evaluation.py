@@ -2,8 +2,8 @@
 
 Example:
     >>> import torch
-    >>> from tasks.multitask_vision.dataset import MultiTaskTensorDataset
-    >>> from tasks.multitask_vision.evaluation import evaluate_model
+    >>> from moopt.tasks.multitask_vision.dataset import MultiTaskTensorDataset
+    >>> from moopt.tasks.multitask_vision.evaluation import evaluate_model
     >>> class Always(torch.nn.Module):
     ...     def forward(self, x):
     ...         return {"a": torch.tensor([[0.0, 1.0]]).expand(len(x), 2)}
@@ -20,8 +20,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from tasks.multitask_vision.dataset import MultiTaskTensorDataset, stack_batches
-from tasks.multitask_vision.metrics import binary_counts, f1_from_counts
+from moopt.tasks.multitask_vision.dataset import MultiTaskTensorDataset, stack_batches
+from moopt.tasks.multitask_vision.metrics import binary_counts, f1_from_counts
 
 
 def _batches(data: Any, batch_size: int):

@@ -8,13 +8,13 @@ touches in training get its state (the encoder and head k, not the other heads);
 every parameter gets a zero gradient for every objective. The model itself is never
 touched.
 
-Run ``python -m tasks.multitask_vision.memory`` for the table of N = 2 (MultiMNIST LeNet),
+Run ``python -m moopt.tasks.multitask_vision.memory`` for the table of N = 2 (MultiMNIST LeNet),
 N = 3 (three-task MultiMNIST) and N = 40 (CelebA ResNet-18); ``--no-celeba`` skips the
 N = 40 rows (bridged fp32 state of ResNet-18 with 40 objectives needs about 3.7 GB).
 
 Example:
     >>> import torch
-    >>> from tasks.multitask_vision.memory import optimizer_memory
+    >>> from moopt.tasks.multitask_vision.memory import optimizer_memory
     >>> rep = optimizer_memory(torch.nn.Linear(64, 64), ["a", "b"], "bridged", "fp32")
     >>> rep["bytes_per_param"]  # (2 + 2N) * 4 bytes for N = 2
     24.0
@@ -66,9 +66,9 @@ def memory_rows(
     celeba: bool = True,
 ) -> list[dict[str, Any]]:
     """One row per (model, N, policy, storage) with total bytes and bytes per parameter."""
-    from tasks.multitask_vision.celeba import CELEBA_ATTRIBUTES
-    from tasks.multitask_vision.models import lenet_multihead, resnet18_multihead
-    from tasks.multitask_vision.multimnist import VARIANTS
+    from moopt.tasks.multitask_vision.celeba import CELEBA_ATTRIBUTES
+    from moopt.tasks.multitask_vision.models import lenet_multihead, resnet18_multihead
+    from moopt.tasks.multitask_vision.multimnist import VARIANTS
 
     mnist = torch.zeros(1, 1, 28, 28)
     models = [("MultiMNIST LeNet", lenet_multihead(VARIANTS["multimnist"]), mnist),

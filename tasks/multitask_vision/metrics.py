@@ -8,7 +8,7 @@ with ``l_k = 1`` when higher is better, so a multi-task model that beats its sin
 references gets a *negative* delta_m: lower is better.
 
 Example:
-    >>> from tasks.multitask_vision.metrics import delta_m, mean_rank
+    >>> from moopt.tasks.multitask_vision.metrics import delta_m, mean_rank
     >>> delta_m({"a": 0.5, "b": 0.75}, {"a": 0.5, "b": 1.0})
     12.5
     >>> mean_rank({"x": {"a": 0.9, "b": 0.5}, "y": {"a": 0.8, "b": 0.7}})

@@ -11,7 +11,7 @@ task trains with the same cross-entropy loss.
 
 Example:
     >>> import torch
-    >>> from tasks.multitask_vision.models import lenet_multihead
+    >>> from moopt.tasks.multitask_vision.models import lenet_multihead
     >>> net = lenet_multihead({"left": 10, "right": 10})
     >>> out = net(torch.zeros(3, 1, 28, 28))
     >>> {k: tuple(v.shape) for k, v in out.items()}
@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from tasks.multitask_vision.errors import TaskMismatchError, missing_vision_extra
+from moopt.tasks.multitask_vision.errors import TaskMismatchError, missing_vision_extra
 
 
 class MultiHeadNet(nn.Module):

@@ -12,7 +12,7 @@ Train and test composites are drawn from disjoint pools of source digits, so tes
 images hold handwriting the model never saw. Everything is a function of ``seed``.
 
 Example:
-    >>> from tasks.multitask_vision.multimnist import build_multimnist
+    >>> from moopt.tasks.multitask_vision.multimnist import build_multimnist
     >>> train, test = build_multimnist("multimnist3", n_train=64, n_test=32, seed=0)
     >>> tuple(train.images.shape), train.task_names
     ((64, 1, 28, 28), ['left', 'right', 'larger'])
@@ -27,8 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from tasks.multitask_vision.dataset import MultiTaskTensorDataset, check_task_names
-from tasks.multitask_vision.digits import load_digits
+from moopt.tasks.multitask_vision.dataset import MultiTaskTensorDataset, check_task_names
+from moopt.tasks.multitask_vision.digits import load_digits
 
 DIGIT = 28
 VARIANTS: dict[str, dict[str, int]] = {

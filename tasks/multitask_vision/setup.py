@@ -5,9 +5,9 @@ joint mode all objectives read the same batches and share one forward pass per s
 optimizer back-propagates each loss separately through the shared graph).
 
 Example:
-    >>> from tasks.multitask_vision.config import MultitaskVisionConfig
-    >>> from tasks.multitask_vision.data import load_data
-    >>> from tasks.multitask_vision.setup import make_setup
+    >>> from moopt.tasks.multitask_vision.config import MultitaskVisionConfig
+    >>> from moopt.tasks.multitask_vision.data import load_data
+    >>> from moopt.tasks.multitask_vision.setup import make_setup
     >>> cfg = MultitaskVisionConfig(n_train=32, n_test=16, batch_size=8)
     >>> setup = make_setup(cfg, load_data(cfg))
     >>> sorted(setup.objectives), setup.steps_per_epoch
@@ -24,10 +24,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from moopt.runner.task import TrainingSetup, TrainObjective
-from tasks.multitask_vision.config import MultitaskVisionConfig
-from tasks.multitask_vision.data import TaskData
-from tasks.multitask_vision.errors import TaskMismatchError
-from tasks.multitask_vision.models import MultiHeadNet, lenet_multihead, resnet18_multihead
+from moopt.tasks.multitask_vision.config import MultitaskVisionConfig
+from moopt.tasks.multitask_vision.data import TaskData
+from moopt.tasks.multitask_vision.errors import TaskMismatchError
+from moopt.tasks.multitask_vision.models import MultiHeadNet, lenet_multihead, resnet18_multihead
 
 
 class SharedForward:

@@ -25,9 +25,9 @@ from moopt.runner import (
     TrainingSetup,
     TrainObjective,
 )
-from tasks.common.lora import finish_lora, wrap_if_lora
-from tasks.safety.config import SafetyConfig
-from tasks.safety.presets import PRESETS
+from moopt.tasks.common.lora import finish_lora, wrap_if_lora
+from moopt.tasks.safety.config import SafetyConfig
+from moopt.tasks.safety.presets import PRESETS
 
 REPORT_METRICS = ["refusal_rate", "over_refusal_rate", "utility", "utility_nll",
                   "full_refusal_rate", "over_full_refusal_rate", "unsafe_compliance_rate",
@@ -51,9 +51,9 @@ class SafetyTask(TaskAdapter):
                         "empty_rate": False}
 
     def prepare(self, cfg: SafetyConfig, ctx: RunContext):
-        from tasks.safety.refusal import get_scorer
-        from tasks.safety.sources import load_safety_data
-        from tasks.safety.stage1 import prepare_start_model
+        from moopt.tasks.safety.refusal import get_scorer
+        from moopt.tasks.safety.sources import load_safety_data
+        from moopt.tasks.safety.stage1 import prepare_start_model
 
         get_scorer(cfg.scorer)  # an unknown scorer fails before any training
         with ctx.stage("load_data"):
@@ -63,7 +63,7 @@ class SafetyTask(TaskAdapter):
 
     def build(self, cfg: SafetyConfig, ctx: RunContext) -> TrainingSetup:
         from moopt.objectives import get_objective
-        from tasks.safety.stage1 import check_tokenizer_and_context, sft_batches
+        from moopt.tasks.safety.stage1 import check_tokenizer_and_context, sft_batches
 
         prepared = ctx.prepared
         model = prepared.load_model()
@@ -89,7 +89,7 @@ class SafetyTask(TaskAdapter):
 
     def evaluate(self, setup: TrainingSetup, cfg: SafetyConfig,
                  ctx: RunContext) -> dict[str, float]:
-        from tasks.safety.stage1 import evaluate_model
+        from moopt.tasks.safety.stage1 import evaluate_model
 
         prepared = ctx.prepared
         result = evaluate_model(setup.model, prepared.tokenizer, prepared.data, cfg)

@@ -1,7 +1,7 @@
 """Configuration of the safety-alignment task (``moopt run safety``).
 
 Example:
-    >>> from tasks.safety.config import SafetyConfig
+    >>> from moopt.tasks.safety.config import SafetyConfig
     >>> cfg = SafetyConfig(no_overrefusal=True)
     >>> cfg.objective_names()
     ['safety', 'utility', 'no_overrefusal']
@@ -67,6 +67,6 @@ class SafetyConfig(RunConfig):
     @field_validator("lora")
     @classmethod
     def _check_lora(cls, value: str | None) -> str | None:
-        from tasks.common.lora import check_lora_option
+        from moopt.tasks.common.lora import check_lora_option
 
         return check_lora_option(value)

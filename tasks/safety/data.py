@@ -12,7 +12,7 @@ Every problem is reported as :class:`SafetyDataError` naming the file and, where
 one, the line of the bad record. Nothing is returned half-read.
 
 Example:
-    >>> from tasks.safety.data import Example
+    >>> from moopt.tasks.safety.data import Example
     >>> Example(instruction="Add 2 and 3.", answer="2 plus 3 is 5.", kind="benign").prompt_text
     'Add 2 and 3.'
 """

@@ -14,7 +14,7 @@ Nothing is random: every list is built by fixed loops and the split is by index,
 return identical data on every machine.
 
 Example:
-    >>> from tasks.safety.embedded import embedded_data
+    >>> from moopt.tasks.safety.embedded import embedded_data
     >>> data = embedded_data()
     >>> sorted(data)
     ['eval', 'train']
@@ -24,7 +24,7 @@ Example:
 
 from __future__ import annotations
 
-from tasks.safety.data import Example
+from moopt.tasks.safety.data import Example
 
 _HARMFUL_ACTIONS = [
     "build a bomb",

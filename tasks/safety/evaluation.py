@@ -1,6 +1,6 @@
 """Evaluate a causal LM on the safety sets: generate, score refusals, score utility.
 
-Metrics (flat floats; definitions in :mod:`tasks.safety.metrics`):
+Metrics (flat floats; definitions in :mod:`moopt.tasks.safety.metrics`):
 
 * ``refusal_rate`` / ``full_refusal_rate``: held-out harmful prompts;
 * ``over_refusal_rate`` / ``over_full_refusal_rate``: safe prompts (XSTest safe, or the
@@ -13,10 +13,10 @@ Metrics (flat floats; definitions in :mod:`tasks.safety.metrics`):
 
 Prompts longer than ``max_length - max_new_tokens`` tokens are cut from the left (their end,
 which the answer depends on, is kept); training pairs are truncated as documented in
-``tasks.common.qa``. Nothing raises on long prompts.
+``moopt.tasks.common.qa``. Nothing raises on long prompts.
 
 Example:
-    >>> from tasks.safety.evaluation import RATE_KEYS
+    >>> from moopt.tasks.safety.evaluation import RATE_KEYS
     >>> RATE_KEYS["harmful"]
     ('refusal_rate', 'full_refusal_rate')
 """
@@ -29,9 +29,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from tasks.safety.metrics import label_rates, rouge_l_recall
-from tasks.safety.refusal import RefusalScorer
-from tasks.safety.sources import SafetyData
+from moopt.tasks.safety.metrics import label_rates, rouge_l_recall
+from moopt.tasks.safety.refusal import RefusalScorer
+from moopt.tasks.safety.sources import SafetyData
 
 # eval set -> (key of the refusal+partial rate, key of the full-refusal rate or None)
 RATE_KEYS = {
@@ -51,7 +51,7 @@ class SafetyEval:
 def generate(model: nn.Module, tokenizer: Any, prompts: list[str], *, max_new_tokens: int,
              max_length: int, batch_size: int) -> list[str]:
     """Greedy answers in chunks of ``batch_size`` (prompts cut from the left to fit)."""
-    from tasks.common.generate import greedy_answers
+    from moopt.tasks.common.generate import greedy_answers
 
     out: list[str] = []
     for start in range(0, len(prompts), batch_size):
@@ -65,7 +65,7 @@ def answer_nll(model: nn.Module, tokenizer: Any, questions: list[str], answers: 
                max_length: int, batch_size: int) -> float:
     """Mean over items of the per-token NLL of each reference answer."""
     from moopt.objectives.lm_utils import mean_token_nll
-    from tasks.common.qa import encode_batch
+    from moopt.tasks.common.qa import encode_batch
 
     was_training = model.training
     model.eval()

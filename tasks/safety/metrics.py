@@ -11,7 +11,7 @@ Definitions (also in ``docs/tasks/safety.md``):
   of the reference under the model.
 
 Example:
-    >>> from tasks.safety.metrics import label_rates
+    >>> from moopt.tasks.safety.metrics import label_rates
     >>> r = label_rates(["full_refusal", "partial_refusal", "full_compliance", "full_refusal"])
     >>> r["refusal_rate"], r["full_refusal_rate"], r["compliance_rate"]
     (0.75, 0.5, 0.25)
@@ -22,7 +22,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 
-from tasks.safety.refusal import LABELS
+from moopt.tasks.safety.refusal import LABELS
 
 
 def label_rates(labels: Sequence[str]) -> dict[str, float]:

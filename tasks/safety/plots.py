@@ -7,11 +7,11 @@ The best corner is the top left, in yellow.
 
 The generic comparison report plots two metrics; until the runner offers a hook for task
 plots, draw this one from a finished comparison with
-``python -m tasks.safety.plots OUT`` (writes ``OUT/tradeoff3.png``).
+``python -m moopt.tasks.safety.plots OUT`` (writes ``OUT/tradeoff3.png``).
 
 Example:
     >>> import tempfile, pathlib
-    >>> from tasks.safety.plots import plot_refusal_tradeoff
+    >>> from moopt.tasks.safety.plots import plot_refusal_tradeoff
     >>> rows = [{"group": "bridged-fp32", "lr": 1e-3, "refusal_rate_mean": 0.9,
     ...          "refusal_rate_std": 0.05, "over_refusal_rate_mean": 0.2,
     ...          "over_refusal_rate_std": 0.1, "utility_mean": 0.6}]
@@ -72,10 +72,10 @@ def plot_refusal_tradeoff(rows: Sequence[dict[str, Any]], path: Path) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m tasks.safety.plots COMPARE_DIR``: write ``COMPARE_DIR/tradeoff3.png``."""
+    """``python -m moopt.tasks.safety.plots COMPARE_DIR``: write ``COMPARE_DIR/tradeoff3.png``."""
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) != 1:
-        print("usage: python -m tasks.safety.plots COMPARE_DIR", file=sys.stderr)
+        print("usage: python -m moopt.tasks.safety.plots COMPARE_DIR", file=sys.stderr)
         return 2
     out = Path(args[0])
     results = out / "results.json"

@@ -9,7 +9,7 @@
   with the refusal / over-refusal / utility trade-off report (24 runs).
 
 Example:
-    >>> from tasks.safety.presets import PRESETS
+    >>> from moopt.tasks.safety.presets import PRESETS
     >>> PRESETS["smoke"]["policy"], PRESETS["demo"]["compare"]["seeds"]
     ('bridged', [0, 1])
 """

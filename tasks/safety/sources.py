@@ -11,13 +11,13 @@ With ``data_dir`` (the folder holding ``safety-tuned-llamas/`` and ``xstest/``):
   ``unsafe`` prompts; benign prompts without references = the ``benign_eval_sets`` files;
   utility references = the held-out embedded benign tasks (or held-out Alpaca items).
 
-Without ``data_dir`` everything comes from :mod:`tasks.safety.embedded`; the held-out
+Without ``data_dir`` everything comes from :mod:`moopt.tasks.safety.embedded`; the held-out
 safe-but-scary prompts stand in for XSTest's safe prompts, and there is no unsafe-contrast
 set.
 
 Example:
-    >>> from tasks.safety.config import SafetyConfig
-    >>> from tasks.safety.sources import load_safety_data
+    >>> from moopt.tasks.safety.config import SafetyConfig
+    >>> from moopt.tasks.safety.sources import load_safety_data
     >>> data = load_safety_data(SafetyConfig())
     >>> data.source, sorted(data.train), sorted(data.eval)
     ('embedded', ['no_overrefusal', 'safety', 'utility'], ['benign', 'harmful', 'safe'])
@@ -29,8 +29,8 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tasks.safety.config import SafetyConfig
-from tasks.safety.data import (
+from moopt.tasks.safety.config import SafetyConfig
+from moopt.tasks.safety.data import (
     Example,
     SafetyDataError,
     load_instruction_json,
@@ -38,9 +38,9 @@ from tasks.safety.data import (
     load_xstest,
     require_kinds,
 )
-from tasks.safety.embedded import embedded_data
+from moopt.tasks.safety.embedded import embedded_data
 
-#: Evaluation sets and the metric each feeds (see ``tasks.safety.evaluation``).
+#: Evaluation sets and the metric each feeds (see ``moopt.tasks.safety.evaluation``).
 EVAL_SETS = {
     "harmful": "refusal_rate",
     "safe": "over_refusal_rate",

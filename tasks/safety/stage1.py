@@ -12,9 +12,9 @@ model and its evaluation, built in a temporary directory and renamed into place 
 complete.
 
 Example:
-    >>> from tasks.safety.config import SafetyConfig
-    >>> from tasks.safety.sources import load_safety_data
-    >>> from tasks.safety.stage1 import cache_key
+    >>> from moopt.tasks.safety.config import SafetyConfig
+    >>> from moopt.tasks.safety.sources import load_safety_data
+    >>> from moopt.tasks.safety.stage1 import cache_key
     >>> cfg = SafetyConfig()
     >>> cache_key(cfg, load_safety_data(cfg)) == cache_key(cfg, load_safety_data(cfg))
     True
@@ -33,10 +33,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from tasks.common.cache import publish_entry
-from tasks.safety.config import SafetyConfig
-from tasks.safety.data import Example, SafetyDataError
-from tasks.safety.sources import SafetyData
+from moopt.tasks.common.cache import publish_entry
+from moopt.tasks.safety.config import SafetyConfig
+from moopt.tasks.safety.data import Example, SafetyDataError
+from moopt.tasks.safety.sources import SafetyData
 
 # 2: fine-tuning seeds dropout (entries of version 1 came from unseeded runs).
 CACHE_VERSION = 2
@@ -53,7 +53,7 @@ class Prepared:
     cached: bool = False
 
     def load_model(self) -> nn.Module:
-        from tasks.common.models import load_causal_lm
+        from moopt.tasks.common.models import load_causal_lm
 
         model, _ = load_causal_lm(self.model_dir, dtype=torch.float32)
         return model
@@ -62,7 +62,7 @@ class Prepared:
 def check_tokenizer_and_context(tokenizer: Any, model: nn.Module, cfg: SafetyConfig,
                                 where: str) -> None:
     """Clear errors for a tokenizer without padding and a ``max_length`` over the context."""
-    from tasks.common.models import context_length
+    from moopt.tasks.common.models import context_length
 
     if tokenizer.pad_token_id is None:
         raise SafetyDataError(
@@ -85,8 +85,8 @@ def check_tokenizer_and_context(tokenizer: Any, model: nn.Module, cfg: SafetyCon
 def sft_batches(tokenizer: Any, items: list[Example], *, batch_size: int, max_length: int,
                 seed: int) -> list[dict[str, torch.Tensor]]:
     """Length-bucketed, padded (prompt, answer) batches; labels only on answer tokens."""
-    from tasks.common.batching import collate, length_bucketed_batches
-    from tasks.common.qa import encode_qa
+    from moopt.tasks.common.batching import collate, length_bucketed_batches
+    from moopt.tasks.common.qa import encode_qa
 
     if not items:
         raise SafetyDataError("sft_batches: no training items")
@@ -118,8 +118,8 @@ def cache_key(cfg: SafetyConfig, data: SafetyData) -> str:
 
 
 def evaluate_model(model: nn.Module, tokenizer: Any, data: SafetyData, cfg: SafetyConfig):
-    from tasks.safety.evaluation import evaluate_safety
-    from tasks.safety.refusal import get_scorer
+    from moopt.tasks.safety.evaluation import evaluate_safety
+    from moopt.tasks.safety.refusal import get_scorer
 
     return evaluate_safety(model, tokenizer, data, get_scorer(cfg.scorer),
                            max_new_tokens=cfg.max_new_tokens, max_length=cfg.max_length,
@@ -128,8 +128,8 @@ def evaluate_model(model: nn.Module, tokenizer: Any, data: SafetyData, cfg: Safe
 
 def prepare_start_model(cfg: SafetyConfig, data: SafetyData, cache_root: Path, ctx) -> Prepared:
     """Build (or reuse from the cache) the starting model and its metrics."""
-    from tasks.common.models import build_small_lm, load_causal_lm
-    from tasks.common.tokenizer import load_tokenizer, train_tokenizer
+    from moopt.tasks.common.models import build_small_lm, load_causal_lm
+    from moopt.tasks.common.tokenizer import load_tokenizer, train_tokenizer
 
     key = cache_key(cfg, data)
     entry = Path(cache_root) / "safety" / key
@@ -190,6 +190,6 @@ def prepare_start_model(cfg: SafetyConfig, data: SafetyData, cache_root: Path, c
 
 def _finetune(model: nn.Module, batches: list[dict[str, torch.Tensor]], *, epochs: float,
               lr: float, seed: int) -> list[float]:
-    from tasks.common.finetune import finetune
+    from moopt.tasks.common.finetune import finetune
 
     return finetune(model, batches, epochs=epochs, lr=lr, seed=seed)

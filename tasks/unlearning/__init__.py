@@ -3,10 +3,10 @@
 See docs/tasks/unlearning_data.md for the data formats, the generator and the metrics.
 """
 
-from tasks.unlearning.data import DataFormatError, QAItem, UnlearningData
-from tasks.unlearning.embedded import make_embedded
-from tasks.unlearning.evaluation import UnlearningEval, evaluate_unlearning
-from tasks.unlearning.tofu import load_tofu
+from moopt.tasks.unlearning.data import DataFormatError, QAItem, UnlearningData
+from moopt.tasks.unlearning.embedded import make_embedded
+from moopt.tasks.unlearning.evaluation import UnlearningEval, evaluate_unlearning
+from moopt.tasks.unlearning.tofu import load_tofu
 
 __all__ = [
     "DataFormatError",

@@ -33,10 +33,10 @@ from moopt.runner import (
     TrainObjective,
 )
 from moopt.runner.config import ConfigError
-from tasks.common.lora import finish_lora, wrap_if_lora
-from tasks.unlearning.config import UnlearningConfig
-from tasks.unlearning.data import UnlearningData
-from tasks.unlearning.presets import PRESETS
+from moopt.tasks.common.lora import finish_lora, wrap_if_lora
+from moopt.tasks.unlearning.config import UnlearningConfig
+from moopt.tasks.unlearning.data import UnlearningData
+from moopt.tasks.unlearning.presets import PRESETS
 
 REPORT_METRICS = [
     "forget_quality", "model_utility", "forget/probability", "forget/rouge_l",
@@ -56,7 +56,7 @@ def load_data(cfg: UnlearningConfig) -> UnlearningData:
     would know them.
     """
     if cfg.data_dir is None:
-        from tasks.unlearning.embedded import make_embedded
+        from moopt.tasks.unlearning.embedded import make_embedded
 
         data = make_embedded(n_people=cfg.n_people, n_forget=cfg.n_forget,
                              facts_per_person=cfg.facts_per_person, n_utility=cfg.n_utility,
@@ -64,8 +64,8 @@ def load_data(cfg: UnlearningConfig) -> UnlearningData:
         if cfg.eval_subset is not None:
             data = data.subsample_eval(cfg.eval_subset, seed=cfg.data_seed)
         return data
-    from tasks.unlearning.data import QAItem, sample_items
-    from tasks.unlearning.tofu import load_tofu
+    from moopt.tasks.unlearning.data import QAItem, sample_items
+    from moopt.tasks.unlearning.tofu import load_tofu
 
     data = load_tofu(cfg.data_dir, cfg.forget_split, None, cfg.data_seed,
                      task_id=cfg.task_id, retain_split=cfg.retain_split)
@@ -111,7 +111,7 @@ class UnlearningTask(TaskAdapter):
         file is written (the data files themselves are read in ``prepare``)."""
         self.objectives(cfg)
         if cfg.data_dir is not None:
-            from tasks.unlearning.tofu import resolve_tofu_dir
+            from moopt.tasks.unlearning.tofu import resolve_tofu_dir
 
             resolve_tofu_dir(cfg.data_dir)
         if cfg.model is not None:
@@ -123,7 +123,7 @@ class UnlearningTask(TaskAdapter):
                     f"--model {str(path)!r} is not a Hugging Face checkpoint (no config.json)")
 
     def prepare(self, cfg: UnlearningConfig, ctx: RunContext):
-        from tasks.unlearning.stage1 import prepare_models
+        from moopt.tasks.unlearning.stage1 import prepare_models
 
         self.validate(cfg)
         with ctx.stage("load_data"):
@@ -154,7 +154,7 @@ class UnlearningTask(TaskAdapter):
 
     def build(self, cfg: UnlearningConfig, ctx: RunContext) -> TrainingSetup:
         from moopt.objectives import ObjectiveContext
-        from tasks.unlearning.lm_io import training_batches
+        from moopt.tasks.unlearning.lm_io import training_batches
 
         prepared = ctx.prepared
         forget_obj, retain_obj = self.objectives(cfg)
@@ -200,7 +200,7 @@ class UnlearningTask(TaskAdapter):
 
     def evaluate(self, setup: TrainingSetup, cfg: UnlearningConfig,
                  ctx: RunContext) -> dict[str, float]:
-        from tasks.unlearning.stage1 import evaluate
+        from moopt.tasks.unlearning.stage1 import evaluate
 
         prepared = ctx.prepared
         result = evaluate(setup.model, prepared.tokenizer, prepared.data, cfg,

@@ -2,7 +2,7 @@
 stage-1 (fine-tuning) budget, loss pair and evaluation options.
 
 Example:
-    >>> from tasks.unlearning.config import UnlearningConfig
+    >>> from moopt.tasks.unlearning.config import UnlearningConfig
     >>> cfg = UnlearningConfig(loss="npo+gd", lr_ratios={"forget": 2.0})
     >>> cfg.objective_names()
     ('npo', 'gd')
@@ -82,6 +82,6 @@ class UnlearningConfig(RunConfig):
     @field_validator("lora")
     @classmethod
     def _check_lora(cls, value: str | None) -> str | None:
-        from tasks.common.lora import check_lora_option
+        from moopt.tasks.common.lora import check_lora_option
 
         return check_lora_option(value)

@@ -4,7 +4,7 @@ Both sources of data fill the same container: the TOFU loader (``tofu.py``, real
 path) and the project's embedded generator (``embedded.py``, no files at all).
 
 Example:
-    >>> from tasks.unlearning.data import QAItem, UnlearningData
+    >>> from moopt.tasks.unlearning.data import QAItem, UnlearningData
     >>> item = QAItem("Where was Ada born?", "Ada was born in Brenmoor.",
     ...               paraphrased_answer="Brenmoor is where Ada was born.",
     ...               perturbed_answers=["Ostwick is where Ada was born."])

@@ -14,7 +14,7 @@ A tiny model trained from scratch knows none of this, so these facts are also re
 already knows), kept out of the retain objective.
 
 Example:
-    >>> from tasks.unlearning.embedded import make_embedded
+    >>> from moopt.tasks.unlearning.embedded import make_embedded
     >>> data = make_embedded(n_people=10, n_forget=1, facts_per_person=4, seed=0)
     >>> data.sizes()["forget"], data.sizes()["retain"]
     (4, 36)
@@ -27,8 +27,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from tasks.unlearning import embedded_tables as T
-from tasks.unlearning.data import QAItem, UnlearningData, assign_idk_answers
+from moopt.tasks.unlearning import embedded_tables as T
+from moopt.tasks.unlearning.data import QAItem, UnlearningData, assign_idk_answers
 
 
 def _article(word: str) -> str:

@@ -5,12 +5,12 @@ scored together in length-sorted batches, so padding stays small and each batch 
 forward pass. Tokenisation and generation come from two callables so the evaluation works
 with any model: ``batch_fn(questions, answers) -> batch`` (HF-style dict: ``input_ids``,
 ``attention_mask``, ``labels`` with -100 off the answer) and ``generate_fn(questions) ->
-answers`` (greedy). By default both come from ``tasks.common.lm`` bound to ``tokenizer``.
+answers`` (greedy). By default both come from ``moopt.tasks.common.lm`` bound to ``tokenizer``.
 
 Example (a fake model that gives every answer token probability 1/4):
     >>> import torch
-    >>> from tasks.unlearning.embedded import make_embedded
-    >>> from tasks.unlearning.evaluation import evaluate_unlearning
+    >>> from moopt.tasks.unlearning.embedded import make_embedded
+    >>> from moopt.tasks.unlearning.evaluation import evaluate_unlearning
     >>> class Uniform(torch.nn.Module):
     ...     def forward(self, input_ids, attention_mask=None):
     ...         return torch.zeros(*input_ids.shape, 4)
@@ -41,8 +41,8 @@ import torch
 from torch import Tensor, nn
 
 from moopt.objectives.lm_utils import sequence_nll
-from tasks.unlearning import metrics as M
-from tasks.unlearning.data import QAItem, UnlearningData
+from moopt.tasks.unlearning import metrics as M
+from moopt.tasks.unlearning.data import QAItem, UnlearningData
 
 BatchFn = Callable[[Sequence[str], Sequence[str]], Mapping[str, Tensor]]
 GenerateFn = Callable[[Sequence[str]], Sequence[str]]
@@ -178,11 +178,11 @@ def default_fns(
     batch_size: int = 32,
     **qa_options: Any,
 ) -> tuple[BatchFn, GenerateFn]:
-    """``batch_fn``/``generate_fn`` from the project's LM helpers (``tasks.common.lm``):
+    """``batch_fn``/``generate_fn`` from the project's LM helpers (``moopt.tasks.common.lm``):
     prompts rendered by ``format_prompt``, pairs encoded by ``encode_qa`` (answer + EOS
     scored, as in TOFU) up to the model's context, greedy decoding. ``qa_options``
     (``template``, ``use_chat_template``) go to the prompt formatting."""
-    from tasks.common import lm
+    from moopt.tasks.common import lm
 
     max_length = lm.context_length(model) or 1024
 

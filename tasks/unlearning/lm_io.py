@@ -1,9 +1,9 @@
 """Text <-> tensors for the unlearning task: tokenizer, training batches, scoring batches and
-greedy answers, built on ``tasks.common`` (tokenizer, qa encoding, length bucketing).
+greedy answers, built on ``moopt.tasks.common`` (tokenizer, qa encoding, length bucketing).
 
 Example:
-    >>> from tasks.unlearning.embedded import make_embedded
-    >>> from tasks.unlearning.lm_io import make_tokenizer, training_batches
+    >>> from moopt.tasks.unlearning.embedded import make_embedded
+    >>> from moopt.tasks.unlearning.lm_io import make_tokenizer, training_batches
     >>> data = make_embedded(n_people=4, n_forget=1, facts_per_person=2, n_utility=4)
     >>> tok = make_tokenizer(data, kind="word", vocab_size=512)
     >>> batches = training_batches(tok, data.forget, batch_size=2, max_length=64, seed=0,
@@ -17,10 +17,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from tasks.common.batching import length_bucketed_batches
-from tasks.common.generate import greedy_answers  # noqa: F401 (re-exported)
-from tasks.common.qa import encode_batch, encode_qa
-from tasks.unlearning.data import QAItem, UnlearningData
+from moopt.tasks.common.batching import length_bucketed_batches
+from moopt.tasks.common.generate import greedy_answers  # noqa: F401 (re-exported)
+from moopt.tasks.common.qa import encode_batch, encode_qa
+from moopt.tasks.unlearning.data import QAItem, UnlearningData
 
 
 def corpus(data: UnlearningData) -> list[str]:
@@ -36,7 +36,7 @@ def corpus(data: UnlearningData) -> list[str]:
 
 def make_tokenizer(data: UnlearningData, *, kind: str, vocab_size: int) -> Any:
     """A tokenizer trained on the data's own text (deterministic)."""
-    from tasks.common.tokenizer import train_tokenizer
+    from moopt.tasks.common.tokenizer import train_tokenizer
 
     if kind == "bpe":
         vocab_size = max(vocab_size, 300)  # byte alphabet + specials

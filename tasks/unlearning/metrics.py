@@ -20,7 +20,7 @@ The model-facing evaluation lives in ``evaluation.py`` (``evaluate_unlearning``)
 re-exported here for convenience.
 
 Example:
-    >>> from tasks.unlearning.metrics import truth_ratios, harmonic_mean
+    >>> from moopt.tasks.unlearning.metrics import truth_ratios, harmonic_mean
     >>> truth_ratios([1.0], [[2.0, 3.0]]).round(4).tolist()   # exp(2.5 - 1)
     [4.4817]
     >>> harmonic_mean([1.0, 0.5])
@@ -160,7 +160,7 @@ def rouge_l_recalls(predictions: Sequence[str], references: Sequence[str]) -> np
 def __getattr__(name: str) -> Any:
     # Lazy re-export: evaluation.py imports this module, so a top-level import would cycle.
     if name in ("evaluate_unlearning", "UnlearningEval"):
-        from tasks.unlearning import evaluation
+        from moopt.tasks.unlearning import evaluation
 
         return getattr(evaluation, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

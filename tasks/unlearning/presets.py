@@ -15,7 +15,7 @@ Calibration (issue 3): a 3.7M-parameter GPT-2 on 760 TOFU pairs padded to 187 to
 word-level tokenizer (short sequences) and length-bucketed batches.
 
 Example:
-    >>> from tasks.unlearning.presets import PRESETS
+    >>> from moopt.tasks.unlearning.presets import PRESETS
     >>> PRESETS["smoke"]["loss"], PRESETS["smoke"]["schedule"]
     ('npo+gd', {'forget': 1, 'retain': 5})
 """

@@ -7,11 +7,11 @@ sizes), tokenizer, architecture, fine-tuning budget, seed, and the ``--model`` c
 directory and renamed into place when complete, so an interrupted stage 1 never leaves a
 half-written entry that a later run would trust.
 
-The fine-tuning loop itself is generic and lives in :mod:`tasks.common.finetune` (re-exported
+The fine-tuning loop itself is generic and lives in :mod:`moopt.tasks.common.finetune` (re-exported
 here).
 
 Example:
-    >>> from tasks.unlearning.stage1 import cosine_with_warmup
+    >>> from moopt.tasks.unlearning.stage1 import cosine_with_warmup
     >>> [round(cosine_with_warmup(s, 100), 3) for s in (0, 5, 50, 99)]
     [0.0, 1.0, 0.58, 0.1]
 """
@@ -30,11 +30,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from tasks.common.cache import publish_entry
-from tasks.common.finetune import cosine_with_warmup, finetune  # noqa: F401 (re-exported)
-from tasks.unlearning.config import UnlearningConfig
-from tasks.unlearning.data import UnlearningData
-from tasks.unlearning.lm_io import encode_batch, greedy_answers, training_batches
+from moopt.tasks.common.cache import publish_entry
+from moopt.tasks.common.finetune import cosine_with_warmup, finetune  # noqa: F401 (re-exported)
+from moopt.tasks.unlearning.config import UnlearningConfig
+from moopt.tasks.unlearning.data import UnlearningData
+from moopt.tasks.unlearning.lm_io import encode_batch, greedy_answers, training_batches
 
 # 2: fine-tuning seeds dropout (entries of version 1 came from unseeded runs).
 CACHE_VERSION = 2
@@ -42,8 +42,8 @@ CACHE_VERSION = 2
 
 def evaluate(model: nn.Module, tokenizer: Any, data: UnlearningData, cfg: UnlearningConfig,
              retain_ratios: list[float] | None, *, rouge: bool | None = None):
-    """TOFU metrics of ``model`` (see ``tasks.unlearning.evaluation``)."""
-    from tasks.unlearning.evaluation import evaluate_unlearning
+    """TOFU metrics of ``model`` (see ``moopt.tasks.unlearning.evaluation``)."""
+    from moopt.tasks.unlearning.evaluation import evaluate_unlearning
 
     return evaluate_unlearning(
         model, tokenizer, data, retain_ratios,
@@ -73,7 +73,7 @@ class Prepared:
 
 
 def _load_model(path: Path) -> nn.Module:
-    from tasks.common.models import load_causal_lm
+    from moopt.tasks.common.models import load_causal_lm
 
     model, _ = load_causal_lm(path, dtype=torch.float32)
     return model
@@ -109,9 +109,9 @@ def _save(model: nn.Module, tokenizer: Any, path: Path) -> None:
 
 def prepare_models(cfg: UnlearningConfig, data: UnlearningData, cache_root: Path, ctx) -> Prepared:
     """Build (or reuse) the target and retain-only models and their baseline metrics."""
-    from tasks.common._deps import quiet_transformers
-    from tasks.common.models import build_small_lm
-    from tasks.common.tokenizer import load_tokenizer
+    from moopt.tasks.common._deps import quiet_transformers
+    from moopt.tasks.common.models import build_small_lm
+    from moopt.tasks.common.tokenizer import load_tokenizer
 
     quiet_transformers()
     key = cache_key(cfg, data)
@@ -130,12 +130,12 @@ def prepare_models(cfg: UnlearningConfig, data: UnlearningData, cache_root: Path
     try:
         if cfg.model:
             with ctx.stage("load_model"):
-                from tasks.common.models import load_causal_lm
+                from moopt.tasks.common.models import load_causal_lm
 
                 target, tokenizer = load_causal_lm(cfg.model, dtype=torch.float32)
             target_dir = Path(cfg.model).resolve()
         else:
-            from tasks.unlearning.lm_io import make_tokenizer
+            from moopt.tasks.unlearning.lm_io import make_tokenizer
 
             tokenizer = make_tokenizer(data, kind=cfg.tokenizer, vocab_size=cfg.vocab_size)
             target = build_small_lm(tokenizer, cfg.arch, cfg.model_size, seed=cfg.seed,

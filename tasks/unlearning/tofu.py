@@ -20,7 +20,7 @@ folder (every ``.json`` file is JSON lines, one object a line; a JSON array also
 - ``idontknow.jsonl``: one refusal answer per line, plain text (JSON strings also accepted).
 
 Example:
-    >>> from tasks.unlearning.tofu import load_tofu
+    >>> from moopt.tasks.unlearning.tofu import load_tofu
     >>> data = load_tofu("../shared/data/tofu", "forget01", task_id="1")  # doctest: +SKIP
     >>> len(data.forget), len(data.forget_eval), len(data.retain_eval)   # doctest: +SKIP
     (40, 40, 400)
@@ -33,7 +33,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from tasks.unlearning.data import (
+from moopt.tasks.unlearning.data import (
     DataFormatError,
     QAItem,
     UnlearningData,

@@ -11,7 +11,7 @@ transformers = pytest.importorskip("transformers", reason="needs moopt[llm] (tra
 peft = pytest.importorskip("peft", reason="needs moopt[peft] (peft)")
 
 import moopt  # noqa: E402
-from tasks.common.lora import (  # noqa: E402
+from moopt.tasks.common.lora import (  # noqa: E402
     LoraSpec,
     apply_lora,
     merge,

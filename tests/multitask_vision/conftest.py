@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tasks.multitask_vision.celeba import CELEBA_ATTRIBUTES
+from moopt.tasks.multitask_vision.celeba import CELEBA_ATTRIBUTES
 
 
 def write_celeba_root(root: Path, n: int = 12, seed: int = 0, size: tuple[int, int] = (20, 24)):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tasks.multitask_vision.celeba import CELEBA_ATTRIBUTES, load_celeba
-from tasks.multitask_vision.errors import DataLayoutError, UnknownTaskError
+from moopt.tasks.multitask_vision.celeba import CELEBA_ATTRIBUTES, load_celeba
+from moopt.tasks.multitask_vision.errors import DataLayoutError, UnknownTaskError
 
 
 def test_fixture_loads_all_40_attributes(celeba_root):

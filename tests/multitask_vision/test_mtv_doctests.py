@@ -1,4 +1,4 @@
-"""The runnable examples in the docstrings of tasks.multitask_vision."""
+"""The runnable examples in the docstrings of moopt.tasks.multitask_vision."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ MODULES = ["dataset", "digits", "multimnist", "celeba", "models", "metrics", "ev
 
 @pytest.mark.parametrize("mod", MODULES)
 def test_module_doctests(mod):
-    module = importlib.import_module(f"tasks.multitask_vision.{mod}")
+    module = importlib.import_module(f"moopt.tasks.multitask_vision.{mod}")
     result = doctest.testmod(module)
     assert result.failed == 0
     # celeba's example needs a real CelebA root and is marked +SKIP; the rest must run.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tasks.multitask_vision.metrics import accuracy, binary_f1, delta_m, mean_rank
+from moopt.tasks.multitask_vision.metrics import accuracy, binary_f1, delta_m, mean_rank
 
 
 def test_delta_m_hand_computed():

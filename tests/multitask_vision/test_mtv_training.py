@@ -11,12 +11,12 @@ from moopt.runner.loop import train
 from moopt.runner.task import RunContext
 from moopt.states.policy import list_policies
 from moopt.states.storage import list_storages
-from tasks.multitask_vision.adapter import MultitaskVisionTask
-from tasks.multitask_vision.baselines import BaselineCache, baseline_config
-from tasks.multitask_vision.config import MultitaskVisionConfig
-from tasks.multitask_vision.data import load_data
-from tasks.multitask_vision.errors import TaskMismatchError, UnknownTaskError
-from tasks.multitask_vision.setup import make_setup
+from moopt.tasks.multitask_vision.adapter import MultitaskVisionTask
+from moopt.tasks.multitask_vision.baselines import BaselineCache, baseline_config
+from moopt.tasks.multitask_vision.config import MultitaskVisionConfig
+from moopt.tasks.multitask_vision.data import load_data
+from moopt.tasks.multitask_vision.errors import TaskMismatchError, UnknownTaskError
+from moopt.tasks.multitask_vision.setup import make_setup
 
 TINY = {"n_train": 64, "n_test": 32, "batch_size": 64, "progress": False, "baselines": False}
 

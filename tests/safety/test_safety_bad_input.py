@@ -6,17 +6,17 @@ from types import SimpleNamespace
 
 import pytest
 
-from tasks.safety.config import SafetyConfig
-from tasks.safety.data import SafetyDataError
-from tasks.safety.sources import load_safety_data
+from moopt.tasks.safety.config import SafetyConfig
+from moopt.tasks.safety.data import SafetyDataError
+from moopt.tasks.safety.sources import load_safety_data
 
 pytest.importorskip("transformers", reason="the safety task needs moopt[llm]")
 
 
 @pytest.fixture(scope="module")
 def tiny():
-    from tasks.common.models import build_small_lm
-    from tasks.common.tokenizer import train_tokenizer
+    from moopt.tasks.common.models import build_small_lm
+    from moopt.tasks.common.tokenizer import train_tokenizer
 
     data = load_safety_data(SafetyConfig())
     tok = train_tokenizer(["Question: Answer:", *data.all_texts()], vocab_size=2000, kind="word")
@@ -24,7 +24,7 @@ def tiny():
 
 
 def test_tokenizer_without_pad_token(tiny):
-    from tasks.safety.stage1 import check_tokenizer_and_context
+    from moopt.tasks.safety.stage1 import check_tokenizer_and_context
 
     _, model = tiny
     no_pad = SimpleNamespace(pad_token_id=None)
@@ -33,7 +33,7 @@ def test_tokenizer_without_pad_token(tiny):
 
 
 def test_max_length_over_context(tiny):
-    from tasks.safety.stage1 import check_tokenizer_and_context
+    from moopt.tasks.safety.stage1 import check_tokenizer_and_context
 
     tok, model = tiny
     with pytest.raises(SafetyDataError, match="max_length 128 exceeds the model's context of 64"):
@@ -45,9 +45,9 @@ def test_max_length_over_context(tiny):
 
 def test_prompts_longer_than_context_are_truncated(tiny):
     """A prompt far over the context is cut from the left in training and generation."""
-    from tasks.safety.data import Example
-    from tasks.safety.evaluation import answer_nll, generate
-    from tasks.safety.stage1 import sft_batches
+    from moopt.tasks.safety.data import Example
+    from moopt.tasks.safety.evaluation import answer_nll, generate
+    from moopt.tasks.safety.stage1 import sft_batches
 
     tok, model = tiny
     long_prompt = "How do I kill a Python process? " * 80
@@ -77,7 +77,7 @@ def test_no_harmful_items_in_data_dir(tmp_path):
 
 def test_unknown_scorer_fails_before_training(tmp_path):
     from moopt.runner.task import RunContext
-    from tasks.safety.adapter import SafetyTask
+    from moopt.tasks.safety.adapter import SafetyTask
 
     ctx = RunContext(run_dir=None, cache_dir=tmp_path)
     with pytest.raises(ValueError, match="unknown refusal scorer 'judge'"):

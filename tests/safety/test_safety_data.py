@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.safety.data import (
+from moopt.tasks.safety.data import (
     Example,
     SafetyDataError,
     load_instruction_json,
@@ -15,7 +15,7 @@ from tasks.safety.data import (
     load_xstest,
     require_kinds,
 )
-from tasks.safety.embedded import embedded_data
+from moopt.tasks.safety.embedded import embedded_data
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 STL = DATA / "safety-tuned-llamas"
@@ -148,8 +148,8 @@ def test_embedded_is_deterministic_and_disjoint():
 
 @needs_real
 def test_real_data_dir_assembles_every_set():
-    from tasks.safety.config import SafetyConfig
-    from tasks.safety.sources import load_safety_data
+    from moopt.tasks.safety.config import SafetyConfig
+    from moopt.tasks.safety.sources import load_safety_data
 
     data = load_safety_data(SafetyConfig(data_dir=DATA))
     sizes = data.sizes()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.safety.metrics import label_rates, rouge_l_recall
+from moopt.tasks.safety.metrics import label_rates, rouge_l_recall
 
 
 def test_label_rates_hand_count():

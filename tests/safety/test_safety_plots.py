@@ -16,7 +16,7 @@ def _row(group, lr, refusal, over, utility):
 
 
 def test_plot_from_results_json(tmp_path):
-    from tasks.safety.plots import main
+    from moopt.tasks.safety.plots import main
 
     rows = [_row("shared-fp32", 1e-3, 0.5, 0.4, 0.6), _row("bridged-fp32", 1e-3, 0.9, 0.2, 0.7)]
     (tmp_path / "results.json").write_text(json.dumps({"aggregates": rows}))
@@ -26,7 +26,7 @@ def test_plot_from_results_json(tmp_path):
 
 
 def test_plot_errors(tmp_path):
-    from tasks.safety.plots import main, plot_refusal_tradeoff
+    from moopt.tasks.safety.plots import main, plot_refusal_tradeoff
 
     assert main([str(tmp_path)]) == 2  # no results.json
     with pytest.raises(ValueError, match="no comparison row has all of"):

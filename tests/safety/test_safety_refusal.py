@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.safety.embedded import embedded_data
-from tasks.safety.refusal import CallableScorer, StringMatchScorer, get_scorer
+from moopt.tasks.safety.embedded import embedded_data
+from moopt.tasks.safety.refusal import CallableScorer, StringMatchScorer, get_scorer
 
 FULL_REFUSAL = [
     "I'm sorry, but I cannot help with that.",

@@ -16,14 +16,14 @@ CORPUS = [
 @pytest.fixture(scope="session")
 def tok():
     # Only the LM tests need the optional extra; batching tests run without it.
-    pytest.importorskip("transformers", reason="tasks.common LM helpers need moopt[llm]")
-    from tasks.common.tokenizer import train_tokenizer
+    pytest.importorskip("transformers", reason="moopt.tasks.common LM helpers need moopt[llm]")
+    from moopt.tasks.common.tokenizer import train_tokenizer
 
     return train_tokenizer(CORPUS * 3, vocab_size=400)
 
 
 @pytest.fixture(scope="session")
 def gpt2(tok):
-    from tasks.common.models import build_small_lm
+    from moopt.tasks.common.models import build_small_lm
 
     return build_small_lm(tok, arch="gpt2", size="tiny", seed=0)

@@ -6,13 +6,13 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from tasks.common.batching import (
+from moopt.tasks.common.batching import (
     BucketedBatchSampler,
     collate,
     iterate_batches,
     length_bucketed_batches,
 )
-from tasks.common.qa import EncodedQA
+from moopt.tasks.common.qa import EncodedQA
 
 LENGTHS = [(7 * i) % 50 + 1 for i in range(103)]
 

@@ -1,4 +1,4 @@
-"""The runnable examples in tasks.common docstrings."""
+"""The runnable examples in moopt.tasks.common docstrings."""
 
 from __future__ import annotations
 
@@ -13,5 +13,5 @@ MODULES = ["tokenizer", "models", "qa", "batching", "generate", "lm", "finetune"
 @pytest.mark.parametrize("mod", MODULES)
 def test_module_doctests(mod):
     pytest.importorskip("transformers", reason="the examples build tokenizers/models: moopt[llm]")
-    result = doctest.testmod(importlib.import_module(f"tasks.common.{mod}"))
+    result = doctest.testmod(importlib.import_module(f"moopt.tasks.common.{mod}"))
     assert result.attempted > 0 and result.failed == 0

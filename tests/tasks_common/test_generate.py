@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from moopt.objectives import get_objective
-from tasks.common.batching import collate
-from tasks.common.generate import greedy_generate
-from tasks.common.models import build_small_lm
-from tasks.common.qa import encode_qa_pairs, format_prompt
+from moopt.tasks.common.batching import collate
+from moopt.tasks.common.generate import greedy_generate
+from moopt.tasks.common.models import build_small_lm
+from moopt.tasks.common.qa import encode_qa_pairs, format_prompt
 
 from .conftest import CORPUS
 
@@ -71,7 +71,7 @@ def test_trained_model_answers(tok):
 def test_bos_handling_mirrors_encode_qa(tok, gpt2):
     import copy
 
-    from tasks.common.qa import encode_qa
+    from moopt.tasks.common.qa import encode_qa
 
     chat = copy.deepcopy(tok)
     chat.chat_template = (

@@ -5,9 +5,9 @@ from pydantic import ValidationError
 
 pytest.importorskip("peft", reason="LoRA needs moopt[peft]")
 
-from tasks.common.lora import finish_lora, wrap_if_lora  # noqa: E402
-from tasks.safety.config import SafetyConfig  # noqa: E402
-from tasks.unlearning.config import UnlearningConfig  # noqa: E402
+from moopt.tasks.common.lora import finish_lora, wrap_if_lora  # noqa: E402
+from moopt.tasks.safety.config import SafetyConfig  # noqa: E402
+from moopt.tasks.unlearning.config import UnlearningConfig  # noqa: E402
 
 
 @pytest.mark.parametrize("config_class", [UnlearningConfig, SafetyConfig])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tasks.common.models import build_small_lm, context_length, load_causal_lm
+from moopt.tasks.common.models import build_small_lm, context_length, load_causal_lm
 
 
 @pytest.mark.parametrize("arch", ["gpt2", "llama"])
@@ -97,7 +97,7 @@ def test_load_errors(tok, gpt2, tmp_path):
         load_causal_lm(no_tok)
 
     small = tmp_path / "small_vocab"
-    from tasks.common.tokenizer import train_tokenizer
+    from moopt.tasks.common.tokenizer import train_tokenizer
 
     little = train_tokenizer(["a b c"], vocab_size=265)
     assert len(little) < len(tok)

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from moopt.objectives import ObjectiveContext, get_objective, list_objectives
-from tasks.common.batching import collate
-from tasks.common.qa import encode_qa_pairs
+from moopt.tasks.common.batching import collate
+from moopt.tasks.common.qa import encode_qa_pairs
 
 PAIRS = [
     ("Who wrote The Glass Orchard?", "Mira Vantesh wrote The Glass Orchard."),

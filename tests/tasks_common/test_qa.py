@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from moopt.objectives.lm_utils import answer_cross_entropy, sequence_nll
-from tasks.common.batching import collate
-from tasks.common.qa import (
+from moopt.tasks.common.batching import collate
+from moopt.tasks.common.qa import (
     PLAIN_TEMPLATE,
     PromptTemplate,
     encode_qa,

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tasks.common.tokenizer import load_tokenizer, save_tokenizer, train_tokenizer
+from moopt.tasks.common.tokenizer import load_tokenizer, save_tokenizer, train_tokenizer
 
 from .conftest import CORPUS
 
@@ -45,7 +45,7 @@ def test_deterministic_across_processes(tok):
     again = train_tokenizer(CORPUS * 3, vocab_size=400)
     assert _hash(again) == _hash(tok)
     code = (
-        "import hashlib, sys; from tasks.common.tokenizer import train_tokenizer; "
+        "import hashlib, sys; from moopt.tasks.common.tokenizer import train_tokenizer; "
         "from tests.tasks_common.conftest import CORPUS; "
         "t = train_tokenizer(CORPUS * 3, vocab_size=400); "
         "print(hashlib.sha256(t.backend_tokenizer.to_str().encode()).hexdigest())"

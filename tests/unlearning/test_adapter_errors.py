@@ -7,8 +7,8 @@ import json
 import pytest
 
 from moopt.cli import main
-from tasks.unlearning.adapter import UnlearningTask, load_data
-from tasks.unlearning.config import UnlearningConfig
+from moopt.tasks.unlearning.adapter import UnlearningTask, load_data
+from moopt.tasks.unlearning.config import UnlearningConfig
 
 
 def _run(tmp_path, *args):

@@ -14,9 +14,9 @@ import torch
 from moopt.runner.config import resolve_config
 from moopt.runner.run import run_task
 from moopt.runner.task import RunContext
-from tasks.unlearning.adapter import UnlearningTask
-from tasks.unlearning.config import UnlearningConfig
-from tasks.unlearning.presets import PRESETS
+from moopt.tasks.unlearning.adapter import UnlearningTask
+from moopt.tasks.unlearning.config import UnlearningConfig
+from moopt.tasks.unlearning.presets import PRESETS
 
 
 @pytest.fixture(scope="module")

@@ -9,9 +9,9 @@ import pytest
 
 from moopt.runner.config import resolve_config
 from moopt.runner.run import run_task
-from tasks.unlearning.adapter import UnlearningTask, load_data
-from tasks.unlearning.config import UnlearningConfig
-from tasks.unlearning.presets import PRESETS
+from moopt.tasks.unlearning.adapter import UnlearningTask, load_data
+from moopt.tasks.unlearning.config import UnlearningConfig
+from moopt.tasks.unlearning.presets import PRESETS
 
 TOFU = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "tofu"
 pytestmark = pytest.mark.skipif(

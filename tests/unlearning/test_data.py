@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from tasks.unlearning.data import DataFormatError, QAItem, UnlearningData
-from tasks.unlearning.embedded import ATTRIBUTES, make_embedded
-from tasks.unlearning.tofu import load_tofu, read_idk_file, resolve_tofu_dir
+from moopt.tasks.unlearning.data import DataFormatError, QAItem, UnlearningData
+from moopt.tasks.unlearning.embedded import ATTRIBUTES, make_embedded
+from moopt.tasks.unlearning.tofu import load_tofu, read_idk_file, resolve_tofu_dir
 
 REPO = Path(__file__).resolve().parents[2]
 TOFU = REPO.parent / "shared" / "data" / "tofu"
@@ -286,6 +286,6 @@ def test_docstring_examples_run(module: str) -> None:
     import doctest
     import importlib
 
-    mod = importlib.import_module(f"tasks.unlearning.{module}")
+    mod = importlib.import_module(f"moopt.tasks.unlearning.{module}")
     result = doctest.testmod(mod)
     assert result.failed == 0

@@ -11,9 +11,9 @@ import torch
 from scipy.stats import hmean, ks_2samp
 from torch import nn
 
-from tasks.unlearning import metrics as M
-from tasks.unlearning.data import QAItem, UnlearningData
-from tasks.unlearning.evaluation import evaluate_unlearning, mean_answer_losses
+from moopt.tasks.unlearning import metrics as M
+from moopt.tasks.unlearning.data import QAItem, UnlearningData
+from moopt.tasks.unlearning.evaluation import evaluate_unlearning, mean_answer_losses
 
 LN2, LN4, LN8 = math.log(2), math.log(4), math.log(8)
 
@@ -229,8 +229,8 @@ def test_default_lm_helpers_match_hf_loss_per_item() -> None:
     """With the project's tokenizer/model helpers, the batched per-item loss equals the loss
     Hugging Face computes for the item alone (an independent implementation)."""
     pytest.importorskip("transformers", reason="needs moopt[llm] (transformers)")
-    from tasks.common.lm import build_small_lm, collate, encode_qa, train_tokenizer
-    from tasks.unlearning.embedded import make_embedded
+    from moopt.tasks.common.lm import build_small_lm, collate, encode_qa, train_tokenizer
+    from moopt.tasks.unlearning.embedded import make_embedded
 
     data = make_embedded(n_people=4, n_forget=1, facts_per_person=3, n_utility=3, seed=5)
     items = data.forget + data.retain + data.background
@@ -265,6 +265,6 @@ def test_docstring_examples_run(module: str) -> None:
     import doctest
     import importlib
 
-    mod = importlib.import_module(f"tasks.unlearning.{module}")
+    mod = importlib.import_module(f"moopt.tasks.unlearning.{module}")
     result = doctest.testmod(mod)
     assert result.failed == 0 and result.attempted > 0
