@@ -15,9 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
-
 from moopt.tasks.common._deps import quiet_transformers, require_transformers
+from torch import nn
 
 ARCHS = ("gpt2", "llama")
 TOKENIZER_FILES = (

@@ -20,15 +20,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from moopt.runner.config import RunConfig
-from moopt.runner.report import markdown_table
-from moopt.runner.task import ReportSection, RunContext, TaskAdapter, TrainingSetup
 from moopt.tasks.multitask_vision.baselines import BaselineCache
 from moopt.tasks.multitask_vision.config import MultitaskVisionConfig
 from moopt.tasks.multitask_vision.data import load_data
 from moopt.tasks.multitask_vision.evaluation import evaluate_model
 from moopt.tasks.multitask_vision.metrics import delta_m
 from moopt.tasks.multitask_vision.presets import PRESETS
+
+from moopt.runner.config import RunConfig
+from moopt.runner.report import markdown_table
+from moopt.runner.task import ReportSection, RunContext, TaskAdapter, TrainingSetup
 
 
 @dataclass

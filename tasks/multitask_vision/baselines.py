@@ -28,12 +28,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
-from moopt.runner.config import validate_config
-from moopt.runner.loop import train
 from moopt.tasks.multitask_vision.config import MultitaskVisionConfig
 from moopt.tasks.multitask_vision.data import TaskData, data_key
 from moopt.tasks.multitask_vision.evaluation import evaluate_model
+
+from moopt.runner.config import validate_config
+from moopt.runner.loop import train
 
 CACHE_VERSION = 1
 # Fields that define a baseline besides the data (``threads`` too: it can change the

@@ -28,11 +28,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from torch import Tensor
-from torch.utils.data import Dataset
-
 from moopt.tasks.multitask_vision.dataset import check_task_names
 from moopt.tasks.multitask_vision.errors import DataLayoutError, missing_vision_extra
+from torch import Tensor
+from torch.utils.data import Dataset
 
 CELEBA_ATTRIBUTES: tuple[str, ...] = (
     "5_o_Clock_Shadow",

@@ -23,11 +23,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from moopt.tasks.multitask_vision.config import MultitaskVisionConfig
+from moopt.tasks.multitask_vision.metrics import mean_rank
+
 from moopt.runner.compare import storage_label
 from moopt.runner.report import markdown_table
 from moopt.runner.task import ReportSection
-from moopt.tasks.multitask_vision.config import MultitaskVisionConfig
-from moopt.tasks.multitask_vision.metrics import mean_rank
 
 # Row keys of the grid that are not varied config fields.
 ROW_KEYS = {"group", "lr", "n", "policy", "storage", "label", "config", "mean_rank",
@@ -96,7 +97,6 @@ def summary_sections(
 def state_bytes(base: MultitaskVisionConfig, rows: list[dict[str, Any]]) -> dict[str, float]:
     """Bytes of optimizer state per (policy, storage) for this dataset's model."""
     import torch
-
     from moopt.tasks.multitask_vision.data import load_data
     from moopt.tasks.multitask_vision.memory import optimizer_memory
     from moopt.tasks.multitask_vision.setup import make_model

@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-
-from moopt.runner.data import BatchStream
 from moopt.tasks.multitask_vision.config import MultitaskVisionConfig
 from moopt.tasks.multitask_vision.dataset import MultiTaskTensorDataset, stack_batches
 from moopt.tasks.multitask_vision.errors import DataLayoutError
+
+from moopt.runner.data import BatchStream
 
 
 @dataclass

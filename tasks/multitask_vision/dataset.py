@@ -17,10 +17,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import torch
+from moopt.tasks.multitask_vision.errors import UnknownTaskError
 from torch import Tensor
 from torch.utils.data import Dataset
-
-from moopt.tasks.multitask_vision.errors import UnknownTaskError
 
 
 def check_task_names(requested: Sequence[str], available: Sequence[str], dataset: str) -> None:

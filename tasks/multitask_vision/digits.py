@@ -24,9 +24,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import Tensor
-
 from moopt.tasks.multitask_vision.errors import DataLayoutError, missing_vision_extra
+from torch import Tensor
 
 # File names torchvision's MNIST expects under ROOT/MNIST/raw/ (uncompressed IDX files).
 MNIST_RAW_FILES = {

@@ -18,10 +18,9 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import nn
-
 from moopt.tasks.multitask_vision.dataset import MultiTaskTensorDataset, stack_batches
 from moopt.tasks.multitask_vision.metrics import binary_counts, f1_from_counts
+from torch import nn
 
 
 def _batches(data: Any, batch_size: int):

@@ -23,9 +23,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import torch
-from torch import Tensor, nn
-
 from moopt.tasks.multitask_vision.errors import TaskMismatchError, missing_vision_extra
+from torch import Tensor, nn
 
 
 class MultiHeadNet(nn.Module):

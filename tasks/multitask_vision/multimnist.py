@@ -25,10 +25,9 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
-
 from moopt.tasks.multitask_vision.dataset import MultiTaskTensorDataset, check_task_names
 from moopt.tasks.multitask_vision.digits import load_digits
+from torch import Tensor
 
 DIGIT = 28
 VARIANTS: dict[str, dict[str, int]] = {

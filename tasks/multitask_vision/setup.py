@@ -21,13 +21,13 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
-
-from moopt.runner.task import TrainingSetup, TrainObjective
 from moopt.tasks.multitask_vision.config import MultitaskVisionConfig
 from moopt.tasks.multitask_vision.data import TaskData
 from moopt.tasks.multitask_vision.errors import TaskMismatchError
 from moopt.tasks.multitask_vision.models import MultiHeadNet, lenet_multihead, resnet18_multihead
+from torch import Tensor
+
+from moopt.runner.task import TrainingSetup, TrainObjective
 
 
 class SharedForward:

@@ -17,6 +17,10 @@ Example:
 
 from __future__ import annotations
 
+from moopt.tasks.common.lora import finish_lora, wrap_if_lora
+from moopt.tasks.safety.config import SafetyConfig
+from moopt.tasks.safety.presets import PRESETS
+
 from moopt.runner import (
     BatchStream,
     ReportSection,
@@ -25,9 +29,6 @@ from moopt.runner import (
     TrainingSetup,
     TrainObjective,
 )
-from moopt.tasks.common.lora import finish_lora, wrap_if_lora
-from moopt.tasks.safety.config import SafetyConfig
-from moopt.tasks.safety.presets import PRESETS
 
 REPORT_METRICS = ["refusal_rate", "over_refusal_rate", "utility", "utility_nll",
                   "full_refusal_rate", "over_full_refusal_rate", "unsafe_compliance_rate",
@@ -62,8 +63,9 @@ class SafetyTask(TaskAdapter):
         return prepare_start_model(cfg, data, ctx.cache_dir, ctx)
 
     def build(self, cfg: SafetyConfig, ctx: RunContext) -> TrainingSetup:
-        from moopt.objectives import get_objective
         from moopt.tasks.safety.stage1 import check_tokenizer_and_context, sft_batches
+
+        from moopt.objectives import get_objective
 
         prepared = ctx.prepared
         model = prepared.load_model()

@@ -27,11 +27,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch import nn
-
 from moopt.tasks.safety.metrics import label_rates, rouge_l_recall
 from moopt.tasks.safety.refusal import RefusalScorer
 from moopt.tasks.safety.sources import SafetyData
+from torch import nn
 
 # eval set -> (key of the refusal+partial rate, key of the full-refusal rate or None)
 RATE_KEYS = {
@@ -64,8 +63,9 @@ def generate(model: nn.Module, tokenizer: Any, prompts: list[str], *, max_new_to
 def answer_nll(model: nn.Module, tokenizer: Any, questions: list[str], answers: list[str], *,
                max_length: int, batch_size: int) -> float:
     """Mean over items of the per-token NLL of each reference answer."""
-    from moopt.objectives.lm_utils import mean_token_nll
     from moopt.tasks.common.qa import encode_batch
+
+    from moopt.objectives.lm_utils import mean_token_nll
 
     was_training = model.training
     model.eval()

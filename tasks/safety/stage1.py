@@ -31,12 +31,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
-
 from moopt.tasks.common.cache import publish_entry
 from moopt.tasks.safety.config import SafetyConfig
 from moopt.tasks.safety.data import Example, SafetyDataError
 from moopt.tasks.safety.sources import SafetyData
+from torch import nn
 
 # 2: fine-tuning seeds dropout (entries of version 1 came from unseeded runs).
 CACHE_VERSION = 2

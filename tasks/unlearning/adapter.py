@@ -24,6 +24,11 @@ import copy
 from dataclasses import replace
 from pathlib import Path
 
+from moopt.tasks.common.lora import finish_lora, wrap_if_lora
+from moopt.tasks.unlearning.config import UnlearningConfig
+from moopt.tasks.unlearning.data import UnlearningData
+from moopt.tasks.unlearning.presets import PRESETS
+
 from moopt.runner import (
     BatchStream,
     ReportSection,
@@ -33,10 +38,6 @@ from moopt.runner import (
     TrainObjective,
 )
 from moopt.runner.config import ConfigError
-from moopt.tasks.common.lora import finish_lora, wrap_if_lora
-from moopt.tasks.unlearning.config import UnlearningConfig
-from moopt.tasks.unlearning.data import UnlearningData
-from moopt.tasks.unlearning.presets import PRESETS
 
 REPORT_METRICS = [
     "forget_quality", "model_utility", "forget/probability", "forget/rouge_l",
@@ -153,8 +154,9 @@ class UnlearningTask(TaskAdapter):
         return pair
 
     def build(self, cfg: UnlearningConfig, ctx: RunContext) -> TrainingSetup:
-        from moopt.objectives import ObjectiveContext
         from moopt.tasks.unlearning.lm_io import training_batches
+
+        from moopt.objectives import ObjectiveContext
 
         prepared = ctx.prepared
         forget_obj, retain_obj = self.objectives(cfg)

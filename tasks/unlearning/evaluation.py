@@ -38,11 +38,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from moopt.tasks.unlearning import metrics as M
+from moopt.tasks.unlearning.data import QAItem, UnlearningData
 from torch import Tensor, nn
 
 from moopt.objectives.lm_utils import sequence_nll
-from moopt.tasks.unlearning import metrics as M
-from moopt.tasks.unlearning.data import QAItem, UnlearningData
 
 BatchFn = Callable[[Sequence[str], Sequence[str]], Mapping[str, Tensor]]
 GenerateFn = Callable[[Sequence[str]], Sequence[str]]

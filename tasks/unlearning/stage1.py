@@ -28,13 +28,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
-
 from moopt.tasks.common.cache import publish_entry
 from moopt.tasks.common.finetune import cosine_with_warmup, finetune  # noqa: F401 (re-exported)
 from moopt.tasks.unlearning.config import UnlearningConfig
 from moopt.tasks.unlearning.data import UnlearningData
 from moopt.tasks.unlearning.lm_io import encode_batch, greedy_answers, training_batches
+from torch import nn
 
 # 2: fine-tuning seeds dropout (entries of version 1 came from unseeded runs).
 CACHE_VERSION = 2

@@ -10,7 +10,6 @@ import torch
 transformers = pytest.importorskip("transformers", reason="needs moopt[llm] (transformers)")
 peft = pytest.importorskip("peft", reason="needs moopt[peft] (peft)")
 
-import moopt  # noqa: E402
 from moopt.tasks.common.lora import (  # noqa: E402
     LoraSpec,
     apply_lora,
@@ -19,6 +18,8 @@ from moopt.tasks.common.lora import (  # noqa: E402
     save_adapters,
     trainable_parameters,
 )
+
+import moopt  # noqa: E402
 
 IDS = torch.randint(0, 32, (2, 8), generator=torch.Generator().manual_seed(0))
 

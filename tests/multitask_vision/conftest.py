@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from moopt.tasks.multitask_vision.celeba import CELEBA_ATTRIBUTES
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from moopt.tasks.multitask_vision.celeba import CELEBA_ATTRIBUTES, load_celeba
 from moopt.tasks.multitask_vision.errors import DataLayoutError, UnknownTaskError
 

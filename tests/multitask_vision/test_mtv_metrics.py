@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from moopt.tasks.multitask_vision.metrics import accuracy, binary_f1, delta_m, mean_rank
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from moopt.tasks.multitask_vision.errors import TaskMismatchError
 from moopt.tasks.multitask_vision.models import lenet_multihead, resnet18_multihead
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from moopt.tasks.multitask_vision.digits import load_digits
 from moopt.tasks.multitask_vision.errors import DataLayoutError, UnknownTaskError
 from moopt.tasks.multitask_vision.multimnist import build_multimnist, compose

@@ -5,18 +5,18 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-
-from moopt.runner.config import ConfigError, validate_config
-from moopt.runner.loop import train
-from moopt.runner.task import RunContext
-from moopt.states.policy import list_policies
-from moopt.states.storage import list_storages
 from moopt.tasks.multitask_vision.adapter import MultitaskVisionTask
 from moopt.tasks.multitask_vision.baselines import BaselineCache, baseline_config
 from moopt.tasks.multitask_vision.config import MultitaskVisionConfig
 from moopt.tasks.multitask_vision.data import load_data
 from moopt.tasks.multitask_vision.errors import TaskMismatchError, UnknownTaskError
 from moopt.tasks.multitask_vision.setup import make_setup
+
+from moopt.runner.config import ConfigError, validate_config
+from moopt.runner.loop import train
+from moopt.runner.task import RunContext
+from moopt.states.policy import list_policies
+from moopt.states.storage import list_storages
 
 TINY = {"n_train": 64, "n_test": 32, "batch_size": 64, "progress": False, "baselines": False}
 

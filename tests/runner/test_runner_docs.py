@@ -12,8 +12,9 @@ MODULES = [
     "moopt.runner.task", "moopt.runner.config", "moopt.runner.data", "moopt.runner.discovery",
     "moopt.runner.checkpoint", "moopt.runner.history", "moopt.runner.rundir",
     "moopt.runner.loop", "moopt.runner.run", "moopt.runner.report", "moopt.runner.compare",
-    "moopt.runner.plots", "moopt.cli", "moopt.tasks.unlearning.adapter", "moopt.tasks.unlearning.config",
-    "moopt.tasks.unlearning.presets", "moopt.tasks.unlearning.stage1", "moopt.tasks.unlearning.lm_io",
+    "moopt.runner.plots", "moopt.cli", "moopt.tasks.unlearning.adapter",
+    "moopt.tasks.unlearning.config", "moopt.tasks.unlearning.presets",
+    "moopt.tasks.unlearning.stage1", "moopt.tasks.unlearning.lm_io",
 ]
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
-
 from moopt.tasks.safety.config import SafetyConfig
 from moopt.tasks.safety.data import SafetyDataError
 from moopt.tasks.safety.sources import load_safety_data
@@ -76,8 +75,9 @@ def test_no_harmful_items_in_data_dir(tmp_path):
 
 
 def test_unknown_scorer_fails_before_training(tmp_path):
-    from moopt.runner.task import RunContext
     from moopt.tasks.safety.adapter import SafetyTask
+
+    from moopt.runner.task import RunContext
 
     ctx = RunContext(run_dir=None, cache_dir=tmp_path)
     with pytest.raises(ValueError, match="unknown refusal scorer 'judge'"):

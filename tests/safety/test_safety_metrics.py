@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from moopt.tasks.safety.metrics import label_rates, rouge_l_recall
 
 

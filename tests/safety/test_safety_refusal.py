@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from moopt.tasks.safety.embedded import embedded_data
 from moopt.tasks.safety.refusal import CallableScorer, StringMatchScorer, get_scorer
 

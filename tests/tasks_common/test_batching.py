@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch.utils.data import DataLoader
-
 from moopt.tasks.common.batching import (
     BucketedBatchSampler,
     collate,
@@ -13,6 +11,7 @@ from moopt.tasks.common.batching import (
     length_bucketed_batches,
 )
 from moopt.tasks.common.qa import EncodedQA
+from torch.utils.data import DataLoader
 
 LENGTHS = [(7 * i) % 50 + 1 for i in range(103)]
 

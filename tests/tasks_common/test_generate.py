@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from moopt.objectives import get_objective
 from moopt.tasks.common.batching import collate
 from moopt.tasks.common.generate import greedy_generate
 from moopt.tasks.common.models import build_small_lm
 from moopt.tasks.common.qa import encode_qa_pairs, format_prompt
+
+from moopt.objectives import get_objective
 
 from .conftest import CORPUS
 

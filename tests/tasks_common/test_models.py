@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from moopt.tasks.common.models import build_small_lm, context_length, load_causal_lm
 
 

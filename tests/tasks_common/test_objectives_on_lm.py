@@ -7,10 +7,10 @@ import math
 
 import pytest
 import torch
-
-from moopt.objectives import ObjectiveContext, get_objective, list_objectives
 from moopt.tasks.common.batching import collate
 from moopt.tasks.common.qa import encode_qa_pairs
+
+from moopt.objectives import ObjectiveContext, get_objective, list_objectives
 
 PAIRS = [
     ("Who wrote The Glass Orchard?", "Mira Vantesh wrote The Glass Orchard."),

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from moopt.objectives.lm_utils import answer_cross_entropy, sequence_nll
 from moopt.tasks.common.batching import collate
 from moopt.tasks.common.qa import (
     PLAIN_TEMPLATE,
@@ -14,6 +12,8 @@ from moopt.tasks.common.qa import (
     encode_qa_pairs,
     format_prompt,
 )
+
+from moopt.objectives.lm_utils import answer_cross_entropy, sequence_nll
 
 Q, A = "Who wrote The Glass Orchard?", "Mira Vantesh wrote The Glass Orchard."
 

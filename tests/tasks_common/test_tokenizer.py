@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import pytest
-
 from moopt.tasks.common.tokenizer import load_tokenizer, save_tokenizer, train_tokenizer
 
 from .conftest import CORPUS

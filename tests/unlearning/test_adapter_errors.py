@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from moopt.cli import main
 from moopt.tasks.unlearning.adapter import UnlearningTask, load_data
 from moopt.tasks.unlearning.config import UnlearningConfig
+
+from moopt.cli import main
 
 
 def _run(tmp_path, *args):

@@ -4,14 +4,14 @@ fine-tuned from it on the retain data."""
 from __future__ import annotations
 
 import torch
-
-from moopt.runner.config import resolve_config
-from moopt.runner.run import run_task
 from moopt.tasks.common.models import build_small_lm, load_causal_lm
 from moopt.tasks.unlearning.adapter import UnlearningTask, load_data
 from moopt.tasks.unlearning.config import UnlearningConfig
 from moopt.tasks.unlearning.lm_io import make_tokenizer
 from moopt.tasks.unlearning.presets import PRESETS
+
+from moopt.runner.config import resolve_config
+from moopt.runner.run import run_task
 
 
 def test_local_checkpoint_is_the_target(tmp_path):

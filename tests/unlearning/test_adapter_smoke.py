@@ -10,13 +10,13 @@ import json
 
 import pytest
 import torch
+from moopt.tasks.unlearning.adapter import UnlearningTask
+from moopt.tasks.unlearning.config import UnlearningConfig
+from moopt.tasks.unlearning.presets import PRESETS
 
 from moopt.runner.config import resolve_config
 from moopt.runner.run import run_task
 from moopt.runner.task import RunContext
-from moopt.tasks.unlearning.adapter import UnlearningTask
-from moopt.tasks.unlearning.config import UnlearningConfig
-from moopt.tasks.unlearning.presets import PRESETS
 
 
 @pytest.fixture(scope="module")

@@ -6,12 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
-
-from moopt.runner.config import resolve_config
-from moopt.runner.run import run_task
 from moopt.tasks.unlearning.adapter import UnlearningTask, load_data
 from moopt.tasks.unlearning.config import UnlearningConfig
 from moopt.tasks.unlearning.presets import PRESETS
+
+from moopt.runner.config import resolve_config
+from moopt.runner.run import run_task
 
 TOFU = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "tofu"
 pytestmark = pytest.mark.skipif(

@@ -7,7 +7,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from moopt.tasks.unlearning.data import DataFormatError, QAItem, UnlearningData
 from moopt.tasks.unlearning.embedded import ATTRIBUTES, make_embedded
 from moopt.tasks.unlearning.tofu import load_tofu, read_idk_file, resolve_tofu_dir

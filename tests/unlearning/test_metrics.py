@@ -8,12 +8,11 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 import torch
-from scipy.stats import hmean, ks_2samp
-from torch import nn
-
 from moopt.tasks.unlearning import metrics as M
 from moopt.tasks.unlearning.data import QAItem, UnlearningData
 from moopt.tasks.unlearning.evaluation import evaluate_unlearning, mean_answer_losses
+from scipy.stats import hmean, ks_2samp
+from torch import nn
 
 LN2, LN4, LN8 = math.log(2), math.log(4), math.log(8)
 
