@@ -26,7 +26,7 @@ from typing import Any
 from moopt.tasks.multitask_vision.config import MultitaskVisionConfig
 from moopt.tasks.multitask_vision.metrics import mean_rank
 
-from moopt.runner.compare import storage_label
+from moopt.runner.compare import STAT_SUFFIXES, storage_label
 from moopt.runner.report import markdown_table
 from moopt.runner.task import ReportSection
 
@@ -51,7 +51,7 @@ def task_names(rows: Sequence[dict[str, Any]], order: Sequence[str] = ()) -> lis
 
 def varied_fields(rows: Sequence[dict[str, Any]]) -> list[str]:
     """The extra grid axes (``mode``...), read off the rows."""
-    return [k for k in rows[0] if k not in ROW_KEYS and not k.endswith(("_mean", "_std"))]
+    return [k for k in rows[0] if k not in ROW_KEYS and not k.endswith(STAT_SUFFIXES)]
 
 
 def summary_sections(
