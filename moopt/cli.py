@@ -4,7 +4,8 @@
                    [--seed N] [--lr X] [--steps N] [--data-dir DIR] [--model PATH]
                    [--resume | --overwrite] [--set key=value ...] [--TASK-OPTION VALUE ...]
     moopt compare TASK [--preset NAME] [--policies a,b] [--storages fp32,int8] [--lrs 1e-3,3e-3]
-                   [--seeds 0,1] [--vary FIELD=V1,V2 ...] --out DIR [...same options as run]
+                   [--seeds 0,1] [--vary FIELD=V1,V2 ...] [--baseline POLICY/STORAGE]
+                   --out DIR [...same options as run]
     moopt list
 
 Task-specific options are the fields of the task's config class: ``--loss npo+gd`` sets
@@ -73,6 +74,16 @@ def parse_axis(text: str) -> tuple[str, list[Any]]:
     return name.strip().replace("-", "_"), out
 
 
+def parse_baseline(text: str) -> tuple[str, str | dict[str, str] | None]:
+    """``"shared/fp32"`` -> ``("shared", "fp32")``; ``"shared"`` -> ``("shared", None)``
+    (the policy's first storage in the grid)."""
+    policy, sep, storage = text.partition("/")
+    if not policy.strip() or (sep and not storage.strip()):
+        raise argparse.ArgumentTypeError(f"--baseline {text!r}: expected POLICY or "
+                                         "POLICY/STORAGE, e.g. shared/fp32")
+    return policy.strip(), parse_storage(storage.strip()) if sep else None
+
+
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("task", help="task name (see `moopt list`) or module.path:ClassName")
     p.add_argument("--preset", help="named preset of the task")
@@ -110,6 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="storages separated by ';' (each NAME or role=NAME,...)")
     cmp.add_argument("--lrs", type=lambda s: [float(x) for x in _csv(s)], help="e.g. 1e-3,3e-3")
     cmp.add_argument("--seeds", type=lambda s: [int(x) for x in _csv(s)], help="e.g. 0,1,2")
+    cmp.add_argument("--baseline", type=parse_baseline, metavar="POLICY[/STORAGE]",
+                     help="configuration the report compares every other one with, e.g. "
+                     "shared/fp32 (default: the preset's, else the first)")
     cmp.add_argument("--vary", type=parse_axis, action="append", default=[],
                      metavar="FIELD=V1,V2", help="vary a config field across the grid "
                      "(values as JSON or plain strings), e.g. mode=alternating,joint")
@@ -218,7 +232,8 @@ def cmd_compare(args: argparse.Namespace, extra: Sequence[str]) -> int:
     axes = {k: [getattr(cfg, k)] for k in spec.get("axes", {}) if k in explicit}
     axes.update(dict(args.vary))
     grid = CompareGrid.from_spec(spec, cfg, policies=args.policies, storages=args.storages,
-                                 lrs=args.lrs, seeds=args.seeds, axes=axes)
+                                 lrs=args.lrs, seeds=args.seeds, axes=axes,
+                                 baseline=args.baseline)
     results = run_compare(task, cfg, grid, Path(args.out), resume=args.resume,
                           overwrite=args.overwrite, plots=not args.no_plots)
     from moopt.distributed import is_main_process
@@ -226,10 +241,14 @@ def cmd_compare(args: argparse.Namespace, extra: Sequence[str]) -> int:
     if not is_main_process():
         return 0
     print(f"comparison finished: {args.out}/report.md ({len(results['runs'])} runs)")
+    from moopt.runner.claims_report import interval_cell
+
     x, y = task.tradeoff or (None, None)
     for row in results["aggregates"]:
-        vals = ", ".join(f"{m} {row[m + '_mean']:.4g}±{row[m + '_std']:.2g}"
-                         for m in (x, y) if m and m + "_mean" in row)
+        vals = ", ".join(
+            f"{m} " + interval_cell({"estimate": row[m + "_mean"], "low": row[m + "_low"],
+                                     "high": row[m + "_high"], "n": row["n"]})
+            for m in (x, y) if m and m + "_mean" in row)
         print(f"  {row['label']}: {vals}")
     return 0
 
