@@ -39,7 +39,7 @@ from moopt.runner.claims import build_claims
 from moopt.runner.config import RunConfig, validate_config
 from moopt.runner.loop import is_main_process
 from moopt.runner.report import markdown_table
-from moopt.runner.run import make_context, run_task
+from moopt.runner.run import cpu_threads, make_context, run_task
 from moopt.runner.rundir import open_run_dir
 from moopt.runner.stats import mean_interval
 from moopt.runner.task import ReportSection, TaskAdapter
@@ -275,7 +275,8 @@ def run_compare(
         open_run_dir(out, marker, resume=resume, overwrite=overwrite, marker="compare.json")
     ctx = make_context(base, out)
     wall = time.perf_counter()
-    with ctx.stage("prepare"):
+    # prepare runs under the config's thread count too (run_task sets it for each run).
+    with ctx.stage("prepare"), cpu_threads(base.threads):
         prepared = task.prepare(base, ctx)
     runs = []
     points = grid.points()
