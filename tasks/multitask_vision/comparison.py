@@ -75,10 +75,12 @@ def summary_sections(
     for r in rows:
         r["state_bytes"] = memory[f"{r['policy']}-{storage_label(r['storage'])}"]
     table = side_by_side(rows, tasks, axes, several_lrs)
-    text = (f"Test accuracy per task, delta_m% against single-task models (ALGORITHMS.md "
-            f"section 6; negative = the multi-task model beats them), mean rank over tasks "
+    text = (f"Test accuracy per task, delta_m% against single-task models (mean over tasks "
+            f"of 100 (single - multi) / single; negative = the multi-task model beats them), "
+            f"mean rank over tasks "
             f"(1 = best), optimizer state from `memory_report()`, training seconds per "
-            f"epoch. Mean ± sample std over up to {max(r['n'] for r in rows)} seeds; "
+            f"epoch. Mean over up to {max(r['n'] for r in rows)} seeds with its 95 % "
+            f"bootstrap interval in brackets; "
             f"{base.steps} steps of batch {base.batch_size} ({base.dataset}).\n\n{table}")
     single = baseline_line(rows[0], tasks)
     if single:
@@ -119,10 +121,14 @@ def _order(row: dict[str, Any]) -> tuple:
 
 
 def _cell(row: dict[str, Any], metric: str, scale: float = 1.0, digits: int = 4) -> str:
+    """``mean [low, high]`` (the 95 % bootstrap interval over seeds), ``mean (1 seed)``."""
     if metric + "_mean" not in row:
         return "-"
-    mean, std = row[metric + "_mean"] * scale, row[metric + "_std"] * scale
-    return f"{mean:.{digits}g} ± {std:.2g}"
+    mean = f"{row[metric + '_mean'] * scale:.{digits}g}"
+    low, high = row.get(metric + "_low"), row.get(metric + "_high")
+    if low is None or high is None:
+        return f"{mean} ({row['n']} seed{'s' if row['n'] != 1 else ''})"
+    return f"{mean} [{low * scale:.{digits}g}, {high * scale:.{digits}g}]"
 
 
 def side_by_side(
@@ -147,8 +153,7 @@ def side_by_side(
 
 def baseline_line(row: dict[str, Any], tasks: list[str]) -> str:
     """The single-task baselines' accuracies (same in every row), or ``""``."""
-    cells = [f"{t} {row[f'single_acc_{t}_mean'] * 100:.4g} ± "
-             f"{row[f'single_acc_{t}_std'] * 100:.2g} %"
+    cells = [f"{t} {_cell(row, f'single_acc_{t}', 100.0)} %"
              for t in tasks if f"single_acc_{t}_mean" in row]
     if not cells:
         return ""
