@@ -118,6 +118,7 @@ def build_claims(
     baseline: tuple[str, str | dict[str, str]] | None = None,
     metrics: Sequence[str] | None = None,
     higher_is_better: Mapping[str, bool] | None = None,
+    tradeoff: tuple[str, str] | None = None,
 ) -> dict[str, Any]:
     """Paired comparisons of a grid's runs (see the module docstring).
 
@@ -125,12 +126,16 @@ def build_claims(
     and ``metrics`` (as ``run_compare`` collects them). ``baseline``: (policy, storage),
     default the first run's. ``metrics``: default every metric all runs have.
     ``higher_is_better``: per metric (default True); it picks each configuration's best
-    learning rate. Differences are always ``configuration - baseline``.
+    learning rate and says which way "better" is. ``tradeoff``: two metrics judged
+    together (``"tradeoff"`` entries: every learning rate of a configuration against every
+    learning rate of the baseline, see :func:`dominance`). Differences are always
+    ``configuration - baseline``.
     """
     hib = dict(higher_is_better or {})
     base = resolve_baseline(runs, baseline)
     out: dict[str, Any] = {
         "baseline": None, "per_lr": [], "best_lr": [], "lr_spread": [], "storage": [],
+        "tradeoff": [],
         "method": {"interval": f"{S.METHOD}-bootstrap", "level": S.LEVEL,
                    "n_resamples": S.N_RESAMPLES, "seed": S.SEED,
                    "test": "Wilcoxon signed-rank, two-sided (scipy.stats.wilcoxon)"},
@@ -166,7 +171,58 @@ def build_claims(
                                                        cells.groups[same_policy],
                                                    "lr": lr, **row})
             _spread(out, cells, ref, key, metric)
+    if tradeoff is not None and all(m in metrics for m in tradeoff):
+        _tradeoff(out, cells, keys, base_keys, tradeoff, hib)
     return out
+
+
+def dominance(x: Mapping[str, Any], y: Mapping[str, Any], x_higher: bool = True,
+              y_higher: bool = True) -> str:
+    """Verdict on two paired comparisons (``as_dict`` of
+    :class:`~moopt.runner.stats.PairedComparison`) of one pair of runs: ``"dominates"``
+    when both are better with intervals that exclude 0, ``"dominated"`` when both are
+    worse, ``"trade"`` when one is better and the other worse, else ``"not shown"``.
+
+    >>> better = {"estimate": 0.1, "low": 0.05, "high": 0.2, "covers_zero": False}
+    >>> dominance(better, better), dominance(better, better, y_higher=False)
+    ('dominates', 'trade')
+    """
+    def sign(row: Mapping[str, Any], higher: bool) -> int:
+        if row.get("low") is None or row.get("covers_zero", True):
+            return 0
+        return 1 if (row["estimate"] > 0) == higher else -1
+
+    sx, sy = sign(x, x_higher), sign(y, y_higher)
+    if sx == sy == 1:
+        return "dominates"
+    if sx == sy == -1:
+        return "dominated"
+    if sx * sy == -1:
+        return "trade"
+    return "not shown"
+
+
+def _tradeoff(out: dict[str, Any], cells: _Cells, keys: list[ConfigKey],
+              base_keys: dict[AxisValues, ConfigKey], pair: tuple[str, str],
+              hib: Mapping[str, bool]) -> None:
+    """Every (configuration, lr) against every (baseline, lr) on both metrics of ``pair``:
+    a better trade-off shows as cells that dominate the baseline at some learning rate."""
+    x, y = pair
+    for key in keys:
+        ref = base_keys.get(key[2])
+        if ref is None or key == ref:
+            continue
+        for lr in cells.lrs[key]:
+            for ref_lr in cells.lrs[ref]:
+                cx = _paired(cells, ref, ref_lr, key, lr, x)
+                cy = _paired(cells, ref, ref_lr, key, lr, y)
+                if cx is None or cy is None:
+                    continue
+                out["tradeoff"].append({
+                    "group": cells.groups[key], "lr": lr, "baseline_group": cells.groups[ref],
+                    "baseline_lr": ref_lr, "metrics": [x, y],
+                    "differences": {x: cx, y: cy},
+                    "verdict": dominance(cx, cy, hib.get(x, True), hib.get(y, True))})
 
 
 def _against(out: dict[str, Any], cells: _Cells, ref: ConfigKey, key: ConfigKey, metric: str,

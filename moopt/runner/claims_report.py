@@ -211,6 +211,44 @@ def storage_table(claims: Mapping[str, Any], metric: str, higher_is_better: bool
     return markdown_table(header, body)
 
 
+def _signed_or_covered(row: Mapping[str, Any]) -> str:
+    if row.get("low") is None or row.get("covers_zero", True):
+        return COVERS_ZERO
+    return _num(row["estimate"], sign=True)
+
+
+def tradeoff_tables(claims: Mapping[str, Any]) -> str:
+    """One matrix per configuration: its learning rates (rows) against the baseline's
+    (columns), each cell the dominance verdict on both trade-off metrics."""
+    rows = claims.get("tradeoff") or []
+    if not rows:
+        return ""
+    x, y = rows[0]["metrics"]
+    parts = []
+    for group in dict.fromkeys(r["group"] for r in rows):
+        mine = [r for r in rows if r["group"] == group]
+        base = mine[0]["baseline_group"]
+        lrs = sorted({r["lr"] for r in mine})
+        base_lrs = sorted({r["baseline_lr"] for r in mine})
+        index = {(r["lr"], r["baseline_lr"]): r for r in mine}
+        body = []
+        for lr in lrs:
+            line: list[Any] = [f"{group} lr {lr:g}"]
+            for blr in base_lrs:
+                r = index.get((lr, blr))
+                if r is None:
+                    line.append("-")
+                    continue
+                word = {"dominates": "**dominates**", "dominated": "**dominated**"}.get(
+                    r["verdict"], r["verdict"])
+                d = r["differences"]
+                line.append(f"{word} ({_signed_or_covered(d[x])}, {_signed_or_covered(d[y])})")
+            body.append(line)
+        parts += [markdown_table([f"{group} vs {base}"] + [f"{base} lr {b:g}" for b in base_lrs],
+                                 body), ""]
+    return "\n".join(parts)
+
+
 def claims_markdown(
     claims: Mapping[str, Any],
     aggregates: Sequence[Mapping[str, Any]],
@@ -231,6 +269,18 @@ def claims_markdown(
                 r["metric"] == m for r in claims["lr_spread"]):
             continue
         parts += [f"### {m} ({word})", "", metric_table(claims, aggregates, m, d), ""]
+    trade = tradeoff_tables(claims)
+    if trade:
+        x, y = claims["tradeoff"][0]["metrics"]
+        parts += [f"### Trade-off: {x} and {y} together", "",
+                  "Each configuration at each of its learning rates (rows) against the "
+                  "baseline at each of its learning rates (columns), on the same seeds. "
+                  "**dominates**: better on both metrics, both intervals excluding 0; "
+                  "**dominated**: worse on both; trade: better on one, worse on the other; "
+                  f"not shown: an interval covers 0. In brackets the mean differences (Δ{x}, "
+                  f"Δ{y}), `{COVERS_ZERO}` where the interval covers 0. A configuration "
+                  "with a better trade-off has cells that dominate and none that are "
+                  "dominated; a worse one the reverse.", "", trade]
     spread_metrics = [m for m in metrics if any(r["metric"] == m for r in claims["lr_spread"])]
     if spread_metrics:
         parts += ["### Sensitivity to the learning rate", "",

@@ -302,7 +302,8 @@ def run_compare(
         runs.append({**point, "metrics": eval_metrics})
     rows = aggregate(runs)
     claims = build_claims(runs, baseline=grid.baseline_config(),
-                          higher_is_better=dict(task.higher_is_better))
+                          higher_is_better=dict(task.higher_is_better),
+                          tradeoff=task.tradeoff)
     extras = []
     if main:
         with ctx.stage("task summary"):

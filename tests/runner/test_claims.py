@@ -117,3 +117,33 @@ def test_markdown_marks_intervals_that_cover_zero():
             assert cell.startswith("**better**" if r["estimate"] > 0 else "**worse**")
     assert "smallest p the test can give is 0.062, so it cannot reach 0.05" in text
     assert "shared-fp32 (baseline)" in text and "Sensitivity to the learning rate" in text
+
+
+def test_tradeoff_cells_judge_both_metrics_on_the_same_seeds():
+    # x: higher is better, y: lower is better. bridged at lr 0.2 beats shared at lr 0.1
+    # on both; at lr 0.1 it is better on x and worse on y.
+    noise = [0.0, 0.01, -0.01, 0.02, -0.02]
+    runs = []
+    table = {("shared", 0.1): (1.0, 1.0), ("shared", 0.2): (2.0, 3.0),
+             ("bridged", 0.1): (1.5, 2.0), ("bridged", 0.2): (1.5, 0.5)}
+    for (pol, lr), (x, y) in table.items():
+        for seed, e in enumerate(noise):
+            runs.append({"policy": pol, "storage": "fp32", "axes": {}, "group": f"{pol}-fp32",
+                         "lr": lr, "seed": seed, "metrics": {"x": x + e, "y": y + 2 * e}})
+    claims = build_claims(runs, baseline=("shared", "fp32"), tradeoff=("x", "y"),
+                          higher_is_better={"x": True, "y": False})
+    cells = {(r["lr"], r["baseline_lr"]): r for r in claims["tradeoff"]}
+    assert len(cells) == 4 and all(r["group"] == "bridged-fp32" for r in cells.values())
+    for (lr, blr), r in cells.items():
+        dx = table[("bridged", lr)][0] - table[("shared", blr)][0]
+        dy = table[("bridged", lr)][1] - table[("shared", blr)][1]
+        d = r["differences"]
+        assert d["x"]["estimate"] == pytest.approx(dx) and d["y"]["estimate"] == pytest.approx(dy)
+        want = {(True, True): "dominates", (False, False): "dominated"}.get(
+            (dx > 0, dy < 0), "trade")
+        assert r["verdict"] == want
+    assert cells[(0.2, 0.1)]["verdict"] == "dominates"
+    assert cells[(0.1, 0.2)]["verdict"] == "trade"
+    text = claims_markdown(claims, [], ["x", "y"], {"x": True, "y": False})
+    assert "### Trade-off: x and y together" in text
+    assert "| bridged-fp32 lr 0.2 | **dominates** (+0.5, -0.5) | trade (-0.5, -2.5) |" in text

@@ -143,6 +143,18 @@ def test_report_claims_match_an_independent_recomputation(tmp_path):
         low, high = percentile_ci(vals)
         assert base_cells[1] == f"{statistics.mean(vals):.3g} [{low:.3g}, {high:.3g}]"
     assert checked >= 3
+    # The trade-off matrix: decoupled at lr 0.05 against shared at lr 0.01, both metrics.
+    marks = []
+    for metric in ("mse_a", "mse_b"):
+        pairs = sorted((value("shared-fp32", 0.01, s, metric),
+                        value("decoupled-fp32", 0.05, s, metric)) for s in grid.seeds)
+        d = [b - a for a, b in pairs]
+        low, high = percentile_ci(d)
+        marks.append(0 if low <= 0.0 <= high else (1 if high < 0 else -1))  # lower is better
+    verdict = ({(1, 1): "**dominates**", (-1, -1): "**dominated**"}.get(tuple(marks))
+               or ("trade" if marks[0] * marks[1] == -1 else "not shown"))
+    row = _table_row(report, "decoupled-fp32 vs shared-fp32", "decoupled-fp32 lr 0.05")
+    assert row[1].startswith(verdict + " ("), (row, marks)
     assert "### Sensitivity to the learning rate" in report
     spread = _table_row(report, "### Sensitivity to the learning rate", "decoupled-fp32")
     per_lr = {lr: [value("decoupled-fp32", lr, s, "mse_a") for s in grid.seeds]
