@@ -159,17 +159,7 @@ def build_claims(
             ref = base_keys.get(key[2])
             if ref is not None and key != ref:
                 _against(out, cells, ref, key, metric, better_high)
-            # Storage: against the baseline's storage with this configuration's policy.
-            same_policy = (key[0], base[1], key[2])
-            if key[1] != base[1] and same_policy in cells.groups:
-                for lr in cells.lrs[key]:
-                    if lr in cells.lrs[same_policy]:
-                        row = _paired(cells, same_policy, lr, key, lr, metric)
-                        if row:
-                            out["storage"].append({"metric": metric, "group": cells.groups[key],
-                                                   "reference_group":
-                                                       cells.groups[same_policy],
-                                                   "lr": lr, **row})
+            _storage(out, cells, (key[0], base[1], key[2]), key, metric)
             _spread(out, cells, ref, key, metric)
     if tradeoff is not None and all(m in metrics for m in tradeoff):
         _tradeoff(out, cells, keys, base_keys, tradeoff, hib)
@@ -242,6 +232,19 @@ def _against(out: dict[str, Any], cells: _Cells, ref: ConfigKey, key: ConfigKey,
         if row:
             out["best_lr"].append({"metric": metric, "group": group, "lr": best,
                                    "baseline_group": ref_group, "baseline_lr": ref_best, **row})
+
+
+def _storage(out: dict[str, Any], cells: _Cells, ref: ConfigKey, key: ConfigKey,
+             metric: str) -> None:
+    """``key`` against ``ref``, the same policy and axes in the baseline's storage, per lr
+    (nothing when ``key`` already has that storage or the grid lacks ``ref``)."""
+    if key == ref or ref not in cells.groups:
+        return
+    for lr in cells.lrs[key]:
+        row = _paired(cells, ref, lr, key, lr, metric) if lr in cells.lrs[ref] else None
+        if row:
+            out["storage"].append({"metric": metric, "group": cells.groups[key],
+                                   "reference_group": cells.groups[ref], "lr": lr, **row})
 
 
 def _spread(out: dict[str, Any], cells: _Cells, ref: ConfigKey | None, key: ConfigKey,
