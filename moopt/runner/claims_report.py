@@ -70,7 +70,12 @@ def difference_cell(row: Mapping[str, Any] | None, higher_is_better: bool | None
     if row is None:
         return "-"
     n = row["n"]
-    diff = _num(row["estimate"], sign=True)
+    est = row["estimate"]
+    if row.get("low") is not None and abs(est) <= 1e-9 * max(abs(row["low"]), abs(row["high"])):
+        # Rounding noise of differences that cancel in decimal (0.1 - 0 + 0.3 - 0.4 leaves
+        # -2.8e-17 in binary): shown as the 0 it is at the interval's scale.
+        est = 0.0
+    diff = _num(est, sign=True)
     if n > 1 and row.get("ties") == n:
         return f"{COVERS_ZERO} identical on {n}/{n} seeds"
     if row.get("low") is None:

@@ -33,6 +33,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -145,6 +146,10 @@ def bootstrap_interval(
 
 
 def _mean(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Mean along ``axis``; on the data itself (1-d) the exactly rounded sum
+    (``math.fsum``), so differences that cancel give exactly 0 in any order."""
+    if x.ndim == 1:
+        return np.float64(math.fsum(x) / x.size)
     return np.mean(x, axis=axis)
 
 
@@ -154,7 +159,7 @@ def mean_interval(values: Sequence[float], **options: Any) -> Interval:
 
 
 def _mean_difference(baseline: np.ndarray, other: np.ndarray, axis: int = -1) -> np.ndarray:
-    return np.mean(other - baseline, axis=axis)
+    return _mean(other - baseline, axis=axis)
 
 
 def signed_rank_p(differences: Sequence[float]) -> float | None:

@@ -147,3 +147,11 @@ def test_tradeoff_cells_judge_both_metrics_on_the_same_seeds():
     text = claims_markdown(claims, [], ["x", "y"], {"x": True, "y": False})
     assert "### Trade-off: x and y together" in text
     assert "| bridged-fp32 lr 0.2 | **dominates** (+0.5, -0.5) | trade (-0.5, -2.5) |" in text
+
+
+def test_rounding_noise_of_a_zero_difference_prints_as_zero():
+    row = {"estimate": -3.47e-18, "low": -0.0375, "high": 0.0375, "n": 8, "wins": 1,
+           "losses": 1, "ties": 6, "p_value": 1.0, "covers_zero": True}
+    assert difference_cell(row, False) == "~0 +0 [-0.0375, +0.0375] 1/8 p=1"
+    row = {**row, "estimate": -3.47e-4}
+    assert difference_cell(row, False).startswith("~0 -0.000347 [")

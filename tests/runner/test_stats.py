@@ -181,3 +181,12 @@ def test_bad_input_is_refused_with_the_reason():
         S.spread_interval([[1.0], [2.0]])
     with pytest.raises(ValueError, match="differ in shape"):
         S.paired_spread_difference([[1.0, 2.0]] * 3, [[1.0, 2.0]] * 2)
+
+
+def test_differences_that_cancel_give_exactly_zero():
+    # Summed left to right these give 1e16 + 1 = 1e16, ..., a mean of -0.25; exactly 0.
+    values = [1e16, 1.0, -1e16, -1.0]
+    assert float(np.mean(values)) != 0.0
+    assert S.mean_interval(values).estimate == 0.0
+    assert S.paired_difference([0.0] * 4, values).difference.estimate == 0.0
+    assert S.mean_interval(values[::-1]).estimate == 0.0
