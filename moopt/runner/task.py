@@ -177,9 +177,10 @@ class TaskAdapter:
             ``results.json`` holds the comparisons of every metric.
         compare_grid: a preset's default grid for ``moopt compare`` lives in the preset
             under the key ``"compare"`` (``{"policies": [...], "storages": [...], "lrs":
-            [...], "seeds": [...], "axes": {field: [values]}}``, where ``axes`` varies any
-            further config fields, e.g. ``{"mode": ["alternating", "joint"]}``); the command
-            line overrides it.
+            [...], "seeds": [...], "axes": {field: [values]}, "baseline": [policy,
+            storage]}``, where ``axes`` varies any further config fields, e.g. ``{"mode":
+            ["alternating", "joint"]}``, and ``baseline`` is the configuration the report's
+            claims compare every other one with); the command line overrides it.
     """
 
     name: ClassVar[str] = ""
