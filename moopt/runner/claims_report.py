@@ -1,8 +1,9 @@
 """Markdown of the claims a ``moopt compare`` grid supports (the data comes from
 :func:`moopt.runner.claims.build_claims`): one table per metric with every configuration
-against the baseline per learning rate and at each one's best learning rate, a
-learning-rate sensitivity table, and a storage table (each storage against the baseline's
-storage of the same policy).
+against the baseline per learning rate and at each one's best learning rate, a trade-off
+matrix per configuration (every lr against every lr of the baseline on both trade-off
+metrics), a learning-rate sensitivity table, and a storage table (each storage against the
+baseline's storage of the same policy).
 
 Cells read ``**better** +0.061 [+0.040, +0.081] 5/5 p=0.062``: the verdict (**better** or
 **worse** when the 95 % interval excludes 0, ``~0`` when it covers 0), the mean paired
