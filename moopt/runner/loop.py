@@ -155,13 +155,15 @@ def train(
     resume: bool = False,
     stop_after: int | None = None,
     log: Callable[[str], None] | None = None,
+    on_checkpoint: Callable[[int, float], None] | None = None,
 ) -> TrainResult:
     """Train ``setup`` as ``cfg`` says.
 
     ``run_dir``: where history and checkpoints go (``None``: nothing is written).
     ``resume``: continue from ``run_dir``'s checkpoint (start fresh when there is none).
     ``stop_after``: stop (with a checkpoint) after this many steps of this call, as an
-    interruption would; used to test resumption.
+    interruption would; used to test resumption. ``on_checkpoint(step, eval_seconds)``:
+    called after each checkpoint is written.
     """
     import time
 
@@ -182,12 +184,11 @@ def train(
     params = [p for g in opt.param_groups for p in g["params"]]
     n_steps = total_steps(cfg, setup)
     history = History(run_dir / "history.jsonl" if writes else None)
-    ckpt_path = run_dir / ckpt.CHECKPOINT_NAME if run_dir is not None else None
 
     step = 0
     metrics: dict[str, float] = {}
-    if resume and ckpt_path is not None and ckpt_path.is_file():
-        state = ckpt.load_checkpoint(ckpt_path)
+    if resume and run_dir is not None and ckpt.has_checkpoint(run_dir):
+        state = ckpt.load_checkpoint(run_dir)
         setup.model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         ckpt.load_state_of(schedule, state["schedule"], "the schedule")
@@ -207,7 +208,7 @@ def train(
     def save() -> None:
         if not writes:
             return
-        ckpt.save_checkpoint(ckpt_path, {
+        ckpt.save_checkpoint(run_dir, {
             "step": step,
             "model": setup.model.state_dict(),
             "optimizer": opt.state_dict(),
@@ -216,7 +217,9 @@ def train(
             "stateful": {k: ckpt.state_of(o) for k, o in setup.stateful.items()},
             "rng": ckpt.capture_rng(),
             "metrics": metrics,
-        })
+        }, step=step)
+        if on_checkpoint is not None:
+            on_checkpoint(step, eval_seconds)
 
     eval_seconds = 0.0
 
