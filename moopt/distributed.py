@@ -353,6 +353,17 @@ class StepGuard:
         """Stop checking."""
         self._handle.remove()
 
+    def optimizer_step(self) -> int:
+        """How many steps the optimizer has taken: the step counter ``T`` of the first
+        parameter with state (restored by ``load_state_dict``, so a rank that resumed and one
+        that did not disagree even when both made the same number of calls)."""
+        for group in self.optimizer.param_groups:
+            for p in group["params"]:
+                state = self.optimizer.state.get(p)
+                if state and "T" in state:
+                    return int(state["T"])
+        return 0
+
     def _signature(self, objective: str | None, step: int) -> tuple[str, list[int]]:
         joint = getattr(self.optimizer, "_joint_grads", {})
         if joint:
@@ -365,7 +376,8 @@ class StepGuard:
             present = sum(p.grad is not None for g in self.optimizer.param_groups
                           for p in g["params"])
         self._names.setdefault(_code(label), label)
-        return label, [_code(label), present, step, 0]
+        skipped = int(getattr(self.optimizer, "skipped_steps", 0))
+        return label, [_code(label), present, step, skipped]
 
     def _hook(self, optimizer: Any, args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
         objective = kwargs.get("objective")
@@ -378,11 +390,12 @@ class StepGuard:
         if calls % self.every:
             return
         self.checked_steps += 1
-        self.check_step(objective, calls)
+        self.check_step(objective, self.optimizer_step())
 
     def check_step(self, objective: str | None, step: int) -> None:
-        """Gather this step's signature (``step`` = index of the step about to be taken) from
-        every rank; raise if any differs."""
+        """Gather this step's signature (``step`` = the optimizer's step count before the
+        step about to be taken, see :meth:`optimizer_step`) from every rank; raise if any
+        differs."""
         dist = torch.distributed
         _, values = self._signature(objective, step)
         world = dist.get_world_size(self.group)
@@ -396,9 +409,10 @@ class StepGuard:
         if all(row == rows[0] for row in rows):
             return
         desc = []
-        for r, (code, present, step, _) in enumerate(rows):
+        for r, (code, present, step, skipped) in enumerate(rows):
             name = self._names.get(code, f"<unknown objective, crc {code}>")
-            desc.append(f"rank {r}: step {step} driven by {name!r} with {present} gradients")
+            desc.append(f"rank {r}: step {step + 1} driven by {name!r} with {present} "
+                        f"gradients ({skipped} skipped before)")
         raise DistributedMismatchError(
             "ranks disagree on this optimizer step (" + "; ".join(desc) + "). Every rank must "
             "step the same objective from the same schedule, with gradients for the same "

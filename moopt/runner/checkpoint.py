@@ -249,6 +249,46 @@ def load_checkpoint(run_dir: Path) -> dict[str, Any]:
     return payload
 
 
+def agreed_checkpoint(run_dir: Path) -> dict[str, Any] | None:
+    """The checkpoint to resume from, the same on every rank, or ``None`` (start fresh).
+
+    Rank 0 decides whether there is one and of which step; every rank then loads it and
+    checks that it got that step. A rank that cannot read it (a run directory that is not
+    on a filesystem every rank sees, a damaged file) makes every rank raise
+    :class:`~moopt.integrity.CheckpointError` naming that rank. Outside a distributed job
+    this is :func:`load_checkpoint` when a checkpoint exists."""
+    from moopt import distributed as mdist
+
+    run_dir = Path(run_dir)
+    if mdist.world_size() == 1:
+        return load_checkpoint(run_dir) if has_checkpoint(run_dir) else None
+    decision: dict[str, Any] = {"step": None}
+    if mdist.is_main_process():
+        try:
+            if has_checkpoint(run_dir):
+                decision = {"step": checkpoint_step(run_dir)}
+        except CheckpointError as err:
+            decision = {"error": str(err)}
+    decision = mdist.broadcast_object(decision)
+    if "error" in decision:
+        raise CheckpointError(decision["error"])
+    if decision["step"] is None:
+        return None
+    payload = None
+    try:
+        payload = load_checkpoint(run_dir)
+        mine = None if payload["step"] == decision["step"] else (
+            f"rank {mdist.rank()} read step {payload['step']} from {run_dir}, rank 0 step "
+            f"{decision['step']}")
+    except CheckpointError as err:
+        mine = f"rank {mdist.rank()} cannot resume: {err} (every rank reads the checkpoint " \
+               "itself: the run directory must be on a filesystem every rank sees)"
+    problems = [p for p in mdist.gather_object(mine) if p]
+    if problems:
+        raise CheckpointError("; ".join(problems))
+    return payload
+
+
 # ------------------------------------------------------------------------- task objects
 def state_of(obj: Any) -> Any:
     """``obj.state_dict()`` when the object has one, else ``None`` (nothing to save)."""

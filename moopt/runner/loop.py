@@ -205,8 +205,9 @@ def train(
 
     step = 0
     metrics: dict[str, float] = {}
-    if resume and run_dir is not None and ckpt.has_checkpoint(run_dir):
-        state = ckpt.load_checkpoint(run_dir)
+    # Rank 0 decides whether and from which step to resume; every rank loads that checkpoint.
+    state = ckpt.agreed_checkpoint(run_dir) if resume and run_dir is not None else None
+    if state is not None:
         setup.model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         ckpt.load_state_of(schedule, state["schedule"], "the schedule")
@@ -225,7 +226,7 @@ def train(
     # Non-finite values: parameters are checked after every step, the whole model state and
     # the optimizer state before every checkpoint (the steps since then are the suspects).
     stepped: list[tuple[int, str]] = []
-    saved: int | None = step if resume and step else None
+    saved: int | None = step if state is not None else None
     checked = step
 
     def check_before_saving() -> None:
