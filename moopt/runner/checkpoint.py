@@ -57,8 +57,6 @@ FOLDER = "checkpoints"
 STATE_NAME = "state.pt"
 LEGACY_NAME = "checkpoint.pt"  # single-file checkpoints of older moopt versions
 FORMAT = 1
-# Kept for callers that ask whether a run directory holds a checkpoint.
-CHECKPOINT_NAME = MANIFEST_NAME
 
 
 def capture_rng() -> dict[str, Any]:
