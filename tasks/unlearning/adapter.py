@@ -13,7 +13,7 @@ Example:
     >>> from moopt.runner.discovery import get_task
     >>> task = get_task("unlearning")
     >>> sorted(task.presets)
-    ['demo', 'smoke', 'tofu']
+    ['demo', 'paper', 'smoke', 'tofu']
     >>> task.tradeoff
     ('forget_quality', 'model_utility')
 """
