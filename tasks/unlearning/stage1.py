@@ -18,8 +18,9 @@ report and their TOFU-format logs into the cache entry (``tofu_logs/target``,
 
 The cache key hashes everything that determines these models and evaluations: the data
 (source and sizes), tokenizer, architecture, fine-tuning budget, seed, prompt format,
-evaluation options, and every checkpoint or log folder given (path, size and modification
-time of its files). A cache entry is built in a temporary directory and renamed into place
+evaluation options, every checkpoint or log folder given (path, size and modification
+time of its files) and, for checkpoints, the device type and dtype stage 1 evaluates in
+(``placement``). A cache entry is built in a temporary directory and renamed into place
 when complete, so an interrupted stage 1 never leaves a half-written entry that a later
 run would trust.
 
@@ -126,10 +127,14 @@ def cache_key(cfg: UnlearningConfig, data: UnlearningData) -> str:
         "eval": [cfg.eval_subset, cfg.rouge, cfg.max_new_tokens],
     }
     if cfg.model:  # the checkpoint path: nothing is trained, so no budget or architecture
+        from moopt.tasks.unlearning.placement import load_dtype, run_device
+
         parts.update(protocol="checkpoint", checkpoint=_fingerprint(cfg.model),
                      retain_model=_fingerprint(cfg.retain_model),
                      retain_logs=_fingerprint(cfg.retain_logs),
-                     max_length=cfg.max_length, prompt_format=cfg.prompt_format)
+                     max_length=cfg.max_length, prompt_format=cfg.prompt_format,
+                     # where and in which dtype stage 1 evaluates changes its numbers
+                     placement=[run_device(cfg).type, str(load_dtype(cfg))])
     else:
         parts.update(tokenizer=[cfg.tokenizer, cfg.vocab_size],
                      model=[cfg.arch, cfg.model_size, cfg.max_length],
