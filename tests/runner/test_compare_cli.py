@@ -23,10 +23,10 @@ def test_baseline_flag_and_re_report_on_resume(tmp_path, capsys):
     assert f"mse_a {row['mse_a_mean']:.3g} [{row['mse_a_low']:.3g}, " in printed
     assert {r["group"] for r in results["claims"]["per_lr"]} == {"shared-fp32"}
     label = results["runs"][0]["label"]
-    mtime = (out / "runs" / label / "checkpoint.pt").stat().st_mtime_ns
+    mtime = (out / "runs" / label / "checkpoint.json").stat().st_mtime_ns
     # Another baseline on the same runs: nothing is retrained, the claims are redone.
     assert main(argv + ["--resume", "--baseline", "shared"]) == 0, capsys.readouterr().err
-    assert (out / "runs" / label / "checkpoint.pt").stat().st_mtime_ns == mtime
+    assert (out / "runs" / label / "checkpoint.json").stat().st_mtime_ns == mtime
     again = json.loads((out / "results.json").read_text())
     assert again["claims"]["baseline"] == "shared-fp32"
     assert "## Claims against the baseline `shared-fp32`" in (out / "report.md").read_text()
