@@ -17,6 +17,10 @@ different sizes) and unit noise:
   large base moment and retain's negative residual, the ALGORITHMS.md hazard.
 - ``well``: both objectives at the same scale, means at 60 degrees (``a/2 + sqrt(3)/2 b``
   against ``a``).
+- ``quiet`` (not run by default): noise only, both objectives at the same scale, coordinate
+  scales ``exp(3 z_i)`` (blocks span many decades), and from the middle of the stream on
+  every other coordinate's gradient is 1e-4 times smaller: 8-bit storage rounds those
+  coordinates' second moments to (nearly) zero while their first moments survive.
 
 Each in the schedules forget:retain 1:5 and 1:1. For every registered sharing policy
 (``moopt.list_policies()``) and storage (fp32, bf16, int8; and, for bridged, each of them
@@ -59,12 +63,14 @@ import moopt  # noqa: E402
 OBJECTIVES = ("forget", "retain")
 STORAGES = ("fp32", "bf16", "int8")
 STREAMS = ("conflict", "well")
+EXTRA_STREAMS = ("quiet",)
 SCHEDULES = {"1:5": (1, 5), "1:1": (1, 1)}
 LR = 1e-3
 BETAS = (0.9, 0.95)  # moopt's defaults, for betas and base_betas alike
 EPS = 1e-8
 SPREAD = 0.5  # standard deviation of log(s_i)
 CONFLICT_COS = -0.5  # cosine between the forget and retain means of the conflict stream
+QUIET_SPREAD = 3.0  # standard deviation of log(s_i) in the quiet stream
 UNCANCELLED = 0.2  # |v_k^ + v_b^| >= this * (|v_k^| + |v_b^|): the sum did not cancel
 Stream = list[tuple[str, torch.Tensor]]
 
@@ -85,11 +91,20 @@ def gradient_stream(kind: str, schedule: tuple[int, int], size: int, steps: int,
     elif kind == "well":
         means = {"retain": a, "forget": 0.5 * a + sin60 * b}
         noise = {"retain": 1.0, "forget": 1.0}
+    elif kind == "quiet":
+        scale = torch.exp(QUIET_SPREAD * normal())
+        means = {"retain": 0 * a, "forget": 0 * a}
+        noise = {"retain": 1.0, "forget": 1.0}
     else:
-        raise ValueError(f"unknown stream {kind!r}; streams: {', '.join(STREAMS)}")
+        raise ValueError(f"unknown stream {kind!r}; streams: "
+                         f"{', '.join(STREAMS + EXTRA_STREAMS)}")
     forget, retain = schedule
     order = (["forget"] * forget + ["retain"] * retain) * (steps // (forget + retain) + 1)
-    return [(k, scale * (means[k] + noise[k] * normal())) for k in order[:steps]]
+    stream = [(k, scale * (means[k] + noise[k] * normal())) for k in order[:steps]]
+    if kind == "quiet":
+        for _, g in stream[steps // 2:]:
+            g[::2] *= 1e-4
+    return stream
 
 
 def moopt_steps(stream: Stream, policy: str, storage: str, dtype: torch.dtype,
@@ -283,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--seeds", type=int, default=1)
     parser.add_argument("--streams", default=",".join(STREAMS),
-                        help=f"comma list of {', '.join(STREAMS)}")
+                        help=f"comma list of {', '.join(STREAMS + EXTRA_STREAMS)}")
     parser.add_argument("--schedules", default=",".join(SCHEDULES),
                         help=f"comma list of {', '.join(SCHEDULES)}")
     parser.add_argument("--spread", type=float, default=SPREAD,
@@ -293,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--policies", default="",
                         help="comma list of registered policies (default: all)")
     args = parser.parse_args(argv)
-    for name, allowed in (("streams", STREAMS), ("schedules", SCHEDULES)):
+    for name, allowed in (("streams", STREAMS + EXTRA_STREAMS), ("schedules", SCHEDULES)):
         for item in getattr(args, name).split(","):
             if item not in allowed:
                 parser.error(f"unknown {name[:-1]} {item!r}; choose from {', '.join(allowed)}")

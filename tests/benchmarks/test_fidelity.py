@@ -69,6 +69,10 @@ def test_gradient_streams(fidelity):
     assert well[0][1].norm() / well[1][1].norm() == pytest.approx(1, rel=0.05)
     again = fidelity.gradient_stream("well", (1, 5), 20000, 6, seed=0)
     assert all(torch.equal(a[1], b[1]) for a, b in zip(well, again))
+    quiet = fidelity.gradient_stream("quiet", (1, 1), 20000, 6, seed=0)
+    loud, hushed = quiet[2][1], quiet[3][1]  # the second half: even coordinates 1e-4 smaller
+    assert hushed[::2].abs().median() < 1e-3 * loud[::2].abs().median()
+    assert hushed[1::2].abs().median() > 0.5 * loud[1::2].abs().median()
 
 
 def test_bad_arguments(fidelity, tmp_path):
