@@ -7,7 +7,8 @@
 - ``demo``: ``moopt compare unlearning --preset demo``: shared / decoupled / bridged (fp32)
   and bridged int8 (when an int8 backend is registered), 3 learning rates x 2 seeds on one
   fine-tuned target, with the forget-quality / model-utility trade-off report.
-- ``tofu``: for ``--data-dir``: TOFU forget01 (task 1, 40 items) with 100 retain items
+- ``tofu``: needs ``--data-dir`` (refuses to run without it): TOFU forget01 (task 1, 40
+  items) with 100 retain items
   (the retain-evaluation items first) and 40 items per utility evaluation set.
 
 Calibration (issue 3): a 3.7M-parameter GPT-2 on 760 TOFU pairs padded to 187 tokens took
@@ -67,6 +68,8 @@ DEMO: dict[str, Any] = {
 
 TOFU: dict[str, Any] = {
     **SMOKE,
+    # Without --data-dir this would train on the embedded toy data and look like TOFU numbers.
+    "requires": {"data_dir": "the TOFU folder (forget01.json, retain90.json, ...)"},
     "forget_split": "forget01",
     "task_id": "1",
     "retain_split": "retain90",
