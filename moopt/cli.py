@@ -305,17 +305,9 @@ def cmd_run(args: argparse.Namespace, extra: Sequence[str]) -> int:
     return 0
 
 
-def mean_and_spread(row: dict[str, Any], metric: str) -> str:
-    """``0.52±0.03`` over several seeds, ``0.52 (n=1)`` for one: no spread where none was
-    measured."""
-    mean, std, n = row[metric + "_mean"], row.get(metric + "_std"), row.get("n", 1)
-    if n is None or n < 2 or std is None:
-        return f"{mean:.4g} (n={n or 1})"
-    return f"{mean:.4g}±{std:.2g}"
-
-
 def cmd_compare(args: argparse.Namespace, extra: Sequence[str]) -> int:
     from moopt.runner.compare import CompareGrid, run_compare
+    from moopt.runner.spread import mean_and_spread
 
     task, cfg, preset = _resolve(args, extra)
     if args.out is None and not args.dry_run:

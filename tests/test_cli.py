@@ -265,7 +265,7 @@ def test_closed_pipe_exits_quietly():
 
 
 def test_one_seed_shows_no_spread():
-    from moopt.cli import mean_and_spread
+    from moopt.runner.spread import mean_and_spread
 
     assert mean_and_spread({"m_mean": 0.5, "m_std": 0.0, "n": 1}, "m") == "0.5 (n=1)"
     assert mean_and_spread({"m_mean": 0.5, "m_std": 0.25, "n": 3}, "m") == "0.5±0.25"

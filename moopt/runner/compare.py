@@ -318,6 +318,7 @@ def write_compare_report(
     """``report.md`` of a comparison: grid, task sections, tables, times and plots."""
     from moopt.runner import plots as P
     from moopt.runner.report import _try_plot
+    from moopt.runner.spread import row_mean
 
     all_metrics = sorted({k[:-5] for r in rows for k in r if k.endswith("_mean")})
     shown = [m for m in (task.report_metrics or all_metrics) if m in all_metrics]
@@ -326,13 +327,13 @@ def write_compare_report(
     varied = "".join(f" x {len(v)} {k} {v}" for k, v in grid.axes.items())
     parts += [f"Grid: {len(grid.configs)} policy/storage configs{varied} x {len(grid.lrs)} "
               f"lrs {grid.lrs} x {len(grid.seeds)} seeds {grid.seeds}. Values are mean ± "
-              "sample standard deviation over seeds.", ""]
+              "sample standard deviation over seeds (the value alone for one seed).", ""]
     if grid.skipped:
         parts += ["Skipped (not available in this installation): " + "; ".join(grid.skipped), ""]
     header = ["config", "lr", "seeds"] + shown
     body = [[r["group"], r["lr"], r["n"]]
-            + [f"{r[m + '_mean']:.4g} ± {r[m + '_std']:.2g}" if m + "_mean" in r else "-"
-               for m in shown] for r in sorted(rows, key=lambda r: (r["group"], r["lr"]))]
+            + [row_mean(r, m) for m in shown]
+            for r in sorted(rows, key=lambda r: (r["group"], r["lr"]))]
     for section in extras:
         parts += [f"## {section.title}", "", section.markdown, ""]
         parts += [f"![{Path(img).stem}]({img})" for img in section.images]
