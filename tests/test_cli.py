@@ -269,3 +269,13 @@ def test_one_seed_shows_no_spread():
 
     assert mean_and_spread({"m_mean": 0.5, "m_std": 0.0, "n": 1}, "m") == "0.5 (n=1)"
     assert mean_and_spread({"m_mean": 0.5, "m_std": 0.25, "n": 3}, "m") == "0.5±0.25"
+
+
+def test_one_seed_comparison_report_shows_no_spread(tmp_path, capsys):
+    out = tmp_path / "cmp"
+    code = main(["compare", TOY, "--policies", "shared", "--lrs", "0.01", "--seeds", "0",
+                 "--steps", "2", "--out", str(out), "--no-plots"])
+    assert code == 0, capsys.readouterr().err
+    report = (out / "report.md").read_text()
+    assert "± 0" not in report and "±" not in report.split("## Results")[1].split("##")[0]
+    assert "(n=1)" in capsys.readouterr().out
