@@ -277,5 +277,5 @@ def test_one_seed_comparison_report_shows_no_spread(tmp_path, capsys):
                  "--steps", "2", "--out", str(out), "--no-plots"])
     assert code == 0, capsys.readouterr().err
     report = (out / "report.md").read_text()
-    assert "± 0" not in report and "±" not in report.split("## Results")[1].split("##")[0]
+    assert "± 0" not in report and "±" not in report.split("## All metrics")[1].split("##")[0]
     assert "(n=1)" in capsys.readouterr().out
