@@ -252,8 +252,11 @@ def run_compare(
     wall = time.perf_counter()
     with ctx.stage("prepare"):
         prepared = task.prepare(base, ctx)
+    from moopt.runner.progress import eta_text
+
     runs = []
     points = grid.points()
+    ran, start = 0, time.perf_counter()  # points run now (reused ones take no time)
     for i, point in enumerate(points, 1):
         data = base.model_dump()
         data.update({k: point[k] for k in GRID_FIELDS})
@@ -263,11 +266,14 @@ def run_compare(
         run_dir = Path(cfg.out)
         metrics = _finished_metrics(run_dir, cfg) if resume else None
         if metrics is None:
-            ctx.log(f"[{i}/{len(points)}] {point['label']}")
+            # One line per grid point, with the time left: a grid runs for many minutes.
+            ctx.log(f"[{i}/{len(points)}] {point['label']} "
+                    f"({eta_text(ran, len(points) - i + 1 + ran, time.perf_counter() - start)})")
             sub_ctx = make_context(cfg, run_dir)
             result = run_task(task, cfg, resume=resume, prepared=prepared, plots=run_plots,
                               ctx=sub_ctx)
             metrics = result.metrics
+            ran += 1
             for stage, sec in sub_ctx.timings.items():
                 ctx.timings["runs/" + stage] = ctx.timings.get("runs/" + stage, 0.0) + sec
         else:

@@ -116,13 +116,20 @@ def cache_key(cfg: SafetyConfig, data: SafetyData) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def evaluate_model(model: nn.Module, tokenizer: Any, data: SafetyData, cfg: SafetyConfig):
+def evaluate_model(model: nn.Module, tokenizer: Any, data: SafetyData, cfg: SafetyConfig,
+                   desc: str = "evaluate"):
+    """Every safety metric of ``model``, showing the progress over the sets as ``desc``."""
     from moopt.tasks.safety.evaluation import evaluate_safety
     from moopt.tasks.safety.refusal import get_scorer
 
-    return evaluate_safety(model, tokenizer, data, get_scorer(cfg.scorer),
-                           max_new_tokens=cfg.max_new_tokens, max_length=cfg.max_length,
-                           batch_size=cfg.eval_batch_size)
+    from moopt.runner.progress import stage_progress
+
+    n_sets = sum(1 for items in data.eval.values() if items)
+    with stage_progress(desc, n_sets, unit="set", bar=cfg.progress) as progress:
+        return evaluate_safety(model, tokenizer, data, get_scorer(cfg.scorer),
+                               max_new_tokens=cfg.max_new_tokens, max_length=cfg.max_length,
+                               batch_size=cfg.eval_batch_size,
+                               on_set_done=lambda name: progress.update())
 
 
 def prepare_start_model(cfg: SafetyConfig, data: SafetyData, cache_root: Path, ctx) -> Prepared:
@@ -165,7 +172,7 @@ def prepare_start_model(cfg: SafetyConfig, data: SafetyData, cache_root: Path, c
                 batches = sft_batches(tokenizer, items, batch_size=cfg.pretrain_batch_size,
                                       max_length=cfg.max_length, seed=cfg.seed)
                 losses = _finetune(model, batches, epochs=cfg.pretrain_epochs,
-                                   lr=cfg.pretrain_lr, seed=cfg.seed)
+                                   lr=cfg.pretrain_lr, seed=cfg.seed, bar=cfg.progress)
             info["timings"]["pretrain"] = time.perf_counter() - start
             info["pretrain_final_loss"] = sum(losses[-10:]) / len(losses[-10:])
             model_dir = tmp / "model"
@@ -174,7 +181,8 @@ def prepare_start_model(cfg: SafetyConfig, data: SafetyData, cache_root: Path, c
         info["n_params"] = sum(p.numel() for p in model.parameters())
         start = time.perf_counter()
         with ctx.stage("evaluate_start"):
-            before = evaluate_model(model, tokenizer, data, cfg)
+            before = evaluate_model(model, tokenizer, data, cfg,
+                                    desc="stage 1: evaluating the starting model")
         info["timings"]["evaluate_start"] = time.perf_counter() - start
         info["start_metrics"] = before.metrics
         info["start_examples"] = {k: v[: cfg.report_examples] for k, v in before.responses.items()}
@@ -188,7 +196,8 @@ def prepare_start_model(cfg: SafetyConfig, data: SafetyData, cache_root: Path, c
 
 
 def _finetune(model: nn.Module, batches: list[dict[str, torch.Tensor]], *, epochs: float,
-              lr: float, seed: int) -> list[float]:
+              lr: float, seed: int, bar: bool = True) -> list[float]:
     from moopt.tasks.common.finetune import finetune
 
-    return finetune(model, batches, epochs=epochs, lr=lr, seed=seed)
+    return finetune(model, batches, epochs=epochs, lr=lr, seed=seed,
+                    desc="stage 1: pre-training the starting model", bar=bar)

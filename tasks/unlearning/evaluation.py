@@ -212,6 +212,7 @@ def evaluate_unlearning(
     rouge: bool = True,
     batch_fn: BatchFn | None = None,
     generate_fn: GenerateFn | None = None,
+    on_set_done: Callable[[str], None] | None = None,
     **qa_options: Any,
 ) -> UnlearningEval:
     """Evaluate ``model`` on the evaluation sets of ``data`` (TOFU metrics, spec section 6).
@@ -222,7 +223,8 @@ def evaluate_unlearning(
     skips generation (ROUGE-L keys and model utility are then absent). Without ``batch_fn``
     / ``generate_fn`` the project's LM helpers are used (``default_fns``; ``qa_options``
     such as ``template`` or ``use_chat_template`` go to them). The model is put in eval
-    mode and restored afterwards; no gradients are kept.
+    mode and restored afterwards; no gradients are kept. ``on_set_done(name)`` is called
+    after each evaluated set (progress display).
     """
     if not isinstance(data, UnlearningData):
         raise TypeError(f"data must be an UnlearningData, got {type(data).__name__}")
@@ -258,6 +260,8 @@ def evaluate_unlearning(
                 metrics.update(got)
                 if name == "forget":
                     forget_ratios = ratios
+                if on_set_done is not None:
+                    on_set_done(name)
     finally:
         model.train(was_training)
     if all(f"{s}/{p}" in metrics for s in M.UTILITY_SETS for p in M.UTILITY_PARTS):

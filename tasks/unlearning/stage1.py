@@ -11,9 +11,12 @@ The fine-tuning loop itself is generic and lives in :mod:`moopt.tasks.common.fin
 here).
 
 Example:
-    >>> from moopt.tasks.unlearning.stage1 import cosine_with_warmup
-    >>> [round(cosine_with_warmup(s, 100), 3) for s in (0, 5, 50, 99)]
-    [0.0, 1.0, 0.58, 0.1]
+    >>> from moopt.tasks.unlearning.config import UnlearningConfig
+    >>> from moopt.tasks.unlearning.embedded import make_embedded
+    >>> from moopt.tasks.unlearning.stage1 import cache_key
+    >>> data = make_embedded(n_people=4, n_forget=1, facts_per_person=2, n_utility=4)
+    >>> cache_key(UnlearningConfig(), data) == cache_key(UnlearningConfig(seed=1), data)
+    False
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from typing import Any
 
 import torch
 from moopt.tasks.common.cache import publish_entry
-from moopt.tasks.common.finetune import cosine_with_warmup, finetune  # noqa: F401 (re-exported)
+from moopt.tasks.common.finetune import finetune  # noqa: F401 (re-exported)
 from moopt.tasks.unlearning.config import UnlearningConfig
 from moopt.tasks.unlearning.data import UnlearningData
 from moopt.tasks.unlearning.lm_io import encode_batch, greedy_answers, training_batches
@@ -40,19 +43,26 @@ CACHE_VERSION = 2
 
 
 def evaluate(model: nn.Module, tokenizer: Any, data: UnlearningData, cfg: UnlearningConfig,
-             retain_ratios: list[float] | None, *, rouge: bool | None = None):
-    """TOFU metrics of ``model`` (see ``moopt.tasks.unlearning.evaluation``)."""
-    from moopt.tasks.unlearning.evaluation import evaluate_unlearning
+             retain_ratios: list[float] | None, *, rouge: bool | None = None,
+             desc: str = "evaluate"):
+    """TOFU metrics of ``model`` (see ``moopt.tasks.unlearning.evaluation``), showing the
+    progress over the evaluation sets as ``desc``."""
+    from moopt.tasks.unlearning.evaluation import EVAL_SETS, evaluate_unlearning
 
-    return evaluate_unlearning(
-        model, tokenizer, data, retain_ratios,
-        batch_size=cfg.eval_batch_size,
-        rouge=cfg.rouge if rouge is None else rouge,
-        batch_fn=lambda qs, ans: encode_batch(tokenizer, qs, ans, cfg.max_length),
-        generate_fn=lambda qs: greedy_answers(model, tokenizer, qs,
-                                              max_new_tokens=cfg.max_new_tokens,
-                                              max_length=cfg.max_length),
-    )
+    from moopt.runner.progress import stage_progress
+
+    n_sets = sum(1 for attr in EVAL_SETS.values() if getattr(data, attr))
+    with stage_progress(desc, n_sets, unit="set", bar=cfg.progress) as progress:
+        return evaluate_unlearning(
+            model, tokenizer, data, retain_ratios,
+            batch_size=cfg.eval_batch_size,
+            rouge=cfg.rouge if rouge is None else rouge,
+            batch_fn=lambda qs, ans: encode_batch(tokenizer, qs, ans, cfg.max_length),
+            generate_fn=lambda qs: greedy_answers(model, tokenizer, qs,
+                                                  max_new_tokens=cfg.max_new_tokens,
+                                                  max_length=cfg.max_length),
+            on_set_done=lambda name: progress.update(),
+        )
 
 
 @dataclass
@@ -150,7 +160,7 @@ def prepare_models(cfg: UnlearningConfig, data: UnlearningData, cache_root: Path
                                            max_length=cfg.max_length, seed=cfg.seed)
                 losses = finetune(target, batches, epochs=cfg.finetune_epochs,
                                   lr=cfg.finetune_lr, seed=cfg.seed,
-                                  desc="stage 1: target" if cfg.progress else None)
+                                  desc="stage 1: fine-tuning the target", bar=cfg.progress)
             info["timings"]["finetune_target"] = time.perf_counter() - start
             info["target_final_loss"] = sum(losses[-10:]) / len(losses[-10:])
             _save(target, tokenizer, target_dir)
@@ -162,15 +172,18 @@ def prepare_models(cfg: UnlearningConfig, data: UnlearningData, cache_root: Path
                                        max_length=cfg.max_length, seed=cfg.seed + 1)
             losses = finetune(retain_model, batches, epochs=cfg.finetune_epochs,
                               lr=cfg.finetune_lr, seed=cfg.seed + 1,
-                              desc="stage 1: retain-only" if cfg.progress else None)
+                              desc="stage 1: fine-tuning the retain-only model",
+                              bar=cfg.progress)
         info["timings"]["finetune_retain"] = time.perf_counter() - start
         info["retain_final_loss"] = sum(losses[-10:]) / len(losses[-10:])
         _save(retain_model, tokenizer, tmp / "retain")
         start = time.perf_counter()
         with ctx.stage("evaluate_stage1"):
-            retain_eval = evaluate(retain_model, tokenizer, data, cfg, None)
+            retain_eval = evaluate(retain_model, tokenizer, data, cfg, None,
+                                   desc="stage 1: evaluating the retain-only model")
             target_eval = evaluate(target, tokenizer, data, cfg,
-                                   retain_eval.forget_truth_ratios)
+                                   retain_eval.forget_truth_ratios,
+                                   desc="stage 1: evaluating the target")
         info["timings"]["evaluate_stage1"] = time.perf_counter() - start
         info["retain_forget_truth_ratios"] = retain_eval.forget_truth_ratios
         info["retain_model_metrics"] = retain_eval.metrics
