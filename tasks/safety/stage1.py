@@ -107,7 +107,11 @@ def cache_key(cfg: SafetyConfig, data: SafetyData) -> str:
         "data": [data.source, data.sizes(), data.notes, cfg.data_seed, cfg.eval_subset,
                  cfg.harmful_eval_sets, cfg.benign_eval_sets],
         "model": [cfg.arch, cfg.model_size, cfg.tokenizer, cfg.vocab_size, cfg.max_length],
-        "pretrain": [cfg.pretrain_epochs, cfg.pretrain_lr, cfg.pretrain_batch_size],
+        # The seed draws the initial weights and batch order, the thread count can change
+        # floating-point sums: a cached model from another seed or thread count is another
+        # model (reusing it made results depend on what the cache held).
+        "pretrain": [cfg.pretrain_epochs, cfg.pretrain_lr, cfg.pretrain_batch_size, cfg.seed,
+                     cfg.threads],
         "eval": [cfg.scorer, cfg.max_new_tokens],
         "checkpoint": [str(Path(cfg.model).resolve()), _fingerprint(Path(cfg.model))]
         if cfg.model else None,
@@ -134,9 +138,11 @@ def evaluate_model(model: nn.Module, tokenizer: Any, data: SafetyData, cfg: Safe
 
 def prepare_start_model(cfg: SafetyConfig, data: SafetyData, cache_root: Path, ctx) -> Prepared:
     """Build (or reuse from the cache) the starting model and its metrics."""
+    from moopt.tasks.common._deps import quiet_transformers
     from moopt.tasks.common.models import build_small_lm, load_causal_lm
     from moopt.tasks.common.tokenizer import load_tokenizer, train_tokenizer
 
+    quiet_transformers()  # no "Writing model shards" bar when the model is saved
     key = cache_key(cfg, data)
     entry = Path(cache_root) / "safety" / key
     if (entry / "info.json").is_file():

@@ -103,6 +103,7 @@ def cache_key(cfg: UnlearningConfig, data: UnlearningData) -> str:
         "model": [cfg.arch, cfg.model_size, cfg.max_length],
         "budget": [cfg.finetune_epochs, cfg.finetune_lr, cfg.finetune_batch_size],
         "seed": cfg.seed,
+        "threads": cfg.threads,  # can change floating-point sums, hence the models
         "eval": [cfg.eval_subset, cfg.rouge, cfg.max_new_tokens],
         "checkpoint": (str(Path(cfg.model).resolve()), _checkpoint_fingerprint(Path(cfg.model)))
         if cfg.model else None,
