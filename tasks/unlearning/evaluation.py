@@ -215,7 +215,8 @@ def evaluate_unlearning(
     on_set_done: Callable[[str], None] | None = None,
     **qa_options: Any,
 ) -> UnlearningEval:
-    """Evaluate ``model`` on the evaluation sets of ``data`` (TOFU metrics, spec section 6).
+    """Evaluate ``model`` on the evaluation sets of ``data`` (TOFU metrics; definitions in
+    docs/tasks/unlearning_data.md).
 
     ``sets``: which of forget, retain, real_authors, world_facts to evaluate (empty sets are
     skipped). ``retain_model_truth_ratios``: the ``forget_truth_ratios`` of a model trained

@@ -1,4 +1,4 @@
-"""TOFU metrics (Maini et al. 2024) as pure functions on numbers (spec section 6).
+"""TOFU metrics (Maini et al. 2024) as pure functions on numbers.
 
 Inputs are per-item *mean answer-token NLLs* L (the per-token-normalised loss). Definitions,
 matching TOFU's released evaluation code:
