@@ -29,9 +29,9 @@ def warmup_cosine_schedule(optimizer: torch.optim.Optimizer, total: int, warmup:
     """transformers' ``get_cosine_with_min_lr_schedule_with_warmup`` for ``total`` steps
     (indices 0 .. total - 1): linear warm-up over ``warmup`` of them (at least one), then a
     half cosine from the full rate down to ``floor`` times it, reached at the last step."""
-    from moopt.tasks.common._deps import require_transformers
+    from moopt.tasks.common._deps import quiet_transformers
 
-    transformers = require_transformers()
+    transformers = quiet_transformers()
     n_warm = max(1, int(total * warmup))
     return transformers.get_cosine_with_min_lr_schedule_with_warmup(
         optimizer, num_warmup_steps=n_warm, num_training_steps=max(total - 1, n_warm),

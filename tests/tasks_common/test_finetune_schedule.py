@@ -11,7 +11,6 @@ import pytest
 pytest.importorskip("transformers", reason="stage 1 needs moopt[llm]")
 
 import torch  # noqa: E402
-
 from moopt.tasks.common.finetune import warmup_cosine_schedule  # noqa: E402
 
 
