@@ -112,12 +112,14 @@ def test_dry_run_writes_nothing(tmp_path, capsys):
     assert "grid: 8 runs" in capsys.readouterr().out  # 2 registered configs x 2 lrs x 2 seeds
 
 
-def test_a_preset_refuses_to_run_without_what_it_needs(tmp_path, capsys):
+@pytest.mark.parametrize("task, preset", [("unlearning", "tofu"),
+                                          ("multitask-vision", "celeba")])
+def test_a_preset_refuses_to_run_without_what_it_needs(task, preset, tmp_path, capsys):
     for command in ("run", "compare"):
-        code = main([command, "unlearning", "--preset", "tofu", "--out", str(tmp_path / "o"),
+        code = main([command, task, "--preset", preset, "--out", str(tmp_path / "o"),
                      "--cache-dir", str(tmp_path / "c"), "--no-progress"])
         assert code == 2
-        assert "preset 'tofu' needs --data-dir" in capsys.readouterr().err
+        assert f"preset '{preset}' needs --data-dir" in capsys.readouterr().err
     assert not (tmp_path / "o").exists() and not (tmp_path / "c").exists()
 
 
