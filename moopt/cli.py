@@ -224,6 +224,34 @@ def check_directory_path(path: Path | None, flag: str) -> None:
             return
 
 
+def check_optimizer_settings(cfg: Any) -> None:
+    """Build the optimizer a run of ``cfg`` builds, on one dummy parameter, so that an
+    unknown policy, storage backend or role, or a bad ``optimizer_options`` entry fails now
+    (and in ``--dry-run``), not after an expensive stage 1."""
+    import inspect
+
+    import torch
+
+    from moopt.optimizer import MultiObjectiveOptimizer
+
+    params = inspect.signature(MultiObjectiveOptimizer.__init__).parameters
+    own = sorted(set(cfg.optimizer_options) & {"params", "objectives", "policy", "storage",
+                                               "lr", "betas", "base_betas", "eps",
+                                               "weight_decay", "lr_ratios"})
+    if own:
+        raise CLIError(f"config key 'optimizer_options' sets {own}: set them as config keys "
+                       "of their own (--set KEY=VALUE)")
+    unknown = sorted(set(cfg.optimizer_options) - set(params) - {"self"})
+    if unknown:
+        takes = sorted(k for k, p in params.items() if p.kind is p.KEYWORD_ONLY)
+        raise CLIError(f"config key 'optimizer_options': unknown option(s) {unknown}; the "
+                       f"optimizer takes {', '.join(takes)}")
+    MultiObjectiveOptimizer([torch.nn.Parameter(torch.zeros(1))], objectives=["a", "b"],
+                            policy=cfg.policy, storage=cfg.storage, lr=cfg.lr, betas=cfg.betas,
+                            base_betas=cfg.base_betas, eps=cfg.eps,
+                            weight_decay=cfg.weight_decay, **cfg.optimizer_options)
+
+
 def _preset_of(task: Any, name: str | None) -> dict[str, Any]:
     preset_name = name or task.default_preset
     if preset_name is None:
@@ -252,6 +280,7 @@ def _resolve(args: argparse.Namespace, extra: Sequence[str]):
     cfg = resolve_config(task.config_class, preset=preset, file=args.config, flags=flags,
                          overrides=args.overrides,
                          options=task_options(extra, task.config_class, task.name))
+    check_optimizer_settings(cfg)
     check_directory_path(cfg.out, "--out")
     check_directory_path(cfg.cache_dir or default_cache_dir(),
                          "--cache-dir" if cfg.cache_dir else "$MOOPT_CACHE_DIR")

@@ -281,3 +281,20 @@ def test_one_seed_comparison_report_shows_no_spread(tmp_path, capsys):
     report = (out / "report.md").read_text()
     assert "± 0" not in report and "±" not in report.split("## All metrics")[1].split("##")[0]
     assert "(n=1)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--policy", "nope"], "unknown sharing policy 'nope'; known: "),
+    (["--storage", "int9"], "unknown storage backend 'int9'"),
+    (["--storage", "base=int8,foo=fp32"], "storage role 'foo' is not a state role"),
+    (["--set", "optimizer_options.bridg_guard=1"], "unknown option(s) ['bridg_guard']; the "
+                                                   "optimizer takes "),
+    (["--set", "optimizer_options.lr=1"], "sets ['lr']: set them as config keys"),
+])
+def test_optimizer_settings_fail_before_any_work(argv, expected, tmp_path, capsys):
+    """A typo in the policy, storage or optimizer options is found by --dry-run and before a
+    run starts (it used to surface after stage 1, minutes later)."""
+    assert main(["run", "unlearning", *argv, "--dry-run"]) == 2
+    assert expected in capsys.readouterr().err
+    assert main(["run", TOY, *argv, "--out", str(tmp_path / "o")]) == 2
+    assert expected in capsys.readouterr().err and not (tmp_path / "o").exists()
