@@ -37,9 +37,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from moopt.cli_help import (
+    COMMON_FLAGS,
+    OWN_FLAG_FIELDS,
+    ProbeParser,
+    preset_of,
+    preset_summary,
+    print_task_help,
+    task_for_help,
+)
 from moopt.errors import MooptError
-
-COMMON_FLAGS = ("policy", "storage", "data_dir", "model", "out", "seed", "lr", "steps")
 
 
 class CLIError(MooptError, ValueError):
@@ -129,24 +136,13 @@ def _add_common(p: argparse.ArgumentParser, *, probe: bool = False) -> None:
                    "print it (and a comparison's grid), and stop before any work")
 
 
-class _ProbeError(Exception):
-    pass
-
-
-class _ProbeParser(argparse.ArgumentParser):
-    """Finds the task of ``moopt run TASK --help`` without printing or exiting."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise _ProbeError(message)
-
-
 TASK_HELP = ("`moopt run TASK --help` and `moopt compare TASK --help` add every option of "
              "TASK, with its default and description.")
 
 
 def build_parser(*, probe: bool = False) -> argparse.ArgumentParser:
     """The ``moopt`` argument parser (``probe``: a silent one that only finds the task)."""
-    cls = _ProbeParser if probe else argparse.ArgumentParser
+    cls = ProbeParser if probe else argparse.ArgumentParser
     parser = cls(prog="moopt", description="Train one model on several objectives with moopt.",
                  allow_abbrev=False, add_help=not probe)
     if not probe:
@@ -173,8 +169,6 @@ def build_parser(*, probe: bool = False) -> argparse.ArgumentParser:
     return parser
 
 
-# Config fields with a flag of their own (or set by the runner): not repeated as task options.
-OWN_FLAG_FIELDS = frozenset(COMMON_FLAGS) | {"cache_dir", "progress", "task", "preset"}
 
 
 def task_options(extra: Sequence[str], config_class: type, task: str) -> dict[str, Any]:
@@ -209,69 +203,14 @@ def task_options(extra: Sequence[str], config_class: type, task: str) -> dict[st
     return out
 
 
-def check_directory_path(path: Path | None, flag: str) -> None:
-    """A clear one-line error when ``path`` (or a folder above it) is a file, so that it
-    can never become a directory."""
-    if path is None:
-        return
-    path = Path(path)
-    for node in (path, *path.parents):
-        if node.exists():
-            if not node.is_dir():
-                where = "is a file" if node == path else f"is below the file {str(node)!r}"
-                raise CLIError(f"{flag} {str(path)!r} {where}; it must be a directory "
-                               "(created when missing)")
-            return
-
-
-def check_optimizer_settings(cfg: Any) -> None:
-    """Build the optimizer a run of ``cfg`` builds, on one dummy parameter, so that an
-    unknown policy, storage backend or role, or a bad ``optimizer_options`` entry fails now
-    (and in ``--dry-run``), not after an expensive stage 1."""
-    import inspect
-
-    import torch
-
-    from moopt.optimizer import MultiObjectiveOptimizer
-
-    params = inspect.signature(MultiObjectiveOptimizer.__init__).parameters
-    own = sorted(set(cfg.optimizer_options) & {"params", "objectives", "policy", "storage",
-                                               "lr", "betas", "base_betas", "eps",
-                                               "weight_decay", "lr_ratios"})
-    if own:
-        raise CLIError(f"config key 'optimizer_options' sets {own}: set them as config keys "
-                       "of their own (--set KEY=VALUE)")
-    unknown = sorted(set(cfg.optimizer_options) - set(params) - {"self"})
-    if unknown:
-        takes = sorted(k for k, p in params.items() if p.kind is p.KEYWORD_ONLY)
-        raise CLIError(f"config key 'optimizer_options': unknown option(s) {unknown}; the "
-                       f"optimizer takes {', '.join(takes)}")
-    MultiObjectiveOptimizer([torch.nn.Parameter(torch.zeros(1))], objectives=["a", "b"],
-                            policy=cfg.policy, storage=cfg.storage, lr=cfg.lr, betas=cfg.betas,
-                            base_betas=cfg.base_betas, eps=cfg.eps,
-                            weight_decay=cfg.weight_decay, **cfg.optimizer_options)
-
-
-def _preset_of(task: Any, name: str | None) -> dict[str, Any]:
-    preset_name = name or task.default_preset
-    if preset_name is None:
-        return {}
-    if preset_name not in task.presets:
-        known = ", ".join(sorted(task.presets)) or "(none)"
-        raise CLIError(f"unknown preset {preset_name!r} of task {task.name!r}; "
-                       f"presets: {known}")
-    preset = dict(task.presets[preset_name])
-    preset["preset"] = preset_name
-    return preset
-
-
 def _resolve(args: argparse.Namespace, extra: Sequence[str]):
     from moopt.runner.config import resolve_config
     from moopt.runner.discovery import get_task
+    from moopt.runner.prechecks import check_directory_path, check_optimizer_settings
     from moopt.runner.run import default_cache_dir
 
     task = get_task(args.task)
-    preset = _preset_of(task, args.preset)
+    preset = preset_of(task, args.preset)
     flags = {k: getattr(args, k) for k in COMMON_FLAGS}
     flags["cache_dir"] = args.cache_dir
     if args.no_progress:
@@ -365,17 +304,6 @@ def cmd_compare(args: argparse.Namespace, extra: Sequence[str]) -> int:
     return 0
 
 
-def _preset_summary(cls: Any) -> str:
-    from moopt.runner.config import required_by_preset
-
-    names = []
-    for name in sorted(cls.presets):
-        needs = required_by_preset(cls.presets[name])
-        names.append(name + (f" (needs {', '.join('--' + k.replace('_', '-') for k in needs)})"
-                             if needs else ""))
-    return ", ".join(names) or "-"
-
-
 def cmd_list() -> int:
     from moopt.objectives import list_objectives, objective_info
     from moopt.runner.discovery import get_task_class, list_tasks
@@ -385,7 +313,7 @@ def cmd_list() -> int:
     for name in list_tasks():
         try:
             cls = get_task_class(name)
-            print(f"  {name:<18} {cls.description}  [presets: {_preset_summary(cls)}]")
+            print(f"  {name:<18} {cls.description}  [presets: {preset_summary(cls)}]")
         except Exception as err:  # a broken optional task must not hide the others
             print(f"  {name:<18} (unavailable: {err})")
     print("policies: " + ", ".join(list_policies()))
@@ -398,84 +326,15 @@ def cmd_list() -> int:
     return 0
 
 
-def _task_for_help(argv: Sequence[str]) -> tuple[Any, str | None] | None:
-    """``(task class, preset name)`` of ``moopt run|compare TASK ... --help``, else None."""
-    if not any(a in ("-h", "--help") for a in argv):
-        return None
-    rest = [a for a in argv if a not in ("-h", "--help")]
-    try:
-        args, _ = build_parser(probe=True).parse_known_args(rest)
-    except _ProbeError:
-        return None
-    if args.command not in ("run", "compare") or not args.task:
-        return None
-    from moopt.runner.discovery import get_task_class
-
-    return get_task_class(args.task), args.preset
-
-
-def add_task_help(parser: argparse.ArgumentParser, task_cls: Any, preset_name: str | None) -> None:
-    """Describe every config field of ``task_cls`` in ``parser``'s help: the task's own
-    options as a group, and the defaults of the flags that set common fields."""
-    from moopt.runner.fieldtypes import describe_type, metavar, show_value
-
-    fields = task_cls.config_class.model_fields
-    preset = _preset_of(task_cls, preset_name) if (preset_name or task_cls.default_preset) \
-        else {}
-    name = preset.get("preset")
-
-    def default_text(key: str) -> str:
-        base = fields[key].get_default(call_default_factory=True)
-        text = f"default: {show_value(base)}"
-        if key in preset and preset[key] != base:
-            text = f"preset {name}: {show_value(preset[key])}; class {text}"
-        return text
-
-    usage = parser.format_usage().removeprefix("usage: ").rstrip()
-    parser.usage = usage.replace("%", "%%") + " [--TASK-OPTION VALUE ...]"
-    for action in parser._actions:
-        key = action.dest
-        if key == "preset":
-            action.help = (f"named preset of the task (default: {task_cls.default_preset}; "
-                           f"presets: {_preset_summary(task_cls)})")
-        elif (key in fields and key != "task" and action.help
-              and (key in preset or "default" not in action.help)):
-            action.help = f"{action.help} ({default_text(key)})"
-    needs = [f"--{k.replace('_', '-')}" for k in preset.get("requires", {})]
-    info = ("each sets the config key of the same name (--eval-every N sets eval_every; "
-            "--set KEY=VALUE works too); values are read by the key's type, JSON for lists "
-            "and mappings; defaults are the config class's"
-            + (f", or those of preset {name!r} where it sets the key" if name else "")
-            + (f"; preset {name!r} needs {', '.join(needs)}" if needs else ""))
-    group = parser.add_argument_group(f"options of task {task_cls.name!r}", info)
-    for key in sorted(set(fields) - OWN_FLAG_FIELDS):
-        field = fields[key]
-        kind = describe_type(field.annotation)
-        what = f"{field.description} ({kind}; " if field.description else f"{kind} ("
-        group.add_argument("--" + key.replace("_", "-"), dest=f"_task_{key}",
-                           metavar=metavar(field.annotation),
-                           help=(what + default_text(key) + ")").replace("%", "%%"))
-    parser.epilog = None
-
-
-def _print_task_help(argv: Sequence[str], found: tuple[Any, str | None]) -> int:
-    parser = build_parser()
-    command = next(a for a in argv if a in ("run", "compare"))
-    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    add_task_help(sub.choices[command], *found)
-    sub.choices[command].print_help()
-    return 0
-
-
 def _main(argv: Sequence[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        found = _task_for_help(argv)
+        found = task_for_help(argv)
     except (MooptError, ImportError) as err:
         print(f"moopt: error: {err}", file=sys.stderr)
         return 2
     if found is not None:
-        return _print_task_help(argv, found)
+        return print_task_help(argv, found)
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if args.command == "list":

@@ -212,7 +212,7 @@ def _registered_tasks() -> list[str]:
 @pytest.mark.parametrize("command", ["run", "compare"])
 @pytest.mark.parametrize("task", _registered_tasks() + [TOY])
 def test_task_help_lists_every_option_with_default_and_description(task, command, capsys):
-    from moopt.cli import OWN_FLAG_FIELDS
+    from moopt.cli_help import OWN_FLAG_FIELDS
     from moopt.runner.discovery import get_task_class
     from moopt.runner.fieldtypes import metavar
 
