@@ -255,6 +255,11 @@ def cmd_run(args: argparse.Namespace, extra: Sequence[str]) -> int:
     from moopt.runner.run import run_task
 
     task, cfg, _ = _resolve(args, extra)
+    if cfg.out is None and (args.resume or args.overwrite):
+        flag = "--resume" if args.resume else "--overwrite"
+        raise CLIError(f"{flag} needs --out DIR, the run directory to "
+                       f"{'continue' if args.resume else 'replace'} (without --out each run "
+                       "gets a new directory under runs/)")
     if args.dry_run:
         return _print_dry_run(task, cfg)
     if cfg.out is None:

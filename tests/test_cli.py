@@ -298,3 +298,13 @@ def test_optimizer_settings_fail_before_any_work(argv, expected, tmp_path, capsy
     assert expected in capsys.readouterr().err
     assert main(["run", TOY, *argv, "--out", str(tmp_path / "o")]) == 2
     assert expected in capsys.readouterr().err and not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("flag", ["--resume", "--overwrite"])
+def test_resume_and_overwrite_need_an_output_directory(flag, tmp_path, monkeypatch, capsys):
+    """Without --out a run gets a new timestamped directory: there is nothing to resume (it
+    used to start a whole new run)."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", TOY, flag]) == 2
+    assert f"{flag} needs --out DIR" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
