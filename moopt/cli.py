@@ -8,6 +8,7 @@
     moopt list
     moopt run TASK --help          # every option of TASK, with its default and description
     moopt --version
+    moopt COMMAND ...   (subcommands of installed plug-ins, e.g. ``moopt tofu-score``)
 
 Task-specific options are the fields of the task's config class: ``--loss npo+gd`` sets
 ``loss``; ``--eval-every 10`` sets ``eval_every``. ``--storage`` takes one backend name or
@@ -166,9 +167,35 @@ def build_parser(*, probe: bool = False) -> argparse.ArgumentParser:
                      "(values as JSON or plain strings), e.g. mode=alternating,joint")
     sub.add_parser("list", help="tasks, policies, storages and objectives",
                    add_help=not probe)
+    if not probe:  # the probe only looks for run/compare TASK
+        for name, command in plugin_commands().items():
+            command.add_arguments(sub.add_parser(name, help=command.help, allow_abbrev=False))
     return parser
 
 
+# --- Plug-in subcommands -----------------------------------------------------------------
+# Installed packages (the task adapters among them) contribute subcommands through the
+# entry-point group below, so the core CLI imports no task. An entry point names an object
+# with ``help`` (one line), ``add_arguments(parser)`` and ``run(args) -> exit status``.
+COMMANDS_GROUP = "moopt.commands"
+BUILTIN_COMMANDS = ("run", "compare", "list")
+
+
+def plugin_commands() -> dict[str, Any]:
+    """The subcommands of the ``moopt.commands`` entry points, by name (one that fails to
+    load is left out with a warning on stderr; none may shadow a built-in command)."""
+    from importlib.metadata import entry_points
+
+    found: dict[str, Any] = {}
+    for ep in sorted(entry_points(group=COMMANDS_GROUP), key=lambda e: e.name):
+        if ep.name in BUILTIN_COMMANDS or ep.name in found:
+            continue
+        try:
+            found[ep.name] = ep.load()
+        except Exception as err:  # a broken plug-in must not take the whole CLI down
+            print(f"moopt: warning: command {ep.name!r} ({ep.value}) failed to load: {err}",
+                  file=sys.stderr)
+    return found
 
 
 def task_options(extra: Sequence[str], config_class: type, task: str) -> dict[str, Any]:
@@ -353,7 +380,11 @@ def _main(argv: Sequence[str] | None) -> int:
             mdist.init_process_group()
         if args.command == "run":
             return cmd_run(args, extra)
-        return cmd_compare(args, extra)
+        if args.command == "compare":
+            return cmd_compare(args, extra)
+        if extra:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        return plugin_commands()[args.command].run(args)
     except KeyboardInterrupt:
         print("moopt: interrupted; continue with --resume (from the last checkpoint)",
               file=sys.stderr)

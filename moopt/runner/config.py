@@ -20,9 +20,9 @@ from __future__ import annotations
 import copy
 import difflib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -52,6 +52,12 @@ class RunConfig(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    # Keys whose value a later config layer (preset < file < flags < --set) makes stale: a
+    # layer that sets the key drops these from earlier layers unless it sets them too
+    # (``--set epochs=2`` over a preset's ``steps``). Subclasses may add their own.
+    layer_resets: ClassVar[dict[str, tuple[str, ...]]] = {"steps": ("epochs",),
+                                                           "epochs": ("steps",)}
 
     task: str | None = Field(None, description="task name (filled in by the runner)")
     preset: str | None = Field(None, description="preset the config started from")
@@ -282,15 +288,15 @@ def apply_override(data: dict[str, Any], path: list[str], value: Any) -> None:
 # Keys of a preset that describe the preset rather than set config fields.
 PRESET_META_KEYS = frozenset({"compare", "requires"})
 
-# Fields that say the same thing two ways: a layer that sets one clears the other one set
-# by an earlier layer (``--set epochs=2`` over a preset's ``steps``).
-EXCLUSIVE_FIELDS = (("steps", "epochs"),)
-
-
-def _merge_layer(data: dict[str, Any], layer: Mapping[str, Any]) -> None:
-    for a, b in EXCLUSIVE_FIELDS:
-        for mine, other in ((a, b), (b, a)):
-            if layer.get(mine) is not None and layer.get(other) is None:
+def _merge_layer(data: dict[str, Any], layer: Mapping[str, Any],
+                 resets: Mapping[str, Sequence[str]]) -> None:
+    """``data.update(layer)``, after dropping the earlier keys that a key this layer sets
+    resets (``RunConfig.layer_resets``) unless the layer sets them too."""
+    for key, value in layer.items():
+        if value is None:
+            continue
+        for other in resets.get(key, ()):
+            if layer.get(other) is None:
                 data.pop(other, None)
     data.update(layer)
 
@@ -312,18 +318,21 @@ def resolve_config(
     """Merge the layers (see the module docstring) and validate the result.
 
     Each layer (preset, file, flags, all ``--set`` overrides) replaces the keys it sets; one
-    that sets ``epochs`` also drops an earlier layer's ``steps`` and vice versa. A preset's
+    that sets ``epochs`` also drops an earlier layer's ``steps`` and vice versa (the config
+    class's ``layer_resets``: the unlearning task's ``loss`` drops ``loss_options``). A preset's
     ``"requires": {field: why}`` names fields it cannot do without (``tofu`` needs
     ``data_dir``): leaving one unset is an error that says why. ``flags`` left ``None`` are
     not given; ``options`` (a task's ``--name value`` options) are part of the flags' layer
     and may set a field to ``None``.
     """
     data: dict[str, Any] = {}
-    _merge_layer(data, {k: v for k, v in (preset or {}).items() if k not in PRESET_META_KEYS})
+    resets = getattr(cls, "layer_resets", {})
+    _merge_layer(data, {k: v for k, v in (preset or {}).items() if k not in PRESET_META_KEYS},
+                 resets)
     if file is not None:
-        _merge_layer(data, load_config_file(file))
+        _merge_layer(data, load_config_file(file), resets)
     _merge_layer(data, {**{k: v for k, v in (flags or {}).items() if v is not None},
-                        **dict(options or {})})
+                        **dict(options or {})}, resets)
     layer: dict[str, Any] = {}
     for text in overrides:
         path, value = parse_override(text, cls)
@@ -331,13 +340,13 @@ def resolve_config(
             # A dotted key changes one entry of the dict so far (a copy: presets stay as is).
             layer[path[0]] = copy.deepcopy(data[path[0]])
         apply_override(layer, path, value)
-    _merge_layer(data, layer)
+    _merge_layer(data, layer, resets)
     cfg = validate_config(cls, data)
     missing = {k: why for k, why in required_by_preset(preset).items()
                if getattr(cfg, k, None) is None}
     if missing:
         name = (preset or {}).get("preset") or cfg.preset
-        raise ConfigError(f"preset {name!r} needs " + "; ".join(
+        raise ConfigError((f"preset {name!r}" if name else "the preset") + " needs " + "; ".join(
             f"{'--' + k.replace('_', '-')}: {why}" for k, why in missing.items()))
     return cfg
 

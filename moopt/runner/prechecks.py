@@ -4,10 +4,10 @@ an expensive stage 1, or with a bare operating-system error.
 Example:
     >>> from moopt.runner.config import RunConfig
     >>> from moopt.runner.prechecks import check_optimizer_settings
-    >>> check_optimizer_settings(RunConfig(policy="nope"))
+    >>> check_optimizer_settings(RunConfig(policy="nope"))  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    moopt.errors.UnknownNameError: unknown sharing policy 'nope'; known: bridged, decoupled, shared
+    moopt.errors.UnknownNameError: unknown sharing policy 'nope'; known: bridged, decoupled, ...
 """
 
 from __future__ import annotations

@@ -68,3 +68,16 @@ def test_preset_requirements():
         resolve_config(RunConfig, preset=preset)
     cfg = resolve_config(RunConfig, preset=preset, flags={"data_dir": "d"})
     assert str(cfg.data_dir) == "d" and cfg.steps == 5
+
+
+def test_a_loss_given_later_drops_the_presets_loss_options():
+    from moopt.tasks.unlearning.config import UnlearningConfig
+
+    preset = {"loss": "npo+gd", "loss_options": {"npo": {"beta": 1.0}}}
+    cfg = resolve_config(UnlearningConfig, preset=preset, options={"loss": "ga+kl"})
+    assert (cfg.loss, cfg.loss_options) == ("ga+kl", {})
+    # Given in the same layer, or later, they stay.
+    cfg = resolve_config(UnlearningConfig, preset=preset, options={"loss": "npo+kl"},
+                         overrides=['loss_options={"npo": {"beta": 0.5}}'])
+    assert cfg.loss_options == {"npo": {"beta": 0.5}}
+    assert resolve_config(UnlearningConfig, preset=preset).loss_options == {"npo": {"beta": 1.0}}
