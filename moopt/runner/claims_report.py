@@ -16,7 +16,7 @@ Example:
     >>> interval_cell({"estimate": 0.5, "low": 0.4, "high": 0.62, "n": 5})
     '0.5 [0.4, 0.62]'
     >>> interval_cell({"estimate": 0.5, "low": None, "high": None, "n": 1})
-    '0.5 (1 seed)'
+    '0.5 (n=1)'
     >>> difference_cell({"estimate": 0.1, "low": 0.05, "high": 0.15, "n": 5, "wins": 5,
     ...                  "losses": 0, "ties": 0, "p_value": 0.0625, "covers_zero": False}, True)
     '**better** +0.1 [+0.05, +0.15] 5/5 p=0.062'
@@ -43,12 +43,12 @@ def _num(x: float | None, sign: bool = False) -> str:
 
 
 def interval_cell(iv: Mapping[str, Any] | None) -> str:
-    """``estimate [low, high]``; ``estimate (n seeds)`` when there is no interval."""
+    """``estimate [low, high]``; ``estimate (n=1)`` when there is no interval (one seed, or
+    a non-finite value: n says how many seeds there were)."""
     if iv is None:
         return "-"
     if iv.get("low") is None or iv.get("high") is None:
-        n = iv["n"]
-        return f"{_num(iv['estimate'])} ({n} seed{'s' if n != 1 else ''})"
+        return f"{_num(iv['estimate'])} (n={iv['n']})"
     return f"{_num(iv['estimate'])} [{_num(iv['low'])}, {_num(iv['high'])}]"
 
 
@@ -80,7 +80,7 @@ def difference_cell(row: Mapping[str, Any] | None, higher_is_better: bool | None
     if n > 1 and row.get("ties") == n:
         return f"{COVERS_ZERO} identical on {n}/{n} seeds"
     if row.get("low") is None:
-        return f"{diff} ({n} seed{'s' if n != 1 else ''}, no interval)"
+        return f"{diff} (n={n}, no interval)"
     good = row["wins"] if higher_is_better in (True, None) else row["losses"]
     count = f"{good}/{n}" + (" up" if higher_is_better is None else "")
     p = f" p={row['p_value']:.2g}" if row.get("p_value") is not None else ""
@@ -196,7 +196,7 @@ def spread_table(claims: Mapping[str, Any], metrics: Sequence[str]) -> str:
             if d is None:
                 line.append("(baseline)" if r["baseline_group"] is None else "-")
             elif d.get("low") is None:
-                line.append(f"{_num(d['estimate'], True)} ({d['n']} seeds, no interval)")
+                line.append(f"{_num(d['estimate'], True)} (n={d['n']}, no interval)")
             else:
                 line.append(f"{verdict(d, None, lower_is_better_diff=True)} "
                             f"{_num(d['estimate'], True)} [{_num(d['low'], True)}, "

@@ -285,8 +285,11 @@ def _run_grid(task: TaskAdapter, base: RunConfig, grid: CompareGrid, out: Path, 
     # prepare runs under the config's thread count too (run_task sets it for each run).
     with ctx.stage("prepare"), cpu_threads(base.threads):
         prepared = task.prepare(base, ctx)
+    from moopt.runner.progress import eta_text
+
     runs = []
     points = grid.points()
+    ran, start = 0, time.perf_counter()  # points run now (reused ones take no time)
     for i, point in enumerate(points, 1):
         data = base.model_dump()
         data.update({k: point[k] for k in GRID_FIELDS})
@@ -296,11 +299,14 @@ def _run_grid(task: TaskAdapter, base: RunConfig, grid: CompareGrid, out: Path, 
         run_dir = Path(cfg.out)
         metrics = _finished_metrics(run_dir, cfg) if resume else None
         if metrics is None:
-            ctx.log(f"[{i}/{len(points)}] {point['label']}")
+            # One line per grid point, with the time left: a grid runs for many minutes.
+            ctx.log(f"[{i}/{len(points)}] {point['label']} "
+                    f"({eta_text(ran, len(points) - i + 1 + ran, time.perf_counter() - start)})")
             sub_ctx = make_context(cfg, run_dir)
             result = run_task(task, cfg, resume=resume, prepared=prepared, plots=run_plots,
                               ctx=sub_ctx)
             metrics = result.metrics
+            ran += 1
             for stage, sec in sub_ctx.timings.items():
                 ctx.timings["runs/" + stage] = ctx.timings.get("runs/" + stage, 0.0) + sec
         else:
@@ -366,7 +372,7 @@ def write_compare_report(
     parts += [f"Grid: {len(grid.configs)} policy/storage configs{varied} x {len(grid.lrs)} "
               f"lrs {grid.lrs} x {len(grid.seeds)} seeds {grid.seeds}. Values are means over "
               "seeds with a 95 % percentile-bootstrap interval in brackets (9,999 resamples "
-              "of the seeds; none for one seed).", ""]
+              "of the seeds; the value and n=1 for one seed).", ""]
     if grid.skipped:
         parts += ["Skipped (not available in this installation): " + "; ".join(grid.skipped), ""]
     if claims is not None and claims.get("baseline"):

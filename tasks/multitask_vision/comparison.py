@@ -76,8 +76,8 @@ def summary_sections(
         r["state_bytes"] = memory[f"{r['policy']}-{storage_label(r['storage'])}"]
     table = side_by_side(rows, tasks, axes, several_lrs)
     text = (f"Test accuracy per task, delta_m% against single-task models (mean over tasks "
-            f"of 100 (single - multi) / single; negative = the multi-task model beats them), "
-            f"mean rank over tasks "
+            f"of (single - multi) / single x 100; negative = the multi-task model beats "
+            f"them), mean rank over tasks "
             f"(1 = best), optimizer state from `memory_report()`, training seconds per "
             f"epoch. Mean over up to {max(r['n'] for r in rows)} seeds with its 95 % "
             f"bootstrap interval in brackets; "
@@ -121,13 +121,13 @@ def _order(row: dict[str, Any]) -> tuple:
 
 
 def _cell(row: dict[str, Any], metric: str, scale: float = 1.0, digits: int = 4) -> str:
-    """``mean [low, high]`` (the 95 % bootstrap interval over seeds), ``mean (1 seed)``."""
+    """``mean [low, high]`` (95 % bootstrap interval over seeds); ``mean (n=1)`` for one."""
     if metric + "_mean" not in row:
         return "-"
     mean = f"{row[metric + '_mean'] * scale:.{digits}g}"
     low, high = row.get(metric + "_low"), row.get(metric + "_high")
     if low is None or high is None:
-        return f"{mean} ({row['n']} seed{'s' if row['n'] != 1 else ''})"
+        return f"{mean} (n={row['n']})"
     return f"{mean} [{low * scale:.{digits}g}, {high * scale:.{digits}g}]"
 
 
@@ -164,7 +164,7 @@ def baseline_line(row: dict[str, Any], tasks: list[str]) -> str:
 def plot_delta_m(rows: list[dict[str, Any]], path: Path) -> Path:
     """Horizontal bars of delta_m (mean ± std over seeds) per configuration, coloured by
     the first varied field's value (the mode)."""
-    from moopt.runner.plots import require_matplotlib
+    from moopt.runner.plots import legend_outside, require_matplotlib, seeds_note
 
     plt = require_matplotlib()
     rows = [r for r in rows if "delta_m_mean" in r]
@@ -174,18 +174,21 @@ def plot_delta_m(rows: list[dict[str, Any]], path: Path) -> Path:
     values = list(dict.fromkeys(str(r[key]) for r in rows))
     fig, ax = plt.subplots(figsize=(7, 0.35 * len(rows) + 1.2))
     ys = list(range(len(rows)))
-    ax.barh(ys, [r["delta_m_mean"] for r in rows], xerr=[r["delta_m_std"] for r in rows],
+    several = all(r.get("n", 2) >= 2 for r in rows)  # one seed: no error bars
+    ax.barh(ys, [r["delta_m_mean"] for r in rows],
+            xerr=[r["delta_m_std"] for r in rows] if several else None,
             color=[palette[values.index(str(r[key])) % len(palette)] for r in rows])
     ax.set_yticks(ys, [r["config"] for r in rows])
     if len(values) > 1:
         from matplotlib.patches import Patch
 
-        ax.legend(handles=[Patch(color=palette[i % len(palette)], label=f"{key} {v}")
-                           for i, v in enumerate(values)], loc="lower right", fontsize=8)
+        legend_outside(ax, handles=[Patch(color=palette[i % len(palette)], label=f"{key} {v}")
+                                    for i, v in enumerate(values)])
     ax.axvline(0.0, color="black", lw=0.8)
     ax.invert_yaxis()
     ax.set_xlabel("delta_m % vs single-task (lower is better)")
+    ax.set_title(seeds_note(rows), fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path

@@ -174,8 +174,8 @@ def test_one_seed_shows_n_and_no_interval(tmp_path):
     assert "±" not in report
     (row,) = [a for a in res["aggregates"] if a["group"] == "shared-fp32"]
     assert row["mse_a_low"] is None and row["mse_a_high"] is None
-    assert f"{row['mse_a_mean']:.3g} (1 seed)" in report
-    assert "(1 seed, no interval)" in report
+    assert f"{row['mse_a_mean']:.3g} (n=1)" in report
+    assert "(n=1, no interval)" in report
 
 
 def test_baseline_from_preset_flag_or_first_configuration():
