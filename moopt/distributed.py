@@ -100,7 +100,8 @@ from moopt.errors import MooptError, StateMismatchError
 from moopt.states.fast.tensors import is_distributed, local
 
 __all__ = [
-    "DistributedMismatchError", "StepGuard", "average_gradients", "barrier", "check_consistent",
+    "DistributedMismatchError", "StepGuard", "all_gather_objects", "average_gradients", "barrier",
+    "broadcast_from_main", "check_consistent",
     "fingerprint", "init_process_group", "is_initialized", "is_main_process", "load_checkpoint",
     "optimizer_state_dict", "param_names", "rank", "save_checkpoint", "sync_steps",
     "world_size",
@@ -217,6 +218,25 @@ def barrier() -> None:
     """Wait for every rank (no-op outside a distributed job)."""
     if is_initialized():
         torch.distributed.barrier()
+
+
+def all_gather_objects(value: Any) -> list[Any]:
+    """Every rank's ``value`` (picklable), in rank order, on every rank; ``[value]`` outside
+    a distributed job."""
+    if world_size() == 1:
+        return [value]
+    out: list[Any] = [None] * world_size()
+    torch.distributed.all_gather_object(out, value)
+    return out
+
+
+def broadcast_from_main(value: Any) -> Any:
+    """Rank 0's ``value`` (picklable) on every rank; ``value`` outside a distributed job."""
+    if world_size() == 1:
+        return value
+    box = [value]
+    torch.distributed.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 # ------------------------------------------------------- consistency checks

@@ -5,9 +5,19 @@ back-propagates it and calls ``opt.step(objective=name)``. Joint schedule: each 
 computes every objective's loss, ``opt.backward({name: loss})`` keeps the gradients apart,
 and ``opt.step(weights=...)`` combines them as the sharing policy defines.
 
+With ``grad_accum`` = k every objective of a step draws k micro-batches, back-propagates
+each (weighted by its share of the step's items) and the optimizer steps once; under a
+distributed run each rank takes its share of every micro-batch (see
+:mod:`moopt.runner.accumulation`). The model is placed first: precision, activation
+checkpointing, device and the ``parallel`` wrapper (:mod:`moopt.runner.placement`);
+forward passes and losses run under autocast with ``precision="bf16-mixed"``.
+
 Every ``eval_every`` steps the task evaluates; every ``checkpoint_every`` steps (and at the
 end) a checkpoint is written, from which ``resume`` continues bit-for-bit as if the run had
 never stopped (same parameters, optimizer state, schedule position, batches and RNG).
+Under ``parallel="fsdp"`` the model and optimizer go to a sharded checkpoint
+(``torch.distributed.checkpoint``, one directory under ``shards/``) that ``checkpoint.pt``
+names; everything else stays in ``checkpoint.pt``.
 
 Example:
     >>> import torch
@@ -25,6 +35,7 @@ Example:
 from __future__ import annotations
 
 import math
+import shutil
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -35,8 +46,12 @@ import torch
 
 from moopt.errors import MooptError
 from moopt.runner import checkpoint as ckpt
+from moopt.runner.accumulation import Piece, step_pieces
+from moopt.runner.batches import move_batch
 from moopt.runner.config import ConfigError, RunConfig
+from moopt.runner.devices import Hardware, resolve_hardware
 from moopt.runner.history import History
+from moopt.runner.placement import place_model
 from moopt.runner.task import TrainingSetup
 
 EvaluateFn = Callable[[], dict[str, float]]
@@ -66,19 +81,22 @@ def is_main_process() -> bool:
 
 
 def total_steps(cfg: RunConfig, setup: TrainingSetup) -> int:
-    """``cfg.steps``, or ``cfg.epochs`` times the task's steps per epoch (default 100)."""
+    """``cfg.steps``, or ``cfg.epochs`` times the task's steps per epoch (default 100).
+    A task's epoch counts one batch per step: with ``grad_accum`` = k a step draws k, so an
+    epoch is k times fewer optimizer steps."""
     if cfg.epochs is not None:
         if not setup.steps_per_epoch:
             raise ConfigError(
                 f"config key 'epochs' ({cfg.epochs}) needs the task to define steps_per_epoch;"
                 " set 'steps' instead"
             )
-        return max(1, math.ceil(cfg.epochs * setup.steps_per_epoch))
+        return max(1, math.ceil(cfg.epochs * setup.steps_per_epoch / cfg.grad_accum))
     return cfg.steps if cfg.steps is not None else 100
 
 
-def make_optimizer(setup: TrainingSetup, cfg: RunConfig) -> Any:
-    """The :class:`moopt.MultiObjectiveOptimizer` described by ``cfg``."""
+def make_optimizer(setup: TrainingSetup, cfg: RunConfig, params: Any = None) -> Any:
+    """The :class:`moopt.MultiObjectiveOptimizer` described by ``cfg``, over ``params``
+    (default: ``setup.params``, else the model's parameters with ``requires_grad``)."""
     from moopt.optimizer import MultiObjectiveOptimizer
 
     names = list(setup.objectives)
@@ -88,7 +106,8 @@ def make_optimizer(setup: TrainingSetup, cfg: RunConfig) -> Any:
             raise ConfigError(
                 f"config key {key!r} names unknown objective(s) {unknown}; objectives: {names}"
             )
-    params = setup.params
+    if params is None:
+        params = setup.params
     if params is None:
         params = [p for p in setup.model.parameters() if p.requires_grad]
     return MultiObjectiveOptimizer(
@@ -125,13 +144,6 @@ def make_schedule(cfg: RunConfig, names: list[str]) -> Iterator[str] | None:
     return schedules.Alternating(dict(spec))
 
 
-def _finite_loss(loss: torch.Tensor, name: str, step: int) -> float:
-    value = float(loss.detach())
-    if not math.isfinite(value):
-        raise TrainingError(f"objective {name!r} gave a non-finite loss {value} at step {step}")
-    return value
-
-
 def _clean_metrics(raw: Any) -> dict[str, float]:
     if not isinstance(raw, dict):
         raise TypeError(f"evaluate() must return a dict of floats, got {type(raw).__name__}")
@@ -146,6 +158,27 @@ def _clean_metrics(raw: Any) -> dict[str, float]:
     return out
 
 
+def _reported_losses(logged: dict[str, torch.Tensor], world: int,
+                     step: int) -> dict[str, float]:
+    """The step's loss per objective, summed over the ranks (one all-reduce for all of
+    them), as floats; a non-finite one stops training on every rank alike."""
+    if world > 1:
+        names = list(logged)
+        both = torch.stack([logged[n].detach().to(torch.float64) for n in names])
+        torch.distributed.all_reduce(both)
+        values = dict(zip(names, both.tolist()))
+    else:
+        values = {n: float(v.detach()) for n, v in logged.items()}
+    for name, value in values.items():
+        if not math.isfinite(value):
+            raise TrainingError(
+                f"objective {name!r} gave a non-finite loss {value} at step {step}")
+    return values
+
+
+SHARDS_DIR = "shards"
+
+
 def train(
     setup: TrainingSetup,
     cfg: RunConfig,
@@ -155,26 +188,32 @@ def train(
     resume: bool = False,
     stop_after: int | None = None,
     log: Callable[[str], None] | None = None,
+    hardware: Hardware | None = None,
 ) -> TrainResult:
     """Train ``setup`` as ``cfg`` says.
 
     ``run_dir``: where history and checkpoints go (``None``: nothing is written).
     ``resume``: continue from ``run_dir``'s checkpoint (start fresh when there is none).
     ``stop_after``: stop (with a checkpoint) after this many steps of this call, as an
-    interruption would; used to test resumption.
+    interruption would; used to test resumption. ``hardware``: the resolved device,
+    precision and parallel mode (default: resolved from ``cfg``).
     """
     import time
 
+    from moopt import distributed as mdist
+
+    hw = hardware if hardware is not None else resolve_hardware(cfg)
     main = is_main_process()
     writes = run_dir is not None and main
     names = list(setup.objectives)
-    opt = make_optimizer(setup, cfg)
+    placed = place_model(setup, cfg, hw)
+    opt = make_optimizer(setup, cfg, placed.params)
     schedule = make_schedule(cfg, names)
-    from moopt import distributed as mdist
-
-    if mdist.world_size() > 1:
-        # Same objective on every rank each step, gradients averaged across ranks.
-        mdist.sync_steps(opt, schedule)
+    world, rank = mdist.world_size(), mdist.rank()
+    if world > 1:
+        # Same objective on every rank each step. Gradients are averaged over the ranks by
+        # the wrapper (ddp, fsdp), or here before every step (none).
+        mdist.sync_steps(opt, schedule, average_grads=hw.parallel == "none")
     if schedule is None and cfg.max_grad_norm is not None:
         raise ConfigError("config key 'max_grad_norm' is not supported with schedule 'joint'")
     weights = {n: spec.weight for n, spec in setup.objectives.items()}
@@ -185,17 +224,23 @@ def train(
     ckpt_path = run_dir / ckpt.CHECKPOINT_NAME if run_dir is not None else None
 
     step = 0
+    shards_step = -1  # the step of the sharded checkpoint on disk, if this call knows it
     metrics: dict[str, float] = {}
     if resume and ckpt_path is not None and ckpt_path.is_file():
         state = ckpt.load_checkpoint(ckpt_path)
-        setup.model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
+        if "sharded" in state:
+            mdist.load_checkpoint(run_dir / state["sharded"], placed.model, opt)
+            shards_step = int(state["step"])
+        else:
+            setup.model.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
         ckpt.load_state_of(schedule, state["schedule"], "the schedule")
         for name, spec in setup.objectives.items():
             ckpt.load_state_of(spec.batches, state["streams"].get(name), f"batches of {name!r}")
         for key, obj in setup.stateful.items():
             ckpt.load_state_of(obj, state["stateful"].get(key), key)
-        ckpt.restore_rng(state["rng"])
+        ranks = state.get("rng_ranks")
+        ckpt.restore_rng(ranks[rank] if ranks and len(ranks) == world else state["rng"])
         step = int(state["step"])
         metrics = dict(state.get("metrics", {}))
         history.truncate(step)
@@ -205,18 +250,38 @@ def train(
         history.truncate(-1)  # a fresh run starts with an empty history
 
     def save() -> None:
+        nonlocal shards_step
+        if run_dir is None:
+            return
+        rng = ckpt.capture_rng()
+        rng_ranks = mdist.all_gather_objects(rng) if world > 1 else None
+        shards = f"{SHARDS_DIR}/step-{step:08d}"
+        if placed.sharded and shards_step != step:  # every rank writes its shards
+            mdist.save_checkpoint(run_dir / shards, placed.model, opt)
+            mdist.barrier()
+            shards_step = step
         if not writes:
             return
-        ckpt.save_checkpoint(ckpt_path, {
+        payload: dict[str, Any] = {
             "step": step,
-            "model": setup.model.state_dict(),
-            "optimizer": opt.state_dict(),
             "schedule": ckpt.state_of(schedule),
             "streams": {n: ckpt.state_of(s.batches) for n, s in setup.objectives.items()},
             "stateful": {k: ckpt.state_of(o) for k, o in setup.stateful.items()},
-            "rng": ckpt.capture_rng(),
+            "rng": rng,
             "metrics": metrics,
-        })
+        }
+        if rng_ranks is not None:
+            payload["rng_ranks"] = rng_ranks
+        if placed.sharded:
+            payload["sharded"] = shards
+        else:
+            payload["model"] = setup.model.state_dict()
+            payload["optimizer"] = opt.state_dict()
+        ckpt.save_checkpoint(ckpt_path, payload)
+        if placed.sharded:  # the older sharded checkpoints are no longer named anywhere
+            for old in (run_dir / SHARDS_DIR).iterdir():
+                if old.name != Path(shards).name:
+                    shutil.rmtree(old, ignore_errors=True)
 
     eval_seconds = 0.0
 
@@ -226,10 +291,28 @@ def train(
             return
         start = time.perf_counter()
         was_training = setup.model.training
-        metrics = _clean_metrics(evaluate())
+        with hw.autocast():
+            metrics = _clean_metrics(evaluate())
         setup.model.train(was_training)
         eval_seconds += time.perf_counter() - start
         history.add({"step": step, "eval": metrics})
+
+    def loss_of(name: str, piece: Piece) -> torch.Tensor:
+        spec = setup.objectives[name]
+        with hw.autocast():
+            if not piece.has_batch:
+                return spec.loss()
+            return spec.loss(move_batch(piece.batch, hw.device, placed.input_dtype))
+
+    def pieces_of(name: str) -> list[Piece]:
+        return step_pieces(setup.objectives[name], accum=cfg.grad_accum, rank=rank,
+                           world=world)
+
+    def backward(loss: torch.Tensor, piece: Piece) -> tuple[torch.Tensor, torch.Tensor]:
+        """The loss weighted for backward, and its detached share of the reported loss."""
+        weighted = loss if piece.grad_weight == 1.0 else loss * piece.grad_weight
+        share = loss.detach()
+        return weighted, share if piece.log_weight == 1.0 else share * piece.log_weight
 
     show = cfg.progress and main and sys.stderr.isatty()
     bar = None
@@ -243,16 +326,32 @@ def train(
     try:
         while step < stop_at:
             opt.zero_grad()
+            logged: dict[str, torch.Tensor] = {}
             if schedule is None:
-                losses = {n: spec.compute() for n, spec in setup.objectives.items()}
-                values = {n: _finite_loss(v, n, step + 1) for n, v in losses.items()}
-                opt.backward(losses)
+                pieces = {n: pieces_of(n) for n in names}
+                # ddp: several backward passes per forward are reduced by hand below.
+                with placed.no_sync():
+                    for i in range(max(len(p) for p in pieces.values())):
+                        losses = {}
+                        for n, ps in pieces.items():
+                            if i < len(ps):
+                                losses[n], share = backward(loss_of(n, ps[i]), ps[i])
+                                logged[n] = share if n not in logged else logged[n] + share
+                        opt.backward(losses)
+                if hw.parallel == "ddp" and world > 1:
+                    mdist.average_gradients(opt)
+                values = _reported_losses(logged, world, step + 1)
                 opt.step(weights=weights)
             else:
                 name = next(schedule)
-                loss = setup.objectives[name].compute()
-                values = {name: _finite_loss(loss, name, step + 1)}
-                loss.backward()
+                pieces_n = pieces_of(name)
+                for i, piece in enumerate(pieces_n):
+                    # ddp: the gradients of all micro-batches are reduced in the last backward.
+                    with placed.no_sync(i < len(pieces_n) - 1):
+                        weighted, share = backward(loss_of(name, piece), piece)
+                        weighted.backward()
+                    logged[name] = share if name not in logged else logged[name] + share
+                values = _reported_losses(logged, world, step + 1)
                 if cfg.max_grad_norm is not None:
                     torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
                 opt.step(objective=name)
@@ -278,4 +377,5 @@ def train(
         elif not metrics:
             metrics = history.evals()[-1][1]
     save()
-    return TrainResult(step, metrics, history, opt, eval_seconds, finished)
+    return TrainResult(step, metrics, history, opt, eval_seconds, finished,
+                       extras={"hardware": hw.describe()})
