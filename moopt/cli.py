@@ -170,6 +170,9 @@ def _resolve(args: argparse.Namespace, extra: Sequence[str]):
     flags["task"] = task.name or args.task
     cfg = resolve_config(task.config_class, preset=preset, file=args.config, flags=flags,
                          overrides=args.overrides)
+    from moopt.runner.devices import resolve_hardware
+
+    resolve_hardware(cfg)  # device errors before any output; torchrun's process group
     return task, cfg, preset
 
 
@@ -266,10 +269,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         return cmd_list()
     try:
-        from moopt import distributed as mdist
-
-        if mdist.launched_by_torchrun() and int(os.environ["WORLD_SIZE"]) > 1:
-            mdist.init_process_group()
         if args.command == "run":
             return cmd_run(args, extra)
         return cmd_compare(args, extra)

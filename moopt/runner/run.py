@@ -38,14 +38,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from moopt.errors import MooptError
 from moopt.runner.atomic import write_json_atomic
 from moopt.runner.checkpoint import seed_everything
 from moopt.runner.config import RunConfig
+from moopt.runner.devices import resolve_hardware
 from moopt.runner.loop import TrainResult, is_main_process, train
 from moopt.runner.rundir import open_run_dir
-from moopt.runner.task import RunContext, TaskAdapter
+from moopt.runner.task import ReportSection, RunContext, TaskAdapter
 
 _UNSET: Any = object()
+
+
+class RunError(MooptError, RuntimeError):
+    """The run could not start (another rank's failure, reported on this one)."""
 
 
 @dataclass
@@ -94,22 +100,48 @@ def run_task(
     """
     if cfg.task is None and task.name:
         cfg = cfg.model_copy(update={"task": task.name})
+    # Device, precision and process group first: asking for CUDA where there is none is
+    # an error before anything is created.
+    hardware = resolve_hardware(cfg)
     task.validate(cfg)
     run_dir = Path(cfg.out) if cfg.out is not None else None
     main = is_main_process()
-    mode = "fresh"
+    mode = _open_on_main(run_dir, cfg, resume, overwrite, main)
     if run_dir is not None and main:
-        mode = open_run_dir(run_dir, cfg, resume=resume, overwrite=overwrite)
-        write_json_atomic(run_dir / "run.json", {"status": "running", "mode": mode})
+        write_json_atomic(run_dir / "run.json", {"status": "running", "mode": mode,
+                                                 "hardware": hardware.describe()})
     ctx = ctx or make_context(cfg, run_dir)
+    ctx.hardware = hardware
     try:
         with cpu_threads(cfg.threads):
             return _run(task, cfg, ctx, run_dir, main, mode, prepared, stop_after, plots)
     except BaseException as err:
         if run_dir is not None and main:
             write_json_atomic(run_dir / "run.json", {
-                "status": "failed", "mode": mode, "error": f"{type(err).__name__}: {err}"})
+                "status": "failed", "mode": mode, "error": f"{type(err).__name__}: {err}",
+                "hardware": hardware.describe()})
         raise
+
+
+def _open_on_main(run_dir: Path | None, cfg: RunConfig, resume: bool, overwrite: bool,
+                  main: bool) -> str:
+    """Rank 0 opens the run directory and every rank learns whether the run resumes (or
+    that rank 0 refused the directory, with its message)."""
+    from moopt import distributed as mdist
+
+    mode, error = "fresh", None
+    if run_dir is not None and main:
+        try:
+            mode = open_run_dir(run_dir, cfg, resume=resume, overwrite=overwrite)
+        except Exception as err:
+            error = err
+    outcome = mdist.broadcast_from_main(
+        (mode, None if error is None else f"{type(error).__name__}: {error}"))
+    if error is not None:
+        raise error
+    if outcome[1] is not None:
+        raise RunError(f"rank 0 could not open the run directory: {outcome[1]}")
+    return outcome[0]
 
 
 @contextmanager
@@ -157,6 +189,7 @@ def _run(task: TaskAdapter, cfg: RunConfig, ctx: RunContext, run_dir: Path | Non
         resume=mode == "resume",
         stop_after=stop_after,
         log=ctx.log,
+        hardware=ctx.hardware,
     )
     elapsed = time.perf_counter() - start
     ctx.timings["train"] = ctx.timings.get("train", 0.0) + elapsed - result.eval_seconds
@@ -164,15 +197,22 @@ def _run(task: TaskAdapter, cfg: RunConfig, ctx: RunContext, run_dir: Path | Non
     out = RunResult(result.metrics, run_dir if main else None, dict(ctx.timings), result, setup)
     if run_dir is None or not main:
         return out
+    hardware = result.extras.get("hardware", {})
     status = {"status": "finished" if result.finished else "stopped", "step": result.step,
-              "mode": mode, "timings": ctx.timings}
+              "mode": mode, "timings": ctx.timings, "hardware": hardware}
     if result.finished:
         from moopt.runner.report import write_run_report
 
         flat = dict(result.metrics)
         flat.update({f"time_{k}_s": v for k, v in ctx.timings.items()})
-        extras = task.report_extras(setup, cfg, ctx)
+        extras = [hardware_section(hardware), *task.report_extras(setup, cfg, ctx)]
         write_run_report(run_dir, cfg, flat, result.history, ctx.timings, extras, plots=plots)
         write_json_atomic(run_dir / "metrics.json", flat)
     write_json_atomic(run_dir / "run.json", status)
     return out
+
+
+def hardware_section(hardware: dict[str, Any]) -> ReportSection:
+    """The report's record of where the run computed (device, precision, ranks)."""
+    rows = "\n".join(f"- {key}: `{value}`" for key, value in hardware.items())
+    return ReportSection("Hardware", rows)
