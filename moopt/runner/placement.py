@@ -75,12 +75,18 @@ class Placed:
 def enable_gradient_checkpointing(model: nn.Module) -> None:
     """Activation checkpointing of a Hugging Face model (non-reentrant, which also works
     with frozen inputs, LoRA, DDP and FSDP2); a clear error for other models."""
-    enable = getattr(model, "gradient_checkpointing_enable", None)
-    if not callable(enable) or not getattr(model, "supports_gradient_checkpointing", True):
+    kwargs = {"use_reentrant": False}
+    # transformers 5 renamed it (the old name warns); 4.x has only the old one.
+    new = getattr(model, "activation_checkpointing_enable", None)
+    old = getattr(model, "gradient_checkpointing_enable", None)
+    if not callable(new or old) or not getattr(model, "supports_gradient_checkpointing", True):
         raise ConfigError(
             f"config key 'gradient_checkpointing': the model ({type(model).__name__}) does "
             "not support it; it needs a Hugging Face model with gradient_checkpointing_enable()")
-    enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if callable(new):
+        new(activation_checkpointing_kwargs=kwargs)
+    else:
+        old(gradient_checkpointing_kwargs=kwargs)
     config = getattr(model, "config", None)
     if config is not None and hasattr(config, "use_cache"):
         config.use_cache = False  # a KV cache is useless in training and clashes with it

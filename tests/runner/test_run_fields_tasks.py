@@ -72,3 +72,44 @@ def test_multitask_vision(tmp_path, precision, mode):
     assert _dtypes(res.setup.model) == {WEIGHTS[precision]}
     assert "single_acc_left" in res.metrics  # the baselines trained with the same fields
     assert "Optimizer state memory" in (tmp_path / "run" / "report.md").read_text()
+
+
+def test_gradient_checkpointing_recomputes_and_changes_nothing(tmp_path):
+    """A Hugging Face model (tiny Llama) with gradient_checkpointing: the inside of every
+    block runs twice per training pass (once more in backward), and the run ends with the
+    same bits as without it."""
+    from moopt.tasks.unlearning.adapter import UnlearningTask
+    from moopt.tasks.unlearning.config import UnlearningConfig
+
+    class Counted(UnlearningTask):
+        calls = 0
+
+        def build(self, cfg, ctx):
+            setup = super().build(cfg, ctx)
+            names = set(setup.model._no_split_modules)
+            block = next(m for m in setup.model.modules() if type(m).__name__ in names)
+            inner = next(block.children())  # runs inside the block's (checkpointed) forward
+
+            def count(module, args):
+                if torch.is_grad_enabled():
+                    type(self).calls += 1
+
+            inner.register_forward_pre_hook(count)
+            return setup
+
+    runs = {}
+    for gc in (False, True):
+        task = type(f"Counted{gc}", (Counted,), {})()
+        cfg = UnlearningConfig(n_people=4, n_forget=1, facts_per_person=2, n_utility=4,
+                               finetune_epochs=1, max_new_tokens=4, eval_batch_size=16,
+                               arch="llama", schedule={"forget": 1, "retain": 1},
+                               gradient_checkpointing=gc, out=tmp_path / f"gc{gc}",
+                               cache_dir=tmp_path / "cache", **COMMON)
+        runs[gc] = (run_task(task, cfg, plots=False), type(task).calls)
+    (plain, plain_calls), (ckpt, ckpt_calls) = runs[False], runs[True]
+    assert plain_calls > 0 and ckpt_calls == 2 * plain_calls
+    assert ckpt.setup.model.config.use_cache is False
+    for a, b in zip(ckpt.setup.model.parameters(), plain.setup.model.parameters(),
+                    strict=True):
+        assert torch.equal(a, b)
+    assert ckpt.metrics == plain.metrics
