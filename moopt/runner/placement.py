@@ -9,10 +9,11 @@ they built, get the distributed behaviour without knowing about it:
   an objective may leave parameters unused (another task's head). Every rank holds the
   whole model and optimizer state; gradients are all-reduced in backward.
 * ``fsdp``: FSDP2 ``fully_shard`` on every transformer block (the classes a Hugging Face
-  model lists in ``_no_split_modules``; else every direct child with parameters), then on
-  the root. Parameters, gradients and optimizer state are DTensors sharded over the
-  ranks; ``fully_shard`` moves each block to the device as it shards it, so a model that
-  does not fit one device can be built on the CPU and trained.
+  model lists in ``_no_split_modules``; else every direct child with parameters, looking
+  into ``ModuleList`` / ``ModuleDict`` containers), then on the root. Parameters,
+  gradients and optimizer state are DTensors sharded over the ranks; ``fully_shard``
+  moves each block to the device as it shards it, so a model that does not fit one
+  device can be built on the CPU and trained.
 
 Example (one process: no wrapping, only precision and device):
     >>> import torch
@@ -99,7 +100,13 @@ def shard_blocks(model: nn.Module) -> list[nn.Module]:
         blocks = [m for m in model.modules() if type(m).__name__ in names]
         if blocks:
             return blocks
-    return [m for m in model.children() if next(m.parameters(), None) is not None]
+    blocks = []
+    for child in model.children():
+        if isinstance(child, (nn.ModuleList, nn.ModuleDict)):  # containers have no forward
+            blocks += shard_blocks(child)
+        elif next(child.parameters(), None) is not None:
+            blocks.append(child)
+    return blocks
 
 
 def _fully_shard(model: nn.Module, device: torch.device) -> None:
