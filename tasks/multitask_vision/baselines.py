@@ -98,7 +98,9 @@ class BaselineCache:
         metrics = train_baseline(cfg, data, task)
         self.trained += 1
         self.memory[key] = metrics
-        if path is not None:
+        from moopt.distributed import is_main_process
+
+        if path is not None and is_main_process():  # every rank trained it; one writes
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(path.name + ".tmp")
             tmp.write_text(json.dumps({"task": task, "metrics": metrics}, indent=1))

@@ -153,3 +153,20 @@ def test_a_stopped_cuda_run_resumes_bit_identically(tmp_path):
     rest = run_task(RegressionTask(), cfg("split"), resume=True, plots=False)
     for a, b in zip(rest.setup.model.parameters(), full.setup.model.parameters()):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("name", ["unlearning", "safety", "multitask-vision"])
+def test_task_finishes_on_cuda_in_bf16_mixed(tmp_path, name):
+    """A tiny run of each task on CUDA with bf16-mixed and grad_accum 2 (the full smoke
+    presets run in make device-check)."""
+    pytest.importorskip("transformers", reason="the LLM tasks need moopt[llm]")
+    from moopt.runner.run import run_task
+    from tests.runner.test_run_fields_tasks import tiny_task
+
+    task, cfg = tiny_task(name, tmp_path, precision="bf16-mixed", device="cuda")
+    res = run_task(task, cfg, plots=False)
+    assert res.train.finished
+    assert all(torch.isfinite(torch.tensor(v)) for v in res.metrics.values())
+    assert {p.device.type for p in res.setup.model.parameters()} == {"cuda"}
+    hardware = json.loads((tmp_path / "run" / "run.json").read_text())["hardware"]
+    assert hardware["device"].startswith("cuda") and hardware["precision"] == "bf16-mixed"

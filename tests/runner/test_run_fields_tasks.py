@@ -27,16 +27,35 @@ def _dtypes(model: torch.nn.Module) -> set[torch.dtype]:
 WEIGHTS = {"bf16-mixed": torch.float32, "bf16": torch.bfloat16}
 
 
+def tiny_task(name: str, tmp_path, **kw):
+    """(task, config) of a tiny run of the task ``name`` (seconds on a CPU)."""
+    base = {"out": tmp_path / "run", "cache_dir": tmp_path / "cache", **COMMON, **kw}
+    if name == "unlearning":
+        from moopt.tasks.unlearning.adapter import UnlearningTask
+        from moopt.tasks.unlearning.config import UnlearningConfig
+
+        return UnlearningTask(), UnlearningConfig(
+            n_people=4, n_forget=1, facts_per_person=2, n_utility=4, finetune_epochs=1,
+            max_new_tokens=4, eval_batch_size=16, **{"schedule": {"forget": 1, "retain": 1},
+                                                     **base})
+    if name == "safety":
+        from moopt.tasks.safety.adapter import SafetyTask
+        from moopt.tasks.safety.config import SafetyConfig
+
+        return SafetyTask(), SafetyConfig(pretrain_epochs=1, eval_subset=4, max_new_tokens=4,
+                                          **{"schedule": "joint", **base})
+    pytest.importorskip("torchvision", reason="multi-task vision needs moopt[vision]")
+    from moopt.tasks.multitask_vision.adapter import MultitaskVisionTask
+    from moopt.tasks.multitask_vision.config import MultitaskVisionConfig
+
+    return MultitaskVisionTask(), MultitaskVisionConfig(
+        n_train=64, n_test=32, batch_size=16, **{"baselines": True, **base})
+
+
 @pytest.mark.parametrize("precision", ["bf16-mixed", "bf16"])
 def test_unlearning(tmp_path, precision):
-    from moopt.tasks.unlearning.adapter import UnlearningTask
-    from moopt.tasks.unlearning.config import UnlearningConfig
-
-    cfg = UnlearningConfig(n_people=4, n_forget=1, facts_per_person=2, n_utility=4,
-                           finetune_epochs=1, max_new_tokens=4, eval_batch_size=16,
-                           schedule={"forget": 1, "retain": 1}, precision=precision,
-                           out=tmp_path / "run", cache_dir=tmp_path / "cache", **COMMON)
-    res = run_task(UnlearningTask(), cfg, plots=False)
+    task, cfg = tiny_task("unlearning", tmp_path, precision=precision)
+    res = run_task(task, cfg, plots=False)
     assert res.train.finished and _finite(res.metrics)
     assert _dtypes(res.setup.model) == {WEIGHTS[precision]}
     ref = res.setup.extras["ref_model"]  # npo needs it; placed like the model
@@ -46,13 +65,8 @@ def test_unlearning(tmp_path, precision):
 
 @pytest.mark.parametrize("precision", ["bf16-mixed", "bf16"])
 def test_safety(tmp_path, precision):
-    from moopt.tasks.safety.adapter import SafetyTask
-    from moopt.tasks.safety.config import SafetyConfig
-
-    cfg = SafetyConfig(pretrain_epochs=1, eval_subset=4, max_new_tokens=4, schedule="joint",
-                       precision=precision, out=tmp_path / "run", cache_dir=tmp_path / "cache",
-                       **COMMON)
-    res = run_task(SafetyTask(), cfg, plots=False)
+    task, cfg = tiny_task("safety", tmp_path, precision=precision)
+    res = run_task(task, cfg, plots=False)
     assert res.train.finished and _finite(res.metrics)
     assert _dtypes(res.setup.model) == {WEIGHTS[precision]}
 
@@ -60,14 +74,8 @@ def test_safety(tmp_path, precision):
 @pytest.mark.parametrize("mode", ["alternating", "joint"])
 @pytest.mark.parametrize("precision", ["bf16-mixed", "bf16"])
 def test_multitask_vision(tmp_path, precision, mode):
-    pytest.importorskip("torchvision", reason="multi-task vision needs moopt[vision]")
-    from moopt.tasks.multitask_vision.adapter import MultitaskVisionTask
-    from moopt.tasks.multitask_vision.config import MultitaskVisionConfig
-
-    cfg = MultitaskVisionConfig(n_train=64, n_test=32, batch_size=16, baselines=True,
-                                mode=mode, precision=precision, out=tmp_path / "run",
-                                cache_dir=tmp_path / "cache", **COMMON)
-    res = run_task(MultitaskVisionTask(), cfg, plots=False)
+    task, cfg = tiny_task("multitask-vision", tmp_path, precision=precision, mode=mode)
+    res = run_task(task, cfg, plots=False)
     assert res.train.finished and _finite(res.metrics)
     assert _dtypes(res.setup.model) == {WEIGHTS[precision]}
     assert "single_acc_left" in res.metrics  # the baselines trained with the same fields
@@ -79,7 +87,6 @@ def test_gradient_checkpointing_recomputes_and_changes_nothing(tmp_path):
     block runs twice per training pass (once more in backward), and the run ends with the
     same bits as without it."""
     from moopt.tasks.unlearning.adapter import UnlearningTask
-    from moopt.tasks.unlearning.config import UnlearningConfig
 
     class Counted(UnlearningTask):
         calls = 0
@@ -100,11 +107,8 @@ def test_gradient_checkpointing_recomputes_and_changes_nothing(tmp_path):
     runs = {}
     for gc in (False, True):
         task = type(f"Counted{gc}", (Counted,), {})()
-        cfg = UnlearningConfig(n_people=4, n_forget=1, facts_per_person=2, n_utility=4,
-                               finetune_epochs=1, max_new_tokens=4, eval_batch_size=16,
-                               arch="llama", schedule={"forget": 1, "retain": 1},
-                               gradient_checkpointing=gc, out=tmp_path / f"gc{gc}",
-                               cache_dir=tmp_path / "cache", **COMMON)
+        _, cfg = tiny_task("unlearning", tmp_path / f"gc{gc}", arch="llama",
+                           gradient_checkpointing=gc)
         runs[gc] = (run_task(task, cfg, plots=False), type(task).calls)
     (plain, plain_calls), (ckpt, ckpt_calls) = runs[False], runs[True]
     assert plain_calls > 0 and ckpt_calls == 2 * plain_calls
