@@ -2,9 +2,10 @@
 float64 regression task through ``run_task`` with ``parallel`` = none / ddp / fsdp.
 
 Each case is ``(label, config overrides, how)`` where ``how`` is ``"full"`` (one run),
-``"stop"`` (stopped after 3 steps, then resumed in the same job) or ``"die"`` (every rank
+``"stop"`` (stopped after 3 steps, then resumed in the same job), ``"die"`` (every rank
 exits abruptly inside step 5, with checkpoints every 2 steps; the test resumes it in a
-second job with ``"resume"``). Rank 0 saves the final parameters (gathered from the
+second job with ``"resume"``) or ``"refused"`` (rank 0 refuses the run directory: every
+rank must raise). Rank 0 saves the final parameters (gathered from the
 shards under fsdp) as ``<label>-params.pt``.
 """
 
@@ -28,6 +29,7 @@ RUNNER_CASES = [
     ("ddp-alternating-accum2", {"parallel": "ddp", "grad_accum": 2, "policy": "decoupled"},
      "stop"),
     ("fsdp-joint-accum2", {"parallel": "fsdp", "schedule": "joint", "grad_accum": 2}, "stop"),
+    ("refused", {}, "refused"),
 ]
 
 
@@ -69,9 +71,29 @@ def full_params(model: torch.nn.Module) -> list[torch.Tensor]:
     return out
 
 
+def refused_everywhere(rank: int, out: Path) -> str:
+    """Every rank's error when rank 0 refuses the run directory (it holds another run)."""
+    import torch.distributed as dist
+
+    from moopt.runner.rundir import open_run_dir
+
+    cfg = config(out, "refused", parallel="ddp")
+    if rank == 0:  # another run's config in that directory
+        open_run_dir(cfg.out, cfg.model_copy(update={"steps": 1}))
+    dist.barrier()
+    try:
+        run_task(RegressionTask(), cfg, plots=False)
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return "no error"
+
+
 def run_cases(rank: int, world: int, out: Path, cases: list[tuple[str, dict, str]]) -> None:
     out.mkdir(exist_ok=True)
     for label, overrides, how in cases:
+        if how == "refused":
+            (out / f"refused-rank{rank}.txt").write_text(refused_everywhere(rank, out))
+            continue
         cfg = config(out, label, **overrides)
         if how == "die":
             cfg = cfg.model_copy(update={"checkpoint_every": 2})

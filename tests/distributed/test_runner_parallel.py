@@ -53,7 +53,7 @@ def _single(tmp: Path, label: str, overrides: dict):
 
 def _check(job: Path, tmp: Path, cases: list) -> None:
     for label, overrides, how in cases:
-        if how == "die":
+        if how in ("die", "refused"):
             continue
         ref = _single(tmp, label, overrides)
         got = torch.load(job / f"{label}-params.pt")
@@ -83,6 +83,15 @@ def _check(job: Path, tmp: Path, cases: list) -> None:
 def test_two_ranks_equal_one_process_with_accumulation_stop_and_resume(job, tmp_path):
     """The runner part of the default job (tests/distributed/conftest.py)."""
     _check(job / "runner", tmp_path, workers.RUNNER_CASES)
+
+
+def test_a_refused_run_directory_stops_every_rank(job):
+    """Rank 0 opens the run directory; when it refuses, the other ranks raise too (instead
+    of training without it or waiting forever)."""
+    rank0 = (job / "runner" / "refused-rank0.txt").read_text()
+    rank1 = (job / "runner" / "refused-rank1.txt").read_text()
+    assert rank0.startswith("RunDirError") and "steps" in rank0, rank0
+    assert rank1.startswith("RunError: rank 0 could not open the run directory: RunDirError")
 
 
 FULL_CASES = [
