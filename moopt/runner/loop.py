@@ -308,7 +308,7 @@ def train(
         return step_pieces(setup.objectives[name], accum=cfg.grad_accum, rank=rank,
                            world=world)
 
-    def backward(loss: torch.Tensor, piece: Piece) -> tuple[torch.Tensor, torch.Tensor]:
+    def weigh(loss: torch.Tensor, piece: Piece) -> tuple[torch.Tensor, torch.Tensor]:
         """The loss weighted for backward, and its detached share of the reported loss."""
         weighted = loss if piece.grad_weight == 1.0 else loss * piece.grad_weight
         share = loss.detach()
@@ -335,7 +335,7 @@ def train(
                         losses = {}
                         for n, ps in pieces.items():
                             if i < len(ps):
-                                losses[n], share = backward(loss_of(n, ps[i]), ps[i])
+                                losses[n], share = weigh(loss_of(n, ps[i]), ps[i])
                                 logged[n] = share if n not in logged else logged[n] + share
                         opt.backward(losses)
                 if hw.parallel == "ddp" and world > 1:
@@ -348,7 +348,7 @@ def train(
                 for i, piece in enumerate(pieces_n):
                     # ddp: the gradients of all micro-batches are reduced in the last backward.
                     with placed.no_sync(i < len(pieces_n) - 1):
-                        weighted, share = backward(loss_of(name, piece), piece)
+                        weighted, share = weigh(loss_of(name, piece), piece)
                         weighted.backward()
                     logged[name] = share if name not in logged else logged[name] + share
                 values = _reported_losses(logged, world, step + 1)
