@@ -304,10 +304,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if extra:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         return plugin_commands()[args.command].run(args)
-    except KeyboardInterrupt:
-        print("moopt: interrupted; continue with --resume (from the last checkpoint)",
+    except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM (RunStopped carries the signal)
+        signum = getattr(err, "signum", 2)
+        how = "interrupted" if signum == 2 else str(err)
+        print(f"moopt: {how}; continue with --resume (from the last checkpoint)",
               file=sys.stderr)
-        return 130
+        return 128 + signum
     except (MooptError, ValueError, TypeError, ImportError, OSError) as err:
         if os.environ.get("MOOPT_DEBUG"):
             raise

@@ -15,9 +15,10 @@ forward passes and losses run under autocast with ``precision="bf16-mixed"``.
 Every ``eval_every`` steps the task evaluates; every ``checkpoint_every`` steps (and at the
 end) a checkpoint is written, from which ``resume`` continues bit-for-bit as if the run had
 never stopped (same parameters, optimizer state, schedule position, batches and RNG).
-Under ``parallel="fsdp"`` the model and optimizer go to a sharded checkpoint
-(``torch.distributed.checkpoint``, one directory under ``shards/``) that ``checkpoint.pt``
-names; everything else stays in ``checkpoint.pt``.
+
+Under ``parallel="fsdp"`` every rank writes its shards of the model and optimizer state
+with ``torch.distributed.checkpoint`` into the checkpoint's folder (``shards/``), beside
+rank 0's ``state.pt`` with everything else; the manifest covers both.
 
 Example:
     >>> import torch
@@ -35,7 +36,6 @@ Example:
 from __future__ import annotations
 
 import math
-import shutil
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -46,6 +46,7 @@ import torch
 
 from moopt.errors import MooptError
 from moopt.runner import checkpoint as ckpt
+from moopt.runner import finite
 from moopt.runner.accumulation import Piece, step_pieces
 from moopt.runner.batches import move_batch
 from moopt.runner.config import ConfigError, RunConfig
@@ -144,6 +145,41 @@ def make_schedule(cfg: RunConfig, names: list[str]) -> Iterator[str] | None:
     return schedules.Alternating(dict(spec))
 
 
+def _reported_losses(logged: dict[str, torch.Tensor], world: int,
+                     step: int) -> dict[str, float]:
+    """The step's loss per objective, summed over the ranks (one all-reduce for all of
+    them), as floats; a non-finite one on any rank stops every rank (the sum is then
+    non-finite everywhere)."""
+    if world > 1:
+        names = list(logged)
+        both = torch.stack([logged[n].detach().to(torch.float64) for n in names])
+        torch.distributed.all_reduce(both)
+        values = dict(zip(names, both.tolist()))
+    else:
+        values = {n: float(v.detach()) for n, v in logged.items()}
+    bad = [name for name, value in values.items() if not math.isfinite(value)]
+    if bad:
+        raise TrainingError(
+            f"objective {bad[0]!r} gave a non-finite loss {values[bad[0]]} at step {step}")
+    return values
+
+
+SHARDS = "shards"  # the DCP folder inside a checkpoint folder (parallel="fsdp")
+
+
+def _nonfinite_message(what: str, first: int, last: int, stepped: list[tuple[int, str]],
+                       saved: int | None) -> str:
+    """Why the run stops: ``what`` became NaN/inf in steps ``first``..``last``."""
+    names = sorted({name for s, name in stepped if first <= s <= last})
+    which = f" (objective{'s' if len(names) > 1 else ''} {', '.join(names)})" if names else ""
+    when = f"step {last}{which}" if first == last else f"one of steps {first}-{last}{which}"
+    kept = (f"the checkpoint of step {saved} is kept" if saved is not None
+            else "no checkpoint was written")
+    return (f"{what} became NaN or infinite in {when}; the run stops and {kept}. An infinite "
+            "gradient with a finite loss does this: pass optimizer_options.nonfinite='skip' "
+            "(skip such steps) or 'raise', or clip gradients (max_grad_norm)")
+
+
 def _clean_metrics(raw: Any) -> dict[str, float]:
     if not isinstance(raw, dict):
         raise TypeError(f"evaluate() must return a dict of floats, got {type(raw).__name__}")
@@ -158,27 +194,6 @@ def _clean_metrics(raw: Any) -> dict[str, float]:
     return out
 
 
-def _reported_losses(logged: dict[str, torch.Tensor], world: int,
-                     step: int) -> dict[str, float]:
-    """The step's loss per objective, summed over the ranks (one all-reduce for all of
-    them), as floats; a non-finite one stops training on every rank alike."""
-    if world > 1:
-        names = list(logged)
-        both = torch.stack([logged[n].detach().to(torch.float64) for n in names])
-        torch.distributed.all_reduce(both)
-        values = dict(zip(names, both.tolist()))
-    else:
-        values = {n: float(v.detach()) for n, v in logged.items()}
-    for name, value in values.items():
-        if not math.isfinite(value):
-            raise TrainingError(
-                f"objective {name!r} gave a non-finite loss {value} at step {step}")
-    return values
-
-
-SHARDS_DIR = "shards"
-
-
 def train(
     setup: TrainingSetup,
     cfg: RunConfig,
@@ -188,6 +203,7 @@ def train(
     resume: bool = False,
     stop_after: int | None = None,
     log: Callable[[str], None] | None = None,
+    on_checkpoint: Callable[[int, float], None] | None = None,
     hardware: Hardware | None = None,
 ) -> TrainResult:
     """Train ``setup`` as ``cfg`` says.
@@ -195,8 +211,9 @@ def train(
     ``run_dir``: where history and checkpoints go (``None``: nothing is written).
     ``resume``: continue from ``run_dir``'s checkpoint (start fresh when there is none).
     ``stop_after``: stop (with a checkpoint) after this many steps of this call, as an
-    interruption would; used to test resumption. ``hardware``: the resolved device,
-    precision and parallel mode (default: resolved from ``cfg``).
+    interruption would; used to test resumption. ``on_checkpoint(step, eval_seconds)``:
+    called after each checkpoint is written. ``hardware``: the resolved device, precision
+    and parallel mode (default: resolved from ``cfg``).
     """
     import time
 
@@ -221,16 +238,15 @@ def train(
     params = [p for g in opt.param_groups for p in g["params"]]
     n_steps = total_steps(cfg, setup)
     history = History(run_dir / "history.jsonl" if writes else None)
-    ckpt_path = run_dir / ckpt.CHECKPOINT_NAME if run_dir is not None else None
 
     step = 0
-    shards_step = -1  # the step of the sharded checkpoint on disk, if this call knows it
     metrics: dict[str, float] = {}
-    if resume and ckpt_path is not None and ckpt_path.is_file():
-        state = ckpt.load_checkpoint(ckpt_path)
-        if "sharded" in state:
-            mdist.load_checkpoint(run_dir / state["sharded"], placed.model, opt)
-            shards_step = int(state["step"])
+    # Rank 0 decides whether and from which step to resume; every rank loads that checkpoint.
+    state = ckpt.agreed_checkpoint(run_dir) if resume and run_dir is not None else None
+    if state is not None:
+        if "sharded" in state:  # every rank reads its shards from the agreed checkpoint
+            folder = run_dir / ckpt.read_manifest(run_dir)["folder"]
+            mdist.load_checkpoint(folder / state["sharded"], placed.model, opt)
         else:
             setup.model.load_state_dict(state["model"])
             opt.load_state_dict(state["optimizer"])
@@ -239,7 +255,7 @@ def train(
             ckpt.load_state_of(spec.batches, state["streams"].get(name), f"batches of {name!r}")
         for key, obj in setup.stateful.items():
             ckpt.load_state_of(obj, state["stateful"].get(key), key)
-        ranks = state.get("rng_ranks")
+        ranks = state.get("rng_ranks")  # each rank its own generators
         ckpt.restore_rng(ranks[rank] if ranks and len(ranks) == world else state["rng"])
         step = int(state["step"])
         metrics = dict(state.get("metrics", {}))
@@ -248,20 +264,30 @@ def train(
             log(f"resumed from step {step} of {n_steps}")
     elif writes:
         history.truncate(-1)  # a fresh run starts with an empty history
+    # Non-finite values: parameters are checked after every step, the whole model state and
+    # the optimizer state before every checkpoint (the steps since then are the suspects).
+    stepped: list[tuple[int, str]] = []
+    saved: int | None = step if state is not None else None
+    checked = step
+
+    def check_before_saving() -> None:
+        nonlocal checked
+        tensors = [(f"model state {k!r}", v) for k, v in setup.model.state_dict().items()
+                   if isinstance(v, torch.Tensor)]
+        bad = finite.first_nonfinite(tensors + list(finite.optimizer_state(setup.model, opt)))
+        if finite.any_rank(bad is not None):
+            what = bad or "a tensor on another rank"
+            raise TrainingError(_nonfinite_message(what, checked + 1, step, stepped, saved))
+        checked = step
+        stepped.clear()
 
     def save() -> None:
-        nonlocal shards_step
+        nonlocal saved
+        check_before_saving()
         if run_dir is None:
             return
         rng = ckpt.capture_rng()
-        rng_ranks = mdist.all_gather_objects(rng) if world > 1 else None
-        shards = f"{SHARDS_DIR}/step-{step:08d}"
-        if placed.sharded and shards_step != step:  # every rank writes its shards
-            mdist.save_checkpoint(run_dir / shards, placed.model, opt)
-            mdist.barrier()
-            shards_step = step
-        if not writes:
-            return
+        rng_ranks = mdist.gather_object(rng) if world > 1 else None
         payload: dict[str, Any] = {
             "step": step,
             "schedule": ckpt.state_of(schedule),
@@ -273,15 +299,33 @@ def train(
         if rng_ranks is not None:
             payload["rng_ranks"] = rng_ranks
         if placed.sharded:
-            payload["sharded"] = shards
-        else:
+            save_sharded(payload)
+        elif writes:
             payload["model"] = setup.model.state_dict()
             payload["optimizer"] = opt.state_dict()
-        ckpt.save_checkpoint(ckpt_path, payload)
-        if placed.sharded:  # the older sharded checkpoints are no longer named anywhere
-            for old in (run_dir / SHARDS_DIR).iterdir():
-                if old.name != Path(shards).name:
-                    shutil.rmtree(old, ignore_errors=True)
+            ckpt.save_checkpoint(run_dir, payload, step=step)
+        saved = step
+        if on_checkpoint is not None:
+            on_checkpoint(step, eval_seconds)
+
+    def save_sharded(payload: dict[str, Any]) -> None:
+        """Rank 0 makes the checkpoint folder, every rank writes its shards into it, then
+        rank 0 adds state.pt and commits the folder (manifest over every file)."""
+        folder = None
+        if writes:
+            folder = ckpt.new_folder(run_dir, step)
+        name = mdist.broadcast_object(None if folder is None else folder.name)
+        folder = run_dir / ckpt.FOLDER / name
+        try:
+            mdist.save_checkpoint(folder / SHARDS, placed.model, opt)
+            if writes:
+                entry = ckpt.write_state(folder, {**payload, "sharded": SHARDS})
+                ckpt.commit(run_dir, folder, step, {ckpt.STATE_NAME: entry})
+        except BaseException:
+            if writes:
+                ckpt.remove_stale(run_dir)  # the unfinished folder; the manifest's stays
+            raise
+        mdist.barrier()  # nobody goes on (or reads it) before it is committed
 
     eval_seconds = 0.0
 
@@ -326,6 +370,7 @@ def train(
     try:
         while step < stop_at:
             opt.zero_grad()
+            skipped = getattr(opt, "skipped_steps", 0)
             logged: dict[str, torch.Tensor] = {}
             if schedule is None:
                 pieces = {n: pieces_of(n) for n in names}
@@ -356,8 +401,15 @@ def train(
                     torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
                 opt.step(objective=name)
             step += 1
+            stepped.extend((step, n) for n in values)
+            bad = finite.first_nonfinite(finite.parameters(setup.model, opt))
+            if finite.any_rank(bad is not None):
+                raise TrainingError(_nonfinite_message(bad or "a parameter on another rank",
+                                                       step, step, stepped, saved))
+            skip = getattr(opt, "skipped_steps", 0) != skipped  # nonfinite="skip" refused it
             for name, value in values.items():
-                history.add({"step": step, "objective": name, "loss": value})
+                record = {"step": step, "objective": name, "loss": value}
+                history.add({**record, "skipped": True} if skip else record)
                 recent[name] = value
             if bar is not None:
                 bar.update(1)

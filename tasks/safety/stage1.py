@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from moopt.tasks.common.cache import publish_entry
+from moopt.tasks.common.cache import new_temp_entry, publish_entry
 from moopt.tasks.common.prompt_format import PromptFormat, parse_prompt_format
 from moopt.tasks.safety.config import SafetyConfig
 from moopt.tasks.safety.data import Example, SafetyDataError
@@ -147,8 +147,7 @@ def prepare_start_model(cfg: SafetyConfig, data: SafetyData, cache_root: Path, c
             tokenizer.pad_token = tokenizer.eos_token  # as load_causal_lm does
         return Prepared(data, tokenizer, model_dir, info, cached=True)
 
-    tmp = entry.with_name(entry.name + f".tmp-{time.time_ns()}")
-    tmp.mkdir(parents=True)
+    tmp = new_temp_entry(entry)
     info: dict[str, Any] = {"key": key, "data": data.source, "data_sizes": data.sizes(),
                             "notes": data.notes, "timings": {}}
     try:

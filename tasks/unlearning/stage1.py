@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from moopt.tasks.common.cache import publish_entry
+from moopt.tasks.common.cache import new_temp_entry, publish_entry
 from moopt.tasks.common.finetune import cosine_with_warmup, finetune  # noqa: F401 (re-exported)
 from moopt.tasks.common.prompt_format import PromptFormat, parse_prompt_format
 from moopt.tasks.unlearning.config import UnlearningConfig
@@ -189,8 +189,7 @@ def prepare_models(cfg: UnlearningConfig, data: UnlearningData, cache_root: Path
         return Prepared(data, load_tokenizer(entry / "retain"), entry / "target",
                         entry / "retain", info["retain_forget_truth_ratios"], info,
                         cached=True, entry=entry)
-    tmp = entry.with_name(entry.name + f".tmp-{time.time_ns()}")
-    tmp.mkdir(parents=True)
+    tmp = new_temp_entry(entry)
     info: dict[str, Any] = {"key": key, "data": data.source, "data_sizes": data.sizes(),
                             "timings": {}, "prompt_format": cfg.prompt_format}
     try:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from moopt.runner import checkpoint as ckpt
 from moopt.runner.run import run_task
 from tests.distributed import runner_workers as workers
 from tests.distributed.harness import run_ranks, run_ranks_to_marker
@@ -74,10 +75,17 @@ def _check(job: Path, tmp: Path, cases: list) -> None:
         assert run["status"] == "finished"
         assert run["hardware"]["world_size"] == 2
         assert run["hardware"]["parallel"] == overrides.get("parallel", "none")
-        if overrides.get("parallel") == "fsdp":  # model and optimizer in one sharded checkpoint
-            shards = list((job / label / "shards").iterdir())
-            assert [p.name for p in shards] == [f"step-{workers.STEPS:08d}"]
-            assert "model" not in torch.load(job / label / "checkpoint.pt", weights_only=False)
+        manifest = ckpt.verify_checkpoint(job / label)  # one checkpoint, every file intact
+        assert manifest["step"] == workers.STEPS
+        assert [p.name for p in (job / label / ckpt.FOLDER).iterdir()] == \
+            [Path(manifest["folder"]).name]
+        state = ckpt.load_checkpoint(job / label)
+        if overrides.get("parallel") == "fsdp":  # model and optimizer in sharded files
+            assert "model" not in state and state["sharded"] == "shards"
+            assert any(name.startswith("shards/__1_") for name in manifest["files"])
+        else:
+            assert "model" in state
+        assert len(state["rng_ranks"]) == 2
 
 
 def test_two_ranks_equal_one_process_with_accumulation_stop_and_resume(job, tmp_path):
@@ -91,7 +99,8 @@ def test_a_refused_run_directory_stops_every_rank(job):
     rank0 = (job / "runner" / "refused-rank0.txt").read_text()
     rank1 = (job / "runner" / "refused-rank1.txt").read_text()
     assert rank0.startswith("RunDirError") and "steps" in rank0, rank0
-    assert rank1.startswith("RunError: rank 0 could not open the run directory: RunDirError")
+    assert rank1.startswith("RunDirError: rank 0 could not open the run directory: "
+                            "RunDirError"), rank1
 
 
 FULL_CASES = [
@@ -128,7 +137,7 @@ def test_killed_runs_resume_to_the_single_process_result(tmp_path, case):
     run_ranks(workers.run_cases, tmp_path, [case], timeout_s=300)
     run = json.loads((tmp_path / label / "run.json").read_text())
     assert run["status"] == "running"  # killed: nobody wrote an end state
-    assert torch.load(tmp_path / label / "checkpoint.pt", weights_only=False)["step"] == 4
+    assert ckpt.checkpoint_step(tmp_path / label) == 4
     run_ranks_to_marker(workers.run_cases, tmp_path, "cases", [(label, overrides, "resume")],
                         timeout_s=300)
     # The reference also checkpoints every 2 steps (part of the run's identity).
