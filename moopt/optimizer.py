@@ -61,8 +61,10 @@ class MultiObjectiveOptimizer(Optimizer):
         eps: added to the denominator.
         weight_decay: decoupled (AdamW-style) weight decay, applied first in every step.
         lr_ratios: per-objective learning-rate ratios; missing names default to 1.0.
-        bridge_guard: the bridged cancellation guard in units of the storage's rounding
-            error (see :mod:`moopt.states.bridged`); 0 disables it.
+        bridge_guard: the bridged cancellation guard: a floor on ``|v_k^ + v_b^|`` in units
+            of its rounding error, plus, with lossy (bf16, int8) storage, a bound of 3
+            learning rates on each bridged direction (see :mod:`moopt.states.bridged`); 0
+            disables both.
         nonfinite: what a step does with NaN/inf gradients. ``"ignore"`` (default) does
             not look, like ``torch.optim``: a NaN or inf flows into the parameters and state.
             ``"raise"`` raises :class:`~moopt.errors.NonFiniteGradientError` and ``"skip"``

@@ -41,7 +41,7 @@ import torch
 from torch import Tensor
 
 from moopt.states.bf16 import BF16Storage
-from moopt.states.bridged import LOSSY_ROUNDOFF
+from moopt.states.bridged import guard_settings
 from moopt.states.fast import compiled, native
 from moopt.states.fast.kernels import (
     adam_scalar_values,
@@ -81,14 +81,15 @@ def _bound(step: int, betas: tuple[float, float]) -> float:
     return bound if math.isfinite(bound) else math.inf
 
 
-def _scalars(policy: str, ctx: StepContext, decay: float) -> list[float]:
+def _scalars(policy: str, ctx: StepContext, decay: float,
+             dtype: torch.dtype = torch.float32) -> list[float]:
+    """The kernel scalars of one step (``dtype``: the compute dtype)."""
     if policy == "bridged":
-        # Bridged clips only with lossy storage and the guard on (moopt.states.bridged).
-        clip = ctx.guard > 0 and ctx.unit_roundoff > LOSSY_ROUNDOFF
+        # The floor and the lossy-storage step bound of moopt.states.bridged.
+        floor, bound = guard_settings(ctx.guard, ctx.unit_roundoff, dtype)
         return bridged_scalar_values(decay=decay, lr=ctx.lr, betas=ctx.betas,
                                      base_betas=ctx.base_betas, T=ctx.T, t_k=ctx.t_k,
-                                     eps=ctx.eps, guard_u=ctx.guard * ctx.unit_roundoff,
-                                     bound=_bound(ctx.t_k, ctx.betas) if clip else math.inf)
+                                     eps=ctx.eps, guard_u=floor, bound=bound)
     step = ctx.T if policy == "shared" else ctx.t_k
     return adam_scalar_values(decay=decay, lr=ctx.lr, betas=ctx.betas, step=step, eps=ctx.eps,
                               bound=_bound(step, ctx.betas))
@@ -145,9 +146,9 @@ def fast_step(policy: str, batch: GroupBatch) -> bool:
     for p, g, state, ctx, keys in zip(batch.params, batch.grads, batch.states, batch.contexts,
                                       keys_of):
         decay = _decay(ctx.lr, batch.weight_decay)
-        skey = (ctx.T, ctx.t_k, ctx.lr, ctx.unit_roundoff, decay)
+        skey = (ctx.T, ctx.t_k, ctx.lr, ctx.unit_roundoff, decay, compute_dtype(p))
         if skey not in shared_scalars:
-            values = _scalars(policy, ctx, decay)
+            values = _scalars(policy, ctx, decay, compute_dtype(p))
             array = native.scalar_array(values) if lib is not None else None
             shared_scalars[skey] = (values, array)
         scalars, scalar_array = shared_scalars[skey]
