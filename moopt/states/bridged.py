@@ -3,7 +3,7 @@
 The base (m_b, v_b) sees every gradient; objective k's delta (m_k, v_k) tracks k's residual
 against the base. The step uses ``(m_k^ + m_b^) / (sqrt(|v_k^ + v_b^|) + eps)``, so the
 optimizer acts like one shared Adam when objectives agree and like separate ones when they
-conflict. Rules: ALGORITHMS.md section 2 (alternating) and 3 (joint).
+conflict. Rules: docs/concepts.md (alternating and joint).
 
 Cancellation guard
 ------------------

@@ -11,7 +11,7 @@ vectorised code of :mod:`moopt.states.quantization`: fusing the table lookups in
 compiled loop was measured 5-20x slower on CPU (inductor's indirect loads), see
 docs/benchmarks.md.
 
-The math follows ALGORITHMS.md and matches the reference path operation by operation
+The math follows docs/concepts.md and matches the reference path operation by operation
 (tests/states/test_fast_*.py hold them equal).
 
 Example:

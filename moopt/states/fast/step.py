@@ -171,7 +171,7 @@ def _decay(lr: float, weight_decay: float) -> float:
 
 
 def _joint_step(policy: str, batch: GroupBatch, backends: list) -> bool:
-    """One joint step (ALGORITHMS.md section 3) on the native kernels, or False before anything
+    """One joint step (docs/concepts.md, joint mode) on the native kernels, or False before anything
     is written if some parameter, gradient or buffer is not one they take.
 
     Per parameter, with a_k the normalised weights of the objectives present and
