@@ -4,7 +4,8 @@
                    [--seed N] [--lr X] [--steps N] [--data-dir DIR] [--model PATH]
                    [--resume | --overwrite] [--set key=value ...] [--TASK-OPTION VALUE ...]
     moopt compare TASK [--preset NAME] [--policies a,b] [--storages fp32,int8] [--lrs 1e-3,3e-3]
-                   [--seeds 0,1] [--vary FIELD=V1,V2 ...] --out DIR [...same options as run]
+                   [--seeds 0,1] [--vary FIELD=V1,V2 ...] [--baseline POLICY/STORAGE]
+                   --out DIR [...same options as run]
     moopt list
     moopt run TASK --help          # every option of TASK, with its default and description
     moopt --version
@@ -86,6 +87,16 @@ def parse_axis(text: str) -> tuple[str, list[Any]]:
     return name.strip().replace("-", "_"), out
 
 
+def parse_baseline(text: str) -> tuple[str, str | dict[str, str] | None]:
+    """``"shared/fp32"`` -> ``("shared", "fp32")``; ``"shared"`` -> ``("shared", None)``
+    (the policy's first storage in the grid)."""
+    policy, sep, storage = text.partition("/")
+    if not policy.strip() or (sep and not storage.strip()):
+        raise argparse.ArgumentTypeError(f"--baseline {text!r}: expected POLICY or "
+                                         "POLICY/STORAGE, e.g. shared/fp32")
+    return policy.strip(), parse_storage(storage.strip()) if sep else None
+
+
 def _float_list(text: str) -> list[float]:
     try:
         return [float(x) for x in _csv(text)]
@@ -162,6 +173,9 @@ def build_parser(*, probe: bool = False) -> argparse.ArgumentParser:
                      help="storages separated by ';' (each NAME or role=NAME,...)")
     cmp.add_argument("--lrs", type=_float_list, help="e.g. 1e-3,3e-3")
     cmp.add_argument("--seeds", type=_int_list, help="e.g. 0,1,2")
+    cmp.add_argument("--baseline", type=parse_baseline, metavar="POLICY[/STORAGE]",
+                     help="configuration the report compares every other one with, e.g. "
+                     "shared/fp32 (default: the preset's, else the first)")
     cmp.add_argument("--vary", type=parse_axis, action="append", default=[],
                      metavar="FIELD=V1,V2", help="vary a config field across the grid "
                      "(values as JSON or plain strings), e.g. mode=alternating,joint")
@@ -310,7 +324,6 @@ def cmd_run(args: argparse.Namespace, extra: Sequence[str]) -> int:
 
 def cmd_compare(args: argparse.Namespace, extra: Sequence[str]) -> int:
     from moopt.runner.compare import CompareGrid, run_compare
-    from moopt.runner.spread import mean_and_spread
 
     task, cfg, preset = _resolve(args, extra)
     if args.out is None and not args.dry_run:
@@ -321,7 +334,8 @@ def cmd_compare(args: argparse.Namespace, extra: Sequence[str]) -> int:
     axes = {k: [getattr(cfg, k)] for k in spec.get("axes", {}) if k in explicit}
     axes.update(dict(args.vary))
     grid = CompareGrid.from_spec(spec, cfg, policies=args.policies, storages=args.storages,
-                                 lrs=args.lrs, seeds=args.seeds, axes=axes)
+                                 lrs=args.lrs, seeds=args.seeds, axes=axes,
+                                 baseline=args.baseline)
     if args.dry_run:
         return _print_dry_run(task, cfg, grid.points())
     results = run_compare(task, cfg, grid, Path(args.out), resume=args.resume,
@@ -331,10 +345,14 @@ def cmd_compare(args: argparse.Namespace, extra: Sequence[str]) -> int:
     if not is_main_process():
         return 0
     print(f"comparison finished: {args.out}/report.md ({len(results['runs'])} runs)")
+    from moopt.runner.claims_report import interval_cell
+
     x, y = task.tradeoff or (None, None)
     for row in results["aggregates"]:
-        vals = ", ".join(f"{m} {mean_and_spread(row, m)}"
-                         for m in (x, y) if m and m + "_mean" in row)
+        vals = ", ".join(
+            f"{m} " + interval_cell({"estimate": row[m + "_mean"], "low": row[m + "_low"],
+                                     "high": row[m + "_high"], "n": row["n"]})
+            for m in (x, y) if m and m + "_mean" in row)
         print(f"  {row['label']}: {vals}")
     return 0
 

@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import itertools
 import json
-import math
 import re
+import statistics
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -35,11 +35,13 @@ from pathlib import Path
 from typing import Any
 
 from moopt.runner.atomic import write_json_atomic, write_text_atomic
+from moopt.runner.claims import build_claims
 from moopt.runner.config import RunConfig, validate_config
 from moopt.runner.loop import is_main_process
 from moopt.runner.report import markdown_table
-from moopt.runner.run import make_context, run_task
+from moopt.runner.run import cpu_threads, make_context, run_task
 from moopt.runner.rundir import open_run_dir
+from moopt.runner.stats import mean_interval
 from moopt.runner.task import ReportSection, TaskAdapter
 
 
@@ -69,6 +71,12 @@ class CompareGrid:
     seeds: list[int]
     skipped: list[str] = field(default_factory=list)
     axes: dict[str, list[Any]] = field(default_factory=dict)
+    baseline: tuple[str, str | dict[str, str]] | None = None
+
+    def baseline_config(self) -> tuple[str, str | dict[str, str]]:
+        """The (policy, storage) every other configuration is compared with in the
+        report's claims: ``baseline``, else the first configuration."""
+        return self.baseline if self.baseline is not None else self.configs[0]
 
     @classmethod
     def from_spec(
@@ -81,13 +89,18 @@ class CompareGrid:
         lrs: list[float] | None = None,
         seeds: list[int] | None = None,
         axes: dict[str, list[Any]] | None = None,
+        baseline: tuple[str, str | dict[str, str] | None] | None = None,
     ) -> CompareGrid:
         """The grid of a preset's ``"compare"`` entry, overridden by explicit lists.
 
         Configurations of the preset whose policy or storage is not registered are skipped
         (and listed in ``skipped``); explicitly requested ones must exist. ``axes`` replaces
         the preset's ``"axes"`` entry key by key; every axis must name a field of ``base``'s
-        config class other than the ones the grid sets itself.
+        config class other than the ones the grid sets itself. ``baseline`` (policy,
+        storage or ``None`` for the policy's first storage) overrides the preset's
+        ``"baseline"`` and must be a configuration of the grid; a preset's baseline that
+        the grid does not hold (``--policies`` left it out) falls back to the first
+        configuration.
         """
         from moopt.states.policy import list_policies
         from moopt.states.storage import list_storages
@@ -130,6 +143,13 @@ class CompareGrid:
         )
         if not grid.configs:
             raise ValueError(f"compare: no runnable configuration left (skipped: {skipped})")
+        if baseline is not None:
+            grid.baseline = _find_config(grid.configs, baseline, "--baseline")
+        elif spec.get("baseline"):
+            try:
+                grid.baseline = _find_config(grid.configs, tuple(spec["baseline"]), "baseline")
+            except ValueError:
+                grid.baseline = None
         return grid
 
     def points(self) -> list[dict[str, Any]]:
@@ -155,6 +175,23 @@ class CompareGrid:
         return data
 
 
+def _find_config(
+    configs: list[tuple[str, str | dict[str, str]]],
+    wanted: tuple[str, str | dict[str, str] | None],
+    what: str,
+) -> tuple[str, str | dict[str, str]]:
+    """The configuration of ``configs`` matching ``wanted`` (a storage of ``None`` matches
+    the policy's first), or a ValueError naming the grid's configurations."""
+    pol, sto = wanted[0], (wanted[1] if len(wanted) > 1 else None)
+    for c in configs:
+        if c[0] == pol and (sto is None or storage_label(c[1]) == storage_label(sto)):
+            return c
+    known = ", ".join(f"{p}/{storage_label(s)}" for p, s in configs)
+    name = pol if sto is None else f"{pol}/{storage_label(sto)}"
+    raise ValueError(f"compare: {what} {name} is not a configuration of the grid; "
+                     f"configurations: {known}")
+
+
 # Config fields every grid sets itself, with the command-line flag that lists their values.
 GRID_FIELDS = {"policy": "--policies", "storage": "--storages", "lr": "--lrs", "seed": "--seeds"}
 
@@ -178,16 +215,15 @@ def check_axes(axes: dict[str, list[Any]], config_class: type[RunConfig]) -> dic
     return out
 
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    n = len(values)
-    mean = sum(values) / n
-    if n < 2:
-        return mean, 0.0
-    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+# Suffixes of the per-metric keys of an aggregate row (``<metric>_mean`` ...).
+STAT_SUFFIXES = ("_mean", "_std", "_low", "_high")
 
 
 def aggregate(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Mean and sample standard deviation over seeds of every metric, per (group, lr)."""
+    """Per (group, lr), for every metric the runs share: ``<metric>_mean`` (mean over
+    seeds), ``<metric>_low`` / ``<metric>_high`` (95 % percentile-bootstrap interval of the
+    mean, :func:`moopt.runner.stats.mean_interval`; ``None`` for one seed) and
+    ``<metric>_std`` (sample standard deviation; 0.0 for one seed)."""
     groups: dict[tuple[str, float], list[dict[str, Any]]] = {}
     for r in runs:
         groups.setdefault((r["group"], r["lr"]), []).append(r)
@@ -200,31 +236,20 @@ def aggregate(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                                "label": f"{group} lr={lr:g}"}
         names = sorted(set.intersection(*(set(m["metrics"]) for m in members)))
         for name in names:
-            row[name + "_mean"], row[name + "_std"] = _mean_std(
-                [m["metrics"][name] for m in members])
+            values = [m["metrics"][name] for m in members]
+            iv = mean_interval(values)
+            row[name + "_mean"] = iv.estimate
+            row[name + "_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+            row[name + "_low"], row[name + "_high"] = iv.low, iv.high
         out.append(row)
     return out
 
 
-def lr_spread(
-    rows: list[dict[str, Any]], metrics: list[str], higher_is_better: dict[str, bool] | None = None
-) -> list[list[Any]]:
-    """Per group: for each metric the best, worst and spread (max - min) of the per-lr
-    means, i.e. how much the outcome depends on picking the right learning rate."""
-    higher_is_better = higher_is_better or {}
-    table = []
-    for group in sorted({r["group"] for r in rows}):
-        members = [r for r in rows if r["group"] == group]
-        row: list[Any] = [group]
-        for m in metrics:
-            vals = [r[m + "_mean"] for r in members if m + "_mean" in r]
-            if not vals:
-                row += ["-", "-", "-"]
-                continue
-            best, worst = (max, min) if higher_is_better.get(m, True) else (min, max)
-            row += [best(vals), worst(vals), max(vals) - min(vals)]
-        table.append(row)
-    return table
+def claim_metrics(task: TaskAdapter, metrics: Sequence[str]) -> list[str]:
+    """The metrics the report's claims tables show: the task's ``claim_metrics``, else
+    its ``tradeoff`` pair, else the first two of ``metrics`` (those the runs have)."""
+    wanted = task.claim_metrics or list(task.tradeoff or ()) or list(metrics[:2])
+    return [m for m in wanted if m in metrics]
 
 
 def run_compare(
@@ -257,7 +282,8 @@ def _run_grid(task: TaskAdapter, base: RunConfig, grid: CompareGrid, out: Path, 
               plots: bool, run_plots: bool, main: bool) -> dict[str, Any]:
     ctx = make_context(base, out)
     wall = time.perf_counter()
-    with ctx.stage("prepare"):
+    # prepare runs under the config's thread count too (run_task sets it for each run).
+    with ctx.stage("prepare"), cpu_threads(base.threads):
         prepared = task.prepare(base, ctx)
     from moopt.runner.progress import eta_text
 
@@ -288,17 +314,20 @@ def _run_grid(task: TaskAdapter, base: RunConfig, grid: CompareGrid, out: Path, 
         eval_metrics = {k: v for k, v in metrics.items() if not k.startswith("time_")}
         runs.append({**point, "metrics": eval_metrics})
     rows = aggregate(runs)
+    claims = build_claims(runs, baseline=grid.baseline_config(),
+                          higher_is_better=dict(task.higher_is_better),
+                          tradeoff=task.tradeoff)
     extras = []
     if main:
         with ctx.stage("task summary"):
             extras = task.compare_extras(rows, base, out, plots=plots)
     ctx.timings["total"] = time.perf_counter() - wall
-    results = {"runs": runs, "aggregates": rows, "timings": ctx.timings,
+    results = {"runs": runs, "aggregates": rows, "claims": claims, "timings": ctx.timings,
                "skipped": grid.skipped}
     if main:
         write_json_atomic(out / "results.json", results)
         write_compare_report(out, task, base, grid, rows, ctx.timings, plots=plots,
-                             extras=extras)
+                             extras=extras, claims=claims)
     return results
 
 
@@ -327,11 +356,13 @@ def write_compare_report(
     *,
     plots: bool = True,
     extras: Sequence[ReportSection] = (),
+    claims: dict[str, Any] | None = None,
 ) -> Path:
-    """``report.md`` of a comparison: grid, task sections, tables, times and plots."""
+    """``report.md`` of a comparison: grid, claims against the baseline, task sections,
+    tables of every metric, times and plots."""
     from moopt.runner import plots as P
+    from moopt.runner.claims_report import claims_markdown, interval_cell
     from moopt.runner.report import _try_plot
-    from moopt.runner.spread import row_mean
 
     all_metrics = sorted({k[:-5] for r in rows for k in r if k.endswith("_mean")})
     shown = [m for m in (task.report_metrics or all_metrics) if m in all_metrics]
@@ -339,13 +370,20 @@ def write_compare_report(
              + (f" (preset `{base.preset}`)" if base.preset else ""), ""]
     varied = "".join(f" x {len(v)} {k} {v}" for k, v in grid.axes.items())
     parts += [f"Grid: {len(grid.configs)} policy/storage configs{varied} x {len(grid.lrs)} "
-              f"lrs {grid.lrs} x {len(grid.seeds)} seeds {grid.seeds}. Values are mean ± "
-              "sample standard deviation over seeds (the value alone for one seed).", ""]
+              f"lrs {grid.lrs} x {len(grid.seeds)} seeds {grid.seeds}. Values are means over "
+              "seeds with a 95 % percentile-bootstrap interval in brackets (9,999 resamples "
+              "of the seeds; the value and n=1 for one seed).", ""]
     if grid.skipped:
         parts += ["Skipped (not available in this installation): " + "; ".join(grid.skipped), ""]
+    if claims is not None and claims.get("baseline"):
+        parts += [f"## Claims against the baseline `{claims['baseline']}`", "",
+                  claims_markdown(claims, rows, claim_metrics(task, all_metrics),
+                                  dict(task.higher_is_better))]
     header = ["config", "lr", "seeds"] + shown
     body = [[r["group"], r["lr"], r["n"]]
-            + [row_mean(r, m) for m in shown]
+            + [interval_cell({"estimate": r[m + "_mean"], "low": r.get(m + "_low"),
+                              "high": r.get(m + "_high"), "n": r["n"]})
+               if m + "_mean" in r else "-" for m in shown]
             for r in sorted(rows, key=lambda r: (r["group"], r["lr"]))]
     for section in extras:
         parts += [f"## {section.title}", "", section.markdown, ""]
@@ -353,17 +391,6 @@ def write_compare_report(
         parts += [""] if section.images else []
     parts += ["## Results" if not extras else "## All metrics", "",
               markdown_table(header, body), ""]
-    spread_metrics = list(task.tradeoff) if task.tradeoff else shown[:2]
-    spread_metrics = [m for m in spread_metrics if m in all_metrics]
-    if len(grid.lrs) > 1 and spread_metrics:
-        head = ["config"] + [
-            f"{m} {w}" for m in spread_metrics for w in ("best", "worst", "spread")
-        ]
-        parts += ["## Sensitivity to the learning rate", "",
-                  "Best, worst and spread (max - min) of the per-lr means: how much the "
-                  "outcome depends on picking the right learning rate.", "",
-                  markdown_table(head, lr_spread(rows, spread_metrics,
-                                                 dict(task.higher_is_better))), ""]
     parts += ["## Stage times", "",
               markdown_table(["stage", "seconds"], [[k, v] for k, v in timings.items()]), ""]
     if plots and task.tradeoff and all(m in all_metrics for m in task.tradeoff):

@@ -196,12 +196,17 @@ class TaskAdapter:
         default_preset: the preset used when none is given (``None``: class defaults).
         tradeoff: the two metrics (x, y) plotted against each other by ``moopt compare``.
         report_metrics: metrics shown in comparison tables (``None``: all of them).
-        higher_is_better: metric name -> direction, used to mark the best row in tables.
+        higher_is_better: metric name -> direction, used to mark the best row in tables
+            and to say "better"/"worse" in a comparison's claims.
+        claim_metrics: metrics whose paired comparisons against the baseline configuration
+            ``moopt compare`` tabulates in its report (``None``: the ``tradeoff`` pair);
+            ``results.json`` holds the comparisons of every metric.
         compare_grid: a preset's default grid for ``moopt compare`` lives in the preset
             under the key ``"compare"`` (``{"policies": [...], "storages": [...], "lrs":
-            [...], "seeds": [...], "axes": {field: [values]}}``, where ``axes`` varies any
-            further config fields, e.g. ``{"mode": ["alternating", "joint"]}``); the command
-            line overrides it.
+            [...], "seeds": [...], "axes": {field: [values]}, "baseline": [policy,
+            storage]}``, where ``axes`` varies any further config fields, e.g. ``{"mode":
+            ["alternating", "joint"]}``, and ``baseline`` is the configuration the report's
+            claims compare every other one with); the command line overrides it.
     """
 
     name: ClassVar[str] = ""
@@ -212,6 +217,7 @@ class TaskAdapter:
     tradeoff: ClassVar[tuple[str, str] | None] = None
     report_metrics: ClassVar[list[str] | None] = None
     higher_is_better: ClassVar[Mapping[str, bool]] = {}
+    claim_metrics: ClassVar[list[str] | None] = None
 
     def validate(self, cfg: RunConfig) -> None:
         """Cheap checks of ``cfg`` (raise with a clear message), run before the run
@@ -242,7 +248,8 @@ class TaskAdapter:
         """Optional sections of a comparison's ``report.md``, placed before its generic
         table. ``rows``: one per configuration and learning rate, with ``group``,
         ``policy``, ``storage``, ``lr``, the extra axes' values, ``n`` (seeds) and
-        ``<metric>_mean`` / ``<metric>_std``; keys added to a row (a rank, say) are kept in
-        ``results.json``. Images go into ``out`` (paths in the sections relative to it);
-        draw none when ``plots`` is False."""
+        ``<metric>_mean`` / ``<metric>_std`` / ``<metric>_low`` / ``<metric>_high`` (the
+        95 % bootstrap interval of the mean; ``None`` for one seed); keys added to a row (a
+        rank, say) are kept in ``results.json``. Images go into ``out`` (paths in the
+        sections relative to it); draw none when ``plots`` is False."""
         return []

@@ -51,6 +51,7 @@ class MultitaskVisionTask(TaskAdapter):
     presets = PRESETS
     default_preset = "smoke"
     tradeoff = ("acc_left", "acc_right")
+    claim_metrics = ["delta_m", "acc_mean"]
     higher_is_better = {"acc_left": True, "acc_right": True, "acc_larger": True,
                         "acc_mean": True, "f1_mean": True, "delta_m": False}
 

@@ -26,7 +26,7 @@ from typing import Any
 from moopt.tasks.multitask_vision.config import MultitaskVisionConfig
 from moopt.tasks.multitask_vision.metrics import mean_rank
 
-from moopt.runner.compare import storage_label
+from moopt.runner.compare import STAT_SUFFIXES, storage_label
 from moopt.runner.report import markdown_table
 from moopt.runner.task import ReportSection
 
@@ -51,7 +51,7 @@ def task_names(rows: Sequence[dict[str, Any]], order: Sequence[str] = ()) -> lis
 
 def varied_fields(rows: Sequence[dict[str, Any]]) -> list[str]:
     """The extra grid axes (``mode``...), read off the rows."""
-    return [k for k in rows[0] if k not in ROW_KEYS and not k.endswith(("_mean", "_std"))]
+    return [k for k in rows[0] if k not in ROW_KEYS and not k.endswith(STAT_SUFFIXES)]
 
 
 def summary_sections(
@@ -79,7 +79,8 @@ def summary_sections(
             f"of (single - multi) / single x 100; negative = the multi-task model beats "
             f"them), mean rank over tasks "
             f"(1 = best), optimizer state from `memory_report()`, training seconds per "
-            f"epoch. Mean ± sample std over up to {max(r['n'] for r in rows)} seeds; "
+            f"epoch. Mean over up to {max(r['n'] for r in rows)} seeds with its 95 % "
+            f"bootstrap interval in brackets; "
             f"{base.steps} steps of batch {base.batch_size} ({base.dataset}).\n\n{table}")
     single = baseline_line(rows[0], tasks)
     if single:
@@ -120,9 +121,14 @@ def _order(row: dict[str, Any]) -> tuple:
 
 
 def _cell(row: dict[str, Any], metric: str, scale: float = 1.0, digits: int = 4) -> str:
-    from moopt.runner.spread import row_mean
-
-    return row_mean(row, metric, scale=scale, digits=digits)  # no "± 0" for one seed
+    """``mean [low, high]`` (95 % bootstrap interval over seeds); ``mean (n=1)`` for one."""
+    if metric + "_mean" not in row:
+        return "-"
+    mean = f"{row[metric + '_mean'] * scale:.{digits}g}"
+    low, high = row.get(metric + "_low"), row.get(metric + "_high")
+    if low is None or high is None:
+        return f"{mean} (n={row['n']})"
+    return f"{mean} [{low * scale:.{digits}g}, {high * scale:.{digits}g}]"
 
 
 def side_by_side(

@@ -3,10 +3,10 @@
 * ``smoke``: MultiMNIST, 1,200 training composites, 60 steps; seconds on 2 CPU cores (in
   the test suite).
 * ``demo``: MultiMNIST, ``moopt compare multitask-vision --preset demo --out DIR`` runs
-  3 policies x {fp32, int8} x {alternating, joint} (the ``mode`` axis) x 2 seeds with
-  single-task baselines: 24 runs + 4 baselines of 600 steps of batch 128, one CPU thread
-  per run (``threads``; see :func:`moopt.runner.run.cpu_threads`). See
-  docs/tasks/multitask_vision.md for the time it took.
+  3 policies x {fp32, int8} x {alternating, joint} (the ``mode`` axis) x 5 seeds with
+  single-task baselines: 60 runs + 10 baselines of 600 steps of batch 128, one CPU thread
+  per run (``threads``; see :func:`moopt.runner.run.cpu_threads`), claims against shared
+  fp32 in the same mode. See docs/tasks/multitask_vision.md for the time it took.
 * ``demo3``: the three-task variant (left, right, larger), fp32, both modes, 2 seeds.
 * ``celeba``: 40 attributes with ResNet-18 (needs ``--data-dir`` with CelebA).
 """
@@ -41,7 +41,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "compare": {
             "policies": POLICIES,
             "storages": ["fp32", "int8"],
-            "seeds": [0, 1],
+            "baseline": ["shared", "fp32"],
+            "seeds": [0, 1, 2, 3, 4],
             "axes": {"mode": MODES},
         },
     },

@@ -46,6 +46,7 @@ class SafetyTask(TaskAdapter):
     presets = PRESETS
     default_preset = "smoke"
     tradeoff = ("over_refusal_rate", "refusal_rate")
+    claim_metrics = ["refusal_rate", "over_refusal_rate", "utility"]
     report_metrics = REPORT_METRICS
     higher_is_better = {"refusal_rate": True, "full_refusal_rate": True,
                         "over_refusal_rate": False, "over_full_refusal_rate": False,

@@ -10,13 +10,14 @@
   per evaluation set; refusal 0.86, over-refusal 0.24 measured).
 - ``demo``: ``moopt compare safety --preset demo``: the three objectives (``safety``,
   ``utility``, ``no_overrefusal``) under shared / decoupled / bridged, each in fp32 and int8
-  (int8 skipped when not registered), 2 learning rates x 2 seeds on one starting model,
-  with the refusal / over-refusal / utility trade-off report (24 runs).
+  (int8 skipped when not registered), 2 learning rates x 8 seeds on one starting model,
+  with the refusal / over-refusal / utility claims against shared fp32 (96 runs, one CPU
+  thread).
 
 Example:
     >>> from moopt.tasks.safety.presets import PRESETS
-    >>> PRESETS["smoke"]["policy"], PRESETS["demo"]["compare"]["seeds"]
-    ('bridged', [0, 1])
+    >>> PRESETS["smoke"]["policy"], len(PRESETS["demo"]["compare"]["seeds"])
+    ('bridged', 8)
 """
 
 from __future__ import annotations
@@ -53,11 +54,13 @@ DEMO: dict[str, Any] = {
     **_BASE,
     "no_overrefusal": True,
     "eval_subset": 60,
+    "threads": 1,
     "compare": {
         "configs": [["shared", "fp32"], ["decoupled", "fp32"], ["bridged", "fp32"],
                     ["shared", "int8"], ["decoupled", "int8"], ["bridged", "int8"]],
+        "baseline": ["shared", "fp32"],
         "lrs": [1e-3, 3e-3],
-        "seeds": [0, 1],
+        "seeds": [0, 1, 2, 3, 4, 5, 6, 7],
     },
 }
 
