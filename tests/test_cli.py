@@ -266,13 +266,6 @@ def test_closed_pipe_exits_quietly():
     assert "Traceback" not in proc.stderr and "BrokenPipeError" not in proc.stderr
 
 
-def test_one_seed_shows_no_spread():
-    from moopt.runner.spread import mean_and_spread
-
-    assert mean_and_spread({"m_mean": 0.5, "m_std": 0.0, "n": 1}, "m") == "0.5 (n=1)"
-    assert mean_and_spread({"m_mean": 0.5, "m_std": 0.25, "n": 3}, "m") == "0.5±0.25"
-
-
 def test_one_seed_comparison_report_shows_no_spread(tmp_path, capsys):
     out = tmp_path / "cmp"
     code = main(["compare", TOY, "--policies", "shared", "--lrs", "0.01", "--seeds", "0",
