@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from moopt.errors import StateMismatchError
+from moopt.base.errors import StateMismatchError
 from moopt.states.fast.tensors import like, local
 from moopt.states.storage import Parts, StorageBackend, compute_dtype, register_storage
 

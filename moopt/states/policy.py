@@ -57,7 +57,7 @@ from typing import Any, ClassVar
 
 from torch import Tensor
 
-from moopt.registry import Registry, decorator_for
+from moopt.base.registry import Registry, decorator_for
 
 ROLES = ("shared", "base", "delta")
 

@@ -29,7 +29,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from moopt.registry import Registry, decorator_for
+from moopt.base.registry import Registry, decorator_for
 
 Parts = dict[str, Tensor]
 
