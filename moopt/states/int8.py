@@ -10,8 +10,8 @@ local shard.
 
 Example:
     >>> import torch
-    >>> from moopt.states.storage import get_storage
-    >>> backend = get_storage("int8")
+    >>> from moopt.states.int8 import Int8Storage
+    >>> backend = Int8Storage(block_size=256)
     >>> p = torch.zeros(8192)
     >>> parts = backend.allocate(p, signed=True)
     >>> sorted((k, v.dtype, tuple(v.shape)) for k, v in parts.items())
@@ -29,15 +29,24 @@ from torch import Tensor
 
 from moopt.base.errors import StateMismatchError
 from moopt.states.fast import native
-from moopt.states.fast.tensors import like, local
 from moopt.states.quantization import (
     QuantMap,
+    decode_blocks,
     dequantize_blockwise,
+    encode_blocks,
     get_map,
     num_blocks,
     quantize_blockwise,
 )
-from moopt.states.storage import Parts, StorageBackend, compute_dtype, register_storage
+from moopt.states.storage import (
+    PLAIN,
+    Codec,
+    Parts,
+    StorageBackend,
+    compute_dtype,
+    register_storage,
+)
+from moopt.states.tensors import like, local
 
 
 def _native_ok(codes: Tensor, absmax: Tensor) -> bool:
@@ -45,6 +54,33 @@ def _native_ok(codes: Tensor, absmax: Tensor) -> bool:
     return (codes.device.type == "cpu" and absmax.device.type == "cpu"
             and absmax.dtype == torch.float32 and codes.is_contiguous()
             and absmax.is_contiguous())
+
+
+class BlockCodec(Codec):
+    """The 8-bit block-wise codec in torch ops (what the fused path compiles): codes and
+    block scales decode through the map's entries; encoding takes each block's absmax, the
+    quotients and the map's lookup tables (:mod:`moopt.states.quantization`)."""
+
+    parts = ("codes", "absmax")
+    elementwise = False  # a block's scale depends on its neighbours
+
+    def __init__(self, qmap: QuantMap, block_size: int) -> None:
+        self.qmap = qmap
+        self.block_size = block_size
+
+    @property
+    def key(self) -> tuple:
+        return ("int8", self.block_size, self.qmap.bits, float(self.qmap.values[0]))
+
+    def constants(self, device: torch.device) -> tuple[Tensor, ...]:
+        return self.qmap.tables(device)
+
+    def decode(self, parts, constants, dtype):
+        codes, absmax = parts
+        return decode_blocks(codes, absmax, constants[0], self.block_size).to(dtype)
+
+    def encode(self, value, constants):
+        return encode_blocks(value.float(), constants[1], constants[2], self.block_size)
 
 
 @register_storage("int8")
@@ -95,6 +131,9 @@ class Int8Storage(StorageBackend):
             "absmax": torch.zeros(num_blocks(n, self.block_size), dtype=torch.float32,
                                   device=shard.device),
         }
+
+    def codec(self, param: Tensor, *, signed: bool) -> Codec:
+        return BlockCodec(self.qmap(signed), self.block_size) if self.quantizes(param) else PLAIN
 
     def _check(self, parts: Parts, n: int) -> None:
         if "codes" not in parts or "absmax" not in parts:

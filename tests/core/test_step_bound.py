@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import moopt
-from moopt.states.shared import adam_step_bound
+from moopt.states.adam import adam_step_bound
 
 
 @settings(max_examples=60, deadline=None)
