@@ -7,8 +7,7 @@ import pytest
 import torch
 
 import moopt
-from moopt.states.policy import POLICIES
-from tests.states.test_contract import POLICY_NAMES, ToyPolicy
+from tests.states.toy_policy import POLICY_NAMES
 
 dist = pytest.importorskip("torch.distributed")
 if not dist.is_available() or not dist.is_gloo_available():
@@ -25,16 +24,6 @@ def mesh():
     yield init_device_mesh("cpu", (1,))
     if started:
         dist.destroy_process_group()
-
-
-@pytest.fixture
-def policy(request):
-    if request.param == "toy":
-        moopt.register_policy("toy", overwrite=True)(ToyPolicy)
-        yield "toy"
-        POLICIES.unregister("toy")
-    else:
-        yield request.param
 
 
 def run_pair(mesh, policy, storage, *, joint, fast_path):

@@ -39,7 +39,7 @@ def test_example_registers_and_round_trips(int4):
 
 
 def test_example_trains_with_every_policy(int4):
-    for policy in ("shared", "decoupled", "bridged"):
+    for policy in moopt.list_policies():
         torch.manual_seed(0)
         model = torch.nn.Linear(16, 4)
         opt = moopt.MultiObjectiveOptimizer(model.parameters(), ["a", "b"], policy,
