@@ -75,7 +75,7 @@ class BlockCodec(Codec):
     def constants(self, device: torch.device) -> tuple[Tensor, ...]:
         return self.qmap.tables(device)
 
-    def decode(self, parts, constants, dtype):
+    def decode(self, parts, constants, dtype, numel):
         codes, absmax = parts
         return decode_blocks(codes, absmax, constants[0], self.block_size).to(dtype)
 

@@ -53,7 +53,8 @@ class Codec:
     value ``i`` lives at position ``i`` of every part and nowhere else, so the buffers of
     several parameters may be concatenated into one call. ``key`` must tell apart codecs
     that trace differently (it keys compiled kernels). :meth:`constants` are tensors the
-    codec reads (say, a lookup table), passed in on the step's device.
+    codec reads (say, a lookup table), passed in on the step's device. Nothing else may vary
+    from call to call: a codec's attributes are constants of its compiled kernels.
     """
 
     parts: tuple[str, ...] = ("",)
@@ -66,9 +67,9 @@ class Codec:
     def constants(self, device: torch.device) -> tuple[Tensor, ...]:
         return ()
 
-    def decode(self, parts: Sequence[Tensor], constants: Sequence[Tensor],
-               dtype: torch.dtype) -> Tensor:
-        """The buffer's values (flat, in ``dtype``) from its flat parts."""
+    def decode(self, parts: Sequence[Tensor], constants: Sequence[Tensor], dtype: torch.dtype,
+               numel: int) -> Tensor:
+        """The buffer's ``numel`` values (flat, in ``dtype``) from its flat parts."""
         return parts[0].to(dtype)
 
     def encode(self, value: Tensor, constants: Sequence[Tensor]) -> tuple[Tensor, ...]:
@@ -106,7 +107,7 @@ class StorageBackend:
         codec = self._codec_or_fail(param, signed)
         shard = local(param)
         flat = codec.decode([local(parts[name]).reshape(-1) for name in codec.parts],
-                            codec.constants(shard.device), compute_dtype(param))
+                            codec.constants(shard.device), compute_dtype(param), shard.numel())
         return like(flat.view(shard.shape), param)
 
     def write(self, parts: Parts, value: Tensor, *, signed: bool) -> None:

@@ -50,7 +50,7 @@ def fused_function(rule: Rule, codecs: Sequence[Codec]) -> FusedFunction:
     def step(p, grads, parts, constants, s):
         dtype = s.dtype
         scalars = s.unbind(0)
-        values = [codec.decode(part, const, dtype)
+        values = [codec.decode(part, const, dtype, p.numel())
                   for codec, part, const in zip(codecs, parts, constants)]
         update, new = rule.apply([g.to(dtype) for g in grads], values, scalars)
         p.copy_(p.to(dtype) * scalars[0] - update)
