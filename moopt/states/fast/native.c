@@ -513,63 +513,117 @@ static void run_bf16(int family, float *p, const float *g, uint16_t **h, int64_t
 }
 
 /* Joint steps: one term of a family on plain float arrays (restrict pointers, so that the
- * loops vectorise): the shared buffers' current values `*_in` and where their new values
- * go `*_out`; the objective's own buffers, updated in place; the direction `dir`. The math
- * assumes the roles the declarations give (checked here). */
+ * loops vectorise), combined with the terms before it in the same loop (the rule of
+ * moopt/states/rule.py, in its order of operations):
+ *   u = scale * direction (first term) or acc + scale * direction; the last term writes
+ *   p <- p * decay - u, the others keep u in `acc`;
+ *   a shared buffer's new value x: with one term x itself, else x * a (first term) or
+ *   sum + x * a, kept in its accumulator `*_sum` (after the last term: its new value).
+ * The objective's own buffers are updated in place. The math assumes the roles the
+ * declarations give (checked here). */
 _Static_assert(SHARED_NSHARED == 2 && SHARED_NOWN == 0, "shared: m and v are shared");
 _Static_assert(DECOUPLED_NSHARED == 0 && DECOUPLED_NOWN == 2, "decoupled: m and v are own");
 _Static_assert(BRIDGED_NSHARED == 2 && BRIDGED_NOWN == 2 && BRIDGED_S_m_base < 2 &&
                BRIDGED_S_v_base < 2, "bridged: the base is shared, the deltas own");
 
-/* The Adam term, with its new moments written to OUT_M / OUT_V (separate arrays for the
- * shared policy's mixed step, the inputs themselves for decoupled's own buffers). */
-#define DEFINE_ADAM_TERM(NAME, P, OUT_M, OUT_V, ...)                                          \
-    static void NAME(const float *restrict g, int64_t n, const float *t, __VA_ARGS__,         \
-                     float *restrict dir) {                                                   \
-        ADAM_SCALARS(P, t);                                                                   \
+/* How a term combines with the others (see above); FIRST and LAST are constants of each
+ * instantiation below, so that every loop vectorises without branches. */
+typedef struct {
+    float scale, a, decay;
+} Term;
+
+#define COMBINE_UPDATE(FIRST, LAST, i, direction)                                              \
+    do {                                                                                      \
+        float u_ = c.scale * (direction);                                                     \
+        if (!(FIRST)) u_ = acc[i] + u_;                                                       \
+        if (LAST) p[i] = p[i] * c.decay - u_; else acc[i] = u_;                               \
+    } while (0)
+#define COMBINE_SHARED(FIRST, LAST, sum, i, value)                                            \
+    do {                                                                                      \
+        float x_ = (value);                                                                   \
+        if (!((FIRST) && (LAST))) x_ = (FIRST) ? x_ * c.a : (sum)[i] + x_ * c.a;              \
+        (sum)[i] = x_;                                                                        \
+    } while (0)
+
+#define DEFINE_TERMS(FIRST, LAST, SUFFIX)                                                     \
+    static void shared_term##SUFFIX(const float *restrict g, int64_t n, const float *t,       \
+                                    Term c, const float *restrict m, const float *restrict v, \
+                                    float *restrict m_sum, float *restrict v_sum,             \
+                                    float *restrict acc, float *restrict p) {                 \
+        ADAM_SCALARS(SHARED, t);                                                              \
         for (int64_t i = 0; i < n; i++) {                                                     \
             float m_new, v_new, direction;                                                    \
             ADAM_ELEMENT(g[i], m[i], v[i], m_new, v_new, direction);                          \
-            OUT_M[i] = m_new; OUT_V[i] = v_new; dir[i] = direction;                           \
+            COMBINE_UPDATE(FIRST, LAST, i, direction);                                        \
+            COMBINE_SHARED(FIRST, LAST, m_sum, i, m_new);                                                  \
+            COMBINE_SHARED(FIRST, LAST, v_sum, i, v_new);                                                  \
+        }                                                                                     \
+    }                                                                                         \
+    static void decoupled_term##SUFFIX(const float *restrict g, int64_t n, const float *t,    \
+                                       Term c, float *restrict m, float *restrict v,          \
+                                       float *restrict acc, float *restrict p) {              \
+        ADAM_SCALARS(DECOUPLED, t);                                                           \
+        for (int64_t i = 0; i < n; i++) {                                                     \
+            float m_new, v_new, direction;                                                    \
+            ADAM_ELEMENT(g[i], m[i], v[i], m_new, v_new, direction);                          \
+            m[i] = m_new;                                                                     \
+            v[i] = v_new;                                                                     \
+            COMBINE_UPDATE(FIRST, LAST, i, direction);                                        \
+        }                                                                                     \
+    }                                                                                         \
+    static void bridged_term##SUFFIX(const float *restrict g, int64_t n, const float *t,      \
+                                     Term c, const float *restrict mb,                        \
+                                     const float *restrict vb, float *restrict mk,            \
+                                     float *restrict vk, float *restrict mb_sum,              \
+                                     float *restrict vb_sum, float *restrict acc,             \
+                                     float *restrict p) {                                     \
+        BRIDGED_SCALARS(t);                                                                   \
+        for (int64_t i = 0; i < n; i++) {                                                     \
+            float mk_new, vk_new, mb_new, vb_new, direction;                                  \
+            BRIDGED_ELEMENT(g[i], mb[i], vb[i], mk[i], vk[i], mk_new, vk_new, mb_new, vb_new,  \
+                            direction);                                                       \
+            mk[i] = mk_new;                                                                   \
+            vk[i] = vk_new;                                                                   \
+            COMBINE_UPDATE(FIRST, LAST, i, direction);                                        \
+            COMBINE_SHARED(FIRST, LAST, mb_sum, i, mb_new);                                                \
+            COMBINE_SHARED(FIRST, LAST, vb_sum, i, vb_new);                                                \
+        }                                                                                     \
+    }                                                                                         \
+    static void run_term##SUFFIX(int family, const float *g, int64_t n, const float *t,       \
+                                 Term c, float *const *in, float *const *sum,                 \
+                                 float *const *own, float *acc, float *p) {                   \
+        switch (family) {                                                                     \
+        case FAMILY_SHARED:                                                                   \
+            shared_term##SUFFIX(g, n, t, c, in[SHARED_S_m], in[SHARED_S_v], sum[SHARED_S_m],  \
+                                sum[SHARED_S_v], acc, p);                                     \
+            break;                                                                            \
+        case FAMILY_DECOUPLED:                                                                \
+            decoupled_term##SUFFIX(g, n, t, c, own[DECOUPLED_S_m - DECOUPLED_NSHARED],        \
+                                   own[DECOUPLED_S_v - DECOUPLED_NSHARED], acc, p);           \
+            break;                                                                            \
+        default:                                                                              \
+            bridged_term##SUFFIX(g, n, t, c, in[BRIDGED_S_m_base], in[BRIDGED_S_v_base],      \
+                                 own[BRIDGED_S_m - BRIDGED_NSHARED],                          \
+                                 own[BRIDGED_S_v - BRIDGED_NSHARED], sum[BRIDGED_S_m_base],   \
+                                 sum[BRIDGED_S_v_base], acc, p);                              \
+            break;                                                                            \
         }                                                                                     \
     }
-DEFINE_ADAM_TERM(shared_term, SHARED, m2, v2, const float *restrict m,
-                 const float *restrict v, float *restrict m2, float *restrict v2)
-DEFINE_ADAM_TERM(decoupled_term, DECOUPLED, m, v, float *restrict m, float *restrict v)
 
-static void bridged_term(const float *restrict g, int64_t n, const float *t,
-                         const float *restrict mb, const float *restrict vb,
-                         float *restrict mb2, float *restrict vb2, float *restrict mk,
-                         float *restrict vk, float *restrict dir) {
-    BRIDGED_SCALARS(t);
-    for (int64_t i = 0; i < n; i++) {
-        float mk_new, vk_new, mb_new, vb_new, direction;
-        BRIDGED_ELEMENT(g[i], mb[i], vb[i], mk[i], vk[i], mk_new, vk_new, mb_new, vb_new,
-                        direction);
-        mk[i] = mk_new; vk[i] = vk_new; mb2[i] = mb_new; vb2[i] = vb_new; dir[i] = direction;
-    }
-}
+/* `in`: the shared buffers' current values (slot order), `sum`: their accumulators, `own`:
+ * the term's own buffers (slot order after the shared ones). */
+DEFINE_TERMS(1, 1, _only)
+DEFINE_TERMS(1, 0, _first)
+DEFINE_TERMS(0, 0, _middle)
+DEFINE_TERMS(0, 1, _last)
 
-/* `in` / `out`: the shared buffers (slot order), `own`: the term's own buffers (slot order
- * after the shared ones). */
-static void run_term(int family, const float *g, int64_t n, const float *t,
-                     float *const *in, float *const *out, float *const *own, float *dir) {
-    switch (family) {
-    case FAMILY_SHARED:
-        shared_term(g, n, t, in[SHARED_S_m], in[SHARED_S_v], out[SHARED_S_m], out[SHARED_S_v],
-                    dir);
-        break;
-    case FAMILY_DECOUPLED:
-        decoupled_term(g, n, t, own[DECOUPLED_S_m - DECOUPLED_NSHARED],
-                       own[DECOUPLED_S_v - DECOUPLED_NSHARED], dir);
-        break;
-    default:
-        bridged_term(g, n, t, in[BRIDGED_S_m_base], in[BRIDGED_S_v_base],
-                     out[BRIDGED_S_m_base], out[BRIDGED_S_v_base],
-                     own[BRIDGED_S_m - BRIDGED_NSHARED], own[BRIDGED_S_v - BRIDGED_NSHARED],
-                     dir);
-        break;
-    }
+static void run_term(int family, const float *g, int64_t n, const float *t, Term c, int first,
+                     int last, float *const *in, float *const *sum, float *const *own,
+                     float *acc, float *p) {
+    if (first && last) run_term_only(family, g, n, t, c, in, sum, own, acc, p);
+    else if (first) run_term_first(family, g, n, t, c, in, sum, own, acc, p);
+    else if (last) run_term_last(family, g, n, t, c, in, sum, own, acc, p);
+    else run_term_middle(family, g, n, t, c, in, sum, own, acc, p);
 }
 
 /* The calling thread's index in its parallel region (0 without OpenMP). */
@@ -707,13 +761,12 @@ static int run_joint(int family, float *p, const float *const *grads, int count,
     int64_t piece = piece_length(qblock, JOINT_PIECE, chunk);
     int64_t nchunks = (n + chunk - 1) / chunk;
     if (threads < 1 || nchunks < 2) threads = 1;
-    /* Per thread: the mixed gradient, the direction, its sum, and per shared buffer its
-     * value, the term's new value and their sum; per own buffer a decoded value. */
-    const int arrays = 3 + 3 * nsh + nown;
+    /* Per thread: the mixed gradient, the update's running sum, and per shared buffer its
+     * decoded value and its running sum; per own buffer a decoded value. */
+    const int arrays = 2 + 2 * nsh + nown;
     size_t per_thread = (size_t)(piece * arrays);
     float *scratch = (float *)malloc(sizeof(float) * per_thread * (size_t)threads);
     if (!scratch) return -2;
-    const float decay = s[0];
     const float *a = s + 1;
 #pragma omp parallel for num_threads(threads) schedule(static)
     for (int64_t c = 0; c < nchunks; c++) {
@@ -721,15 +774,14 @@ static int run_joint(int family, float *p, const float *const *grads, int count,
         int64_t len = n - start < chunk ? n - start : chunk;
         const int tid = thread_id();
         float *mine = scratch + (size_t)tid * per_thread;
-        float *mixed = mine, *dir = mine + piece, *sum = mine + 2 * piece;
-        float *shared_new = mine + 3 * piece, *shared_sum = shared_new + nsh * piece;
-        float *shared_old = shared_sum + nsh * piece, *own_scratch = shared_old + nsh * piece;
+        float *mixed = mine, *acc = mine + piece, *sums = mine + 2 * piece;
+        float *shared_old = sums + nsh * piece, *own_scratch = shared_old + nsh * piece;
         for (int64_t at = start; at < start + len; at += piece) {
             int64_t m = start + len - at < piece ? start + len - at : piece;
-            float *in[MAX_BUFS], *out[MAX_BUFS], *mine_own[MAX_BUFS];
+            float *in[MAX_BUFS], *sum[MAX_BUFS], *own_values[MAX_BUFS];
             for (int j = 0; j < nsh; j++) {
                 in[j] = view_of(&bufs[j], at, m, shared_old + j * piece);
-                out[j] = shared_new + j * piece;
+                sum[j] = sums + j * piece;
             }
             if (mix) {
                 const float *g0 = grads[0] + at;
@@ -742,38 +794,20 @@ static int run_joint(int family, float *p, const float *const *grads, int count,
             }
             for (int term = 0; term < terms; term++) {
                 const float *t = s + 1 + count + term * width;
-                const float scale = t[0];
+                Term how = {t[0], a[term], s[0]};
                 Buf *own = bufs + nsh + term * nown;
                 for (int j = 0; j < nown; j++)
-                    mine_own[j] = view_of(&own[j], at, m, own_scratch + j * piece);
-                run_term(family, mix ? mixed : grads[term] + at, m, t, in, out, mine_own, dir);
-                if (term == 0) {
-                    for (int64_t i = 0; i < m; i++) sum[i] = scale * dir[i];
-                } else {
-                    for (int64_t i = 0; i < m; i++) sum[i] = sum[i] + scale * dir[i];
-                }
-                if (terms > 1) {
-                    const float w = a[term];
-                    for (int j = 0; j < nsh; j++) {
-                        float *acc = shared_sum + j * piece, *x = shared_new + j * piece;
-                        if (term == 0) {
-                            for (int64_t i = 0; i < m; i++) acc[i] = x[i] * w;
-                        } else {
-                            for (int64_t i = 0; i < m; i++) acc[i] = acc[i] + x[i] * w;
-                        }
-                    }
-                }
+                    own_values[j] = view_of(&own[j], at, m, own_scratch + j * piece);
+                run_term(family, mix ? mixed : grads[term] + at, m, t, how, term == 0,
+                         term == terms - 1, in, sum, own_values, acc, p + at);
                 for (int j = 0; j < nown; j++)
-                    if (own[j].kind != KIND_F32) store(&own[j], at, m, mine_own[j], NULL);
+                    if (own[j].kind != KIND_F32) store(&own[j], at, m, own_values[j], NULL);
             }
-            float *pp = p + at;
-            for (int64_t i = 0; i < m; i++) pp[i] = pp[i] * decay - sum[i];
             for (int j = 0; j < nsh; j++) {
-                const float *value = (terms > 1 ? shared_sum : shared_new) + j * piece;
                 if (bufs[j].kind == KIND_F32) {
-                    memcpy((float *)bufs[j].data + at, value, sizeof(float) * (size_t)m);
+                    memcpy((float *)bufs[j].data + at, sum[j], sizeof(float) * (size_t)m);
                 } else {
-                    store(&bufs[j], at, m, value, NULL);
+                    store(&bufs[j], at, m, sum[j], NULL);
                 }
             }
         }

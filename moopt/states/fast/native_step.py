@@ -78,9 +78,6 @@ class NativeSteps:
             kinds = sorted({b.name or type(b).__name__ for b in self.storage.values()
                             if not _native_kind(b)})
             return f"the native kernels do not read storage {kinds}"
-        if native.library() is None:
-            return ("MOOPT_NATIVE=0" if native.mode() == "off"
-                    else f"native kernels unavailable: {native.failure()}")
         p = local(item.param.detach())
         if not _plain_ok(p):
             return (f"the native kernels take contiguous float32 CPU parameters, not "
@@ -90,6 +87,9 @@ class NativeSteps:
             g = local(g)
             if not _plain_ok(g) or g.numel() != p.numel():
                 return "the native kernels take contiguous float32 CPU gradients"
+        if native.library() is None:  # built (or loaded) here, on first use
+            return ("MOOPT_NATIVE=0" if native.mode() == "off"
+                    else f"native kernels unavailable: {native.failure()}")
         return None
 
     def step(self, rule: Rule, item: ParamStep, scalars: ctypes.Array) -> bool:
