@@ -654,7 +654,7 @@ static int64_t chunk_length(const Buf *bufs, int nbuf) {
  * encoding (measured: 9% faster than whole 4096-value chunks for 8-bit bridged). */
 #define PIECE 512
 /* Joint steps keep more arrays in scratch per piece. */
-#define JOINT_PIECE 256
+#define JOINT_PIECE 128
 
 /* The piece length for a step whose 8-bit buffers have blocks of `qblock` (0: none). */
 static int64_t piece_length(int64_t qblock, int64_t least, int64_t chunk) {
