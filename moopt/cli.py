@@ -6,6 +6,7 @@
     moopt compare TASK [--preset NAME] [--policies a,b] [--storages fp32,int8] [--lrs 1e-3,3e-3]
                    [--seeds 0,1] [--vary FIELD=V1,V2 ...] --out DIR [...same options as run]
     moopt list
+    moopt COMMAND ...   (subcommands of installed plug-ins, e.g. ``moopt tofu-score``)
 
 Task-specific options are the fields of the task's config class: ``--loss npo+gd`` sets
 ``loss``; ``--eval-every 10`` sets ``eval_every``. ``--storage`` takes one backend name or
@@ -114,7 +115,34 @@ def build_parser() -> argparse.ArgumentParser:
                      metavar="FIELD=V1,V2", help="vary a config field across the grid "
                      "(values as JSON or plain strings), e.g. mode=alternating,joint")
     sub.add_parser("list", help="tasks, policies, storages and objectives")
+    for name, command in plugin_commands().items():
+        command.add_arguments(sub.add_parser(name, help=command.help, allow_abbrev=False))
     return parser
+
+
+# --- Plug-in subcommands -----------------------------------------------------------------
+# Installed packages (the task adapters among them) contribute subcommands through the
+# entry-point group below, so the core CLI imports no task. An entry point names an object
+# with ``help`` (one line), ``add_arguments(parser)`` and ``run(args) -> exit status``.
+COMMANDS_GROUP = "moopt.commands"
+BUILTIN_COMMANDS = ("run", "compare", "list")
+
+
+def plugin_commands() -> dict[str, Any]:
+    """The subcommands of the ``moopt.commands`` entry points, by name (one that fails to
+    load is left out with a warning on stderr; none may shadow a built-in command)."""
+    from importlib.metadata import entry_points
+
+    found: dict[str, Any] = {}
+    for ep in sorted(entry_points(group=COMMANDS_GROUP), key=lambda e: e.name):
+        if ep.name in BUILTIN_COMMANDS or ep.name in found:
+            continue
+        try:
+            found[ep.name] = ep.load()
+        except Exception as err:  # a broken plug-in must not take the whole CLI down
+            print(f"moopt: warning: command {ep.name!r} ({ep.value}) failed to load: {err}",
+                  file=sys.stderr)
+    return found
 
 
 def task_options(extra: Sequence[str], config_class: type, task: str) -> dict[str, Any]:
@@ -272,11 +300,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             mdist.init_process_group()
         if args.command == "run":
             return cmd_run(args, extra)
-        return cmd_compare(args, extra)
-    except KeyboardInterrupt:
-        print("moopt: interrupted; continue with --resume (from the last checkpoint)",
+        if args.command == "compare":
+            return cmd_compare(args, extra)
+        if extra:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        return plugin_commands()[args.command].run(args)
+    except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM (RunStopped carries the signal)
+        signum = getattr(err, "signum", 2)
+        how = "interrupted" if signum == 2 else str(err)
+        print(f"moopt: {how}; continue with --resume (from the last checkpoint)",
               file=sys.stderr)
-        return 130
+        return 128 + signum
     except (MooptError, ValueError, TypeError, ImportError, OSError) as err:
         if os.environ.get("MOOPT_DEBUG"):
             raise

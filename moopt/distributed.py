@@ -55,6 +55,14 @@ Model + optimizer with ``torch.distributed.checkpoint`` (DCP). Every rank writes
 shards; a load reads the shards it needs, so a checkpoint saved by 2 FSDP2 ranks loads
 into 1 process (or 4) when the state allows it.
 
+Every save ends with a manifest, ``moopt-manifest.json``: the size and SHA-256 of each file
+(each rank hashes its own shards). A load checks the manifest first (the ranks share the
+work) and reads DCP's ``.metadata``, a pickle, with an unpickler that builds only DCP's
+metadata records (:func:`moopt.safe_load.loads_dcp_metadata`); shard data is read by DCP
+with ``weights_only=True``. A damaged, incomplete or foreign directory, or a crafted
+``.metadata``, raises :class:`~moopt.integrity.CheckpointError` on every rank, naming the
+file, before anything is read or changed.
+
 Optimizer state is keyed by parameter name (not index). State that is a DTensor (fp32
 storage of a DTensor parameter) is saved as is. Plain per-rank state of a DTensor
 parameter (bf16 buffers, 8-bit codes: one value per local element) is presented to DCP as
@@ -100,10 +108,11 @@ from moopt.errors import MooptError, StateMismatchError
 from moopt.states.tensors import is_distributed, local
 
 __all__ = [
-    "DistributedMismatchError", "StepGuard", "average_gradients", "barrier", "check_consistent",
+    "DistributedMismatchError", "StepGuard", "average_gradients", "barrier", "broadcast_object",
+    "check_consistent", "gather_object",
     "fingerprint", "init_process_group", "is_initialized", "is_main_process", "load_checkpoint",
     "optimizer_state_dict", "param_names", "rank", "save_checkpoint", "sync_steps",
-    "world_size",
+    "verify_checkpoint", "world_size",
 ]
 
 
@@ -219,6 +228,26 @@ def barrier() -> None:
         torch.distributed.barrier()
 
 
+def broadcast_object(obj: Any, src: int = 0) -> Any:
+    """``obj`` of rank ``src`` on every rank (a picklable object; ``obj`` itself outside a
+    distributed job). For decisions one rank takes for all, such as whether to resume."""
+    if world_size() == 1:
+        return obj
+    box = [obj if rank() == src else None]
+    torch.distributed.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+def gather_object(obj: Any) -> list[Any]:
+    """Every rank's ``obj``, in rank order, on every rank (``[obj]`` outside a distributed
+    job)."""
+    if world_size() == 1:
+        return [obj]
+    out: list[Any] = [None] * world_size()
+    torch.distributed.all_gather_object(out, obj)
+    return out
+
+
 # ------------------------------------------------------- consistency checks
 class DistributedMismatchError(MooptError, RuntimeError):
     """Ranks disagree on something that must be identical everywhere (raised on every rank)."""
@@ -324,6 +353,17 @@ class StepGuard:
         """Stop checking."""
         self._handle.remove()
 
+    def optimizer_step(self) -> int:
+        """How many steps the optimizer has taken: the step counter ``T`` of the first
+        parameter with state (restored by ``load_state_dict``, so a rank that resumed and one
+        that did not disagree even when both made the same number of calls)."""
+        for group in self.optimizer.param_groups:
+            for p in group["params"]:
+                state = self.optimizer.state.get(p)
+                if state and "T" in state:
+                    return int(state["T"])
+        return 0
+
     def _signature(self, objective: str | None, step: int) -> tuple[str, list[int]]:
         joint = getattr(self.optimizer, "_joint_grads", {})
         if joint:
@@ -336,7 +376,8 @@ class StepGuard:
             present = sum(p.grad is not None for g in self.optimizer.param_groups
                           for p in g["params"])
         self._names.setdefault(_code(label), label)
-        return label, [_code(label), present, step, 0]
+        skipped = int(getattr(self.optimizer, "skipped_steps", 0))
+        return label, [_code(label), present, step, skipped]
 
     def _hook(self, optimizer: Any, args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
         objective = kwargs.get("objective")
@@ -349,11 +390,12 @@ class StepGuard:
         if calls % self.every:
             return
         self.checked_steps += 1
-        self.check_step(objective, calls)
+        self.check_step(objective, self.optimizer_step())
 
     def check_step(self, objective: str | None, step: int) -> None:
-        """Gather this step's signature (``step`` = index of the step about to be taken) from
-        every rank; raise if any differs."""
+        """Gather this step's signature (``step`` = the optimizer's step count before the
+        step about to be taken, see :meth:`optimizer_step`) from every rank; raise if any
+        differs."""
         dist = torch.distributed
         _, values = self._signature(objective, step)
         world = dist.get_world_size(self.group)
@@ -367,9 +409,10 @@ class StepGuard:
         if all(row == rows[0] for row in rows):
             return
         desc = []
-        for r, (code, present, step, _) in enumerate(rows):
+        for r, (code, present, step, skipped) in enumerate(rows):
             name = self._names.get(code, f"<unknown objective, crc {code}>")
-            desc.append(f"rank {r}: step {step} driven by {name!r} with {present} gradients")
+            desc.append(f"rank {r}: step {step + 1} driven by {name!r} with {present} "
+                        f"gradients ({skipped} skipped before)")
         raise DistributedMismatchError(
             "ranks disagree on this optimizer step (" + "; ".join(desc) + "). Every rank must "
             "step the same objective from the same schedule, with gradients for the same "
@@ -518,10 +561,14 @@ def _model_state(model: torch.nn.Module) -> dict[str, Any]:
     return get_model_state_dict(model)
 
 
+MANIFEST_NAME = "moopt-manifest.json"
+_DCP_METADATA = ".metadata"
+
+
 def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, optimizer: Any, *,
                     extra: Mapping[str, Any] | None = None) -> None:
     """Save model + optimizer (+ a JSON-serialisable ``extra``, e.g. the schedule's state) to
-    the directory ``path`` with DCP. Call it on every rank."""
+    the directory ``path`` with DCP, then its manifest. Call it on every rank."""
     import torch.distributed.checkpoint as dcp
 
     text = json.dumps(dict(extra or {}))
@@ -529,6 +576,91 @@ def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, optimizer: 
           "extra_json": text}
     with _quiet_single_process():
         dcp.save(sd, checkpoint_id=str(Path(path)))
+    _write_manifest(Path(path))
+
+
+def _write_manifest(path: Path) -> None:
+    """Every rank hashes the shard files it wrote (``__<rank>_*``); rank 0 adds DCP's
+    metadata and writes the manifest; nobody returns before it exists."""
+    from moopt.integrity import describe_files
+    from moopt.runner.atomic import write_json_atomic
+
+    mine = describe_files(path, [p.name for p in path.glob(f"__{rank()}_*") if p.is_file()])
+    files: dict[str, Any] = {}
+    for part in gather_object(mine):
+        files.update(part)
+    if is_main_process():
+        files.update(describe_files(path, [_DCP_METADATA]))
+        write_json_atomic(path / MANIFEST_NAME,
+                          {"format": 1, "world_size": world_size(), "files": files})
+    barrier()
+
+
+def verify_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Check a directory written by :func:`save_checkpoint` against its manifest; every
+    rank checks the metadata and its share of the shard files, and a problem found by any
+    rank raises :class:`~moopt.integrity.CheckpointError` on every rank. Returns the
+    manifest."""
+    from moopt.integrity import CheckpointError, check_entry
+
+    path = Path(path)
+    manifest: dict[str, Any] = {}
+    problem = None
+    try:
+        manifest = _read_manifest(path)
+        files = manifest["files"]
+        check_entry(path / _DCP_METADATA, files[_DCP_METADATA])
+        shards = sorted(n for n in files if n != _DCP_METADATA)
+        for name in shards[rank()::world_size()]:
+            check_entry(path / name, files[name])
+    except CheckpointError as err:
+        problem = str(err)
+    found = [p for p in gather_object(problem) if p]
+    if found:
+        raise CheckpointError(found[0])
+    return manifest
+
+
+def _read_manifest(path: Path) -> dict[str, Any]:
+    from moopt.integrity import CheckpointError
+
+    where = path / MANIFEST_NAME
+    if not where.is_file():
+        what = "is not a directory" if not path.is_dir() else "has no manifest"
+        raise CheckpointError(f"{where}: missing: {str(path)!r} {what} (it was not written by "
+                              "moopt.distributed.save_checkpoint, or not completely); it is "
+                              "not read")
+    try:
+        manifest = json.loads(where.read_text())
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"{where}: damaged: {err}") from None
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(files, dict) or _DCP_METADATA not in files or \
+            any(Path(n).name != n for n in files):
+        raise CheckpointError(f"{where}: damaged: no valid file list")
+    return manifest
+
+
+def _reader(path: str) -> Any:
+    """A DCP storage reader whose metadata was unpickled here, with the allow-list of
+    :func:`moopt.safe_load.loads_dcp_metadata` (before DCP starts, so a refusal is one
+    plain error)."""
+    from torch.distributed.checkpoint import FileSystemReader
+    from torch.distributed.checkpoint.metadata import StorageMeta
+
+    from moopt.safe_load import loads_dcp_metadata
+
+    source = Path(path) / _DCP_METADATA
+    metadata = loads_dcp_metadata(source.read_bytes(), source)
+
+    class TrustedReader(FileSystemReader):
+        def read_metadata(self, *args: Any, **kwargs: Any) -> Any:
+            if getattr(metadata, "storage_meta", None) is None:
+                metadata.storage_meta = StorageMeta()
+            metadata.storage_meta.load_id = self.load_id
+            return metadata
+
+    return TrustedReader(path)
 
 
 def _read_meta(path: str) -> tuple[dict, dict]:
@@ -536,7 +668,7 @@ def _read_meta(path: str) -> tuple[dict, dict]:
 
     probe: dict[str, Any] = {"optim": {"meta_json": ""}, "extra_json": ""}
     with _quiet_single_process():
-        dcp.load(probe, checkpoint_id=path)
+        dcp.load(probe, storage_reader=_reader(path))
     return json.loads(probe["optim"]["meta_json"]), json.loads(probe["extra_json"])
 
 
@@ -567,15 +699,17 @@ def load_checkpoint(path: str | os.PathLike, model: torch.nn.Module,
                     optimizer: Any) -> dict[str, Any]:
     """Load what :func:`save_checkpoint` saved; returns its ``extra``. Call it on every rank.
 
-    The optimizer's objectives, policy, storage and parameter names are checked first (a
-    mismatch raises :class:`~moopt.errors.StateMismatchError` on every rank and changes
-    nothing). The optimizer state is read into fresh buffers and swapped in at the end; the
-    model's parameters are loaded in place (DCP's usual way)."""
+    The files are checked against the manifest first (:func:`verify_checkpoint`), then the
+    optimizer's objectives, policy, storage and parameter names (a mismatch raises
+    :class:`~moopt.errors.StateMismatchError` on every rank and changes nothing). The
+    optimizer state is read into fresh buffers and swapped in at the end; the model's
+    parameters are loaded in place (DCP's usual way)."""
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import set_model_state_dict
 
     path = str(Path(path))
     names = param_names(optimizer, model)
+    verify_checkpoint(path)
     meta, extra = _read_meta(path)
     _check_meta(meta, optimizer, names)
     by_name = {names[id(p)]: p for g in optimizer.param_groups for p in g["params"]}
@@ -591,7 +725,7 @@ def load_checkpoint(path: str | os.PathLike, model: torch.nn.Module,
     views = {name: _dcp_view(p, st, name, layout) for name, (p, st) in states.items()}
     sd = {"model": _model_state(model), "optim": {"state": views}}
     with _quiet_single_process():
-        dcp.load(sd, checkpoint_id=path)
+        dcp.load(sd, storage_reader=_reader(path))
     for name, (_, state) in states.items():
         for key, value in views[name].items():
             if not isinstance(value, Tensor):

@@ -36,7 +36,7 @@ from moopt.states.layout import buffer_of, counter_key
 from moopt.states.policy import BufferSpec, SharingPolicy, StepInfo, get_policy, normalized
 from moopt.states.reference import ParamStep, reference_step
 from moopt.states.rule import Rule
-from moopt.states.storage import StorageBackend, resolve_storage
+from moopt.states.storage import StorageBackend, compute_dtype, resolve_storage
 
 NONFINITE_MODES = ("raise", "skip", "ignore")
 
@@ -57,8 +57,10 @@ class MultiObjectiveOptimizer(Optimizer):
         eps: added to the denominator.
         weight_decay: decoupled (AdamW-style) weight decay, applied first in every step.
         lr_ratios: per-objective learning-rate ratios; missing names default to 1.0.
-        bridge_guard: the bridged cancellation guard in units of the storage's rounding
-            error (see :mod:`moopt.states.bridged`); 0 disables it.
+        bridge_guard: the bridged cancellation guard: a floor on ``|v_k^ + v_b^|`` in units
+            of its rounding error, plus, with lossy (bf16, int8) storage, a bound of 3
+            learning rates on each bridged direction (see :mod:`moopt.states.bridged`); 0
+            disables both.
         nonfinite: what a step does with NaN/inf gradients. ``"ignore"`` (default) does
             not look, like ``torch.optim``: a NaN or inf flows into the parameters and state.
             ``"raise"`` raises :class:`~moopt.errors.NonFiniteGradientError` and ``"skip"``
@@ -322,8 +324,9 @@ class MultiObjectiveOptimizer(Optimizer):
         """The rule's scalar vector of one parameter's step, in float64 (parameters with the
         same counters, weights and storage precision share it; computed once per step)."""
         u = max(backend.unit_roundoff(p) for backend in self.storage.values())
+        dtype = compute_dtype(p)
         counters = tuple(state[counter_key(k)] for k in objectives)
-        key = (id(group), state["T"], counters, objectives, weights, u)
+        key = (id(group), state["T"], counters, objectives, weights, u, dtype)
         cached = self._scalar_cache.get(key)
         if cached is not None:
             return cached
@@ -333,7 +336,7 @@ class MultiObjectiveOptimizer(Optimizer):
             return StepInfo(T=state["T"], t=None if k is None else state[counter_key(k)],
                             objective=k, betas=group["betas"], base_betas=group["base_betas"],
                             eps=group["eps"], guard=group["bridge_guard"], unit_roundoff=u,
-                            group=group)
+                            dtype=dtype, group=group)
 
         values = Rule.of(self.policy, len(objectives)).scalars(
             objectives, weights, [group["lr"] * ratios[k] for k in objectives],

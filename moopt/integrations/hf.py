@@ -150,9 +150,13 @@ def _trainer_class() -> type:
             return data
 
         def get_train_dataloader(self) -> torch.utils.data.DataLoader:
+            # Each objective's loader draws from a generator of its own (seeded by
+            # args.seed): a restarted loader then leaves dropout's random numbers alone, and
+            # resume_from_checkpoint is exact (see moopt.integrations.stream).
             stream = ObjectiveStream({k: self._loader(k) for k in self.objectives},
                                      self.schedule_spec,
-                                     accumulation=self.args.gradient_accumulation_steps)
+                                     accumulation=self.args.gradient_accumulation_steps,
+                                     seed=self.args.seed)
             return torch.utils.data.DataLoader(stream, batch_size=None)
 
         # ------------------------------------------------------------- loss

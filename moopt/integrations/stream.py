@@ -4,8 +4,14 @@ For optimizer step ``s`` the schedule names an objective; the stream yields
 ``accumulation`` micro-batches of that objective, each tagged with its name under
 :data:`OBJECTIVE_KEY`. The stream is a pure function of its inputs (each objective's
 loader is re-iterated when exhausted), so a trainer that resumes by skipping the first
-``k`` micro-batches continues exactly where it stopped, provided the loaders are
-deterministic (no shuffling, or a seeded sampler).
+``k`` micro-batches continues exactly where it stopped.
+
+Each objective's loader draws its random numbers (a ``DataLoader``'s base seed at every
+restart, a ``RandomSampler``'s shuffle) from a torch generator of its own, seeded by
+``seed`` and the objective's name, never from the global one. So restarting a loader does
+not shift the random numbers of dropout, and a resumed run, which replays the skipped
+micro-batches and then restores the global generator, sees the same dropout masks and the
+same shuffles as an uninterrupted run.
 
 Example:
     >>> from moopt.integrations.stream import ObjectiveStream, OBJECTIVE_KEY
@@ -18,14 +24,16 @@ Example:
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Iterator, Mapping
-from typing import Any
+import zlib
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any, TypeVar
 
 import torch
 
 from moopt.schedules import Schedule, make_schedule
 
 OBJECTIVE_KEY = "moopt_objective"
+T = TypeVar("T")
 
 
 class ObjectiveStream(torch.utils.data.IterableDataset):
@@ -37,10 +45,12 @@ class ObjectiveStream(torch.utils.data.IterableDataset):
             :func:`moopt.schedules.make_schedule` (``{"forget": 1, "retain": 5}``,
             ``"round_robin"``); its current position is where the stream starts.
         accumulation: micro-batches per optimizer step (gradient accumulation).
+        seed: seed of the objectives' own random generators (see the module docstring);
+            ``None`` lets the loaders draw from torch's global generator.
     """
 
     def __init__(self, loaders: Mapping[str, Iterable[Mapping[str, Any]]], schedule: Any,
-                 accumulation: int = 1) -> None:
+                 accumulation: int = 1, seed: int | None = 0) -> None:
         super().__init__()
         if not isinstance(loaders, Mapping) or not loaders:
             raise ValueError(f"loaders must be a non-empty mapping objective -> batches, "
@@ -51,6 +61,7 @@ class ObjectiveStream(torch.utils.data.IterableDataset):
         self.loaders = dict(loaders)
         self.schedule: Schedule = make_schedule(schedule, list(self.loaders))
         self.accumulation = accumulation
+        self.seed = seed
 
     def objective_at(self, step: int) -> str:
         """The objective of optimizer step ``step`` (0-based, from the schedule's start)."""
@@ -59,10 +70,36 @@ class ObjectiveStream(torch.utils.data.IterableDataset):
             next(schedule)
         return next(schedule)
 
+    def _own_rng(self, name: str) -> Callable[[Callable[[], T]], T]:
+        """A function that runs a call with ``name``'s generator in place of torch's global
+        CPU generator, leaving the global one as it was."""
+        if self.seed is None:
+            return lambda call: call()
+        seed = (self.seed * 0x9E3779B1 + zlib.crc32(name.encode())) % 2**63
+        state = [torch.Generator().manual_seed(seed).get_state()]
+
+        def run(call: Callable[[], T]) -> T:
+            outer = torch.get_rng_state()
+            torch.set_rng_state(state[0])
+            try:
+                return call()
+            finally:
+                state[0] = torch.get_rng_state()
+                torch.set_rng_state(outer)
+
+        return run
+
     def _endless(self, name: str) -> Iterator[Mapping[str, Any]]:
+        isolated = self._own_rng(name)
         while True:
             empty = True
-            for batch in self.loaders[name]:
+            batches = isolated(lambda: iter(self.loaders[name]))
+            step = batches.__next__
+            while True:
+                try:
+                    batch = isolated(step)
+                except StopIteration:
+                    break
                 empty = False
                 yield batch
             if empty:

@@ -246,8 +246,15 @@ def run_compare(
     task.validate(base)
     marker = {"base": base.semantic_dict(), "grid": grid.as_dict()}
     main = is_main_process()  # under torch.distributed only rank 0 writes
-    if main:
-        open_run_dir(out, marker, resume=resume, overwrite=overwrite, marker="compare.json")
+    if not main:
+        return _run_grid(task, base, grid, out, resume, plots, run_plots, main)
+    # The comparison's directory stays locked until the grid is done.
+    with open_run_dir(out, marker, resume=resume, overwrite=overwrite, marker="compare.json"):
+        return _run_grid(task, base, grid, out, resume, plots, run_plots, main)
+
+
+def _run_grid(task: TaskAdapter, base: RunConfig, grid: CompareGrid, out: Path, resume: bool,
+              plots: bool, run_plots: bool, main: bool) -> dict[str, Any]:
     ctx = make_context(base, out)
     wall = time.perf_counter()
     with ctx.stage("prepare"):

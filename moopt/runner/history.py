@@ -25,18 +25,33 @@ from moopt.runner.atomic import write_text_atomic
 
 
 class History:
-    """Appends records to memory and (when ``path`` is given) to a JSONL file."""
+    """Appends records to memory and (when ``path`` is given) to a JSONL file.
+
+    A last line without its newline is a record torn by a crash in the middle of writing
+    it: it is left out of ``records`` (``torn`` holds its text) and disappears at the next
+    :meth:`truncate`. Any other unreadable line is an error naming the file and line.
+    """
 
     def __init__(self, path: Path | None) -> None:
         self.path = path
         self.records: list[dict[str, Any]] = []
+        self.torn: str | None = None
         if path is not None and path.is_file():
-            for lineno, line in enumerate(path.read_text().splitlines(), 1):
-                if line.strip():
-                    try:
-                        self.records.append(json.loads(line))
-                    except json.JSONDecodeError as err:
-                        raise ValueError(f"{path}:{lineno}: broken history record: {err}") from None
+            lines = path.read_text().split("\n")  # the last item is "" after a final newline
+            for lineno, line in enumerate(lines, 1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as err:
+                    if lineno == len(lines):
+                        self.torn = line
+                        break
+                    raise ValueError(f"{path}:{lineno}: broken history record: {err}") from None
+                if not isinstance(record, dict) or not isinstance(record.get("step"), int):
+                    raise ValueError(f"{path}:{lineno}: a history record must be an object "
+                                     f"with an integer 'step', got {line[:80]!r}")
+                self.records.append(record)
 
     def add(self, record: dict[str, Any]) -> None:
         self.records.append(record)
@@ -45,8 +60,10 @@ class History:
                 f.write(json.dumps(record) + "\n")
 
     def truncate(self, step: int) -> None:
-        """Drop records after ``step`` (and rewrite the file atomically)."""
+        """Drop records after ``step`` and any torn last line (rewriting the file
+        atomically)."""
         self.records = [r for r in self.records if r["step"] <= step]
+        self.torn = None
         if self.path is not None:
             write_text_atomic(self.path, "".join(json.dumps(r) + "\n" for r in self.records))
 

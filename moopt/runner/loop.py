@@ -35,6 +35,7 @@ import torch
 
 from moopt.errors import MooptError
 from moopt.runner import checkpoint as ckpt
+from moopt.runner import finite
 from moopt.runner.config import ConfigError, RunConfig
 from moopt.runner.history import History
 from moopt.runner.task import TrainingSetup
@@ -125,11 +126,28 @@ def make_schedule(cfg: RunConfig, names: list[str]) -> Iterator[str] | None:
     return schedules.Alternating(dict(spec))
 
 
-def _finite_loss(loss: torch.Tensor, name: str, step: int) -> float:
-    value = float(loss.detach())
-    if not math.isfinite(value):
-        raise TrainingError(f"objective {name!r} gave a non-finite loss {value} at step {step}")
-    return value
+def _finite_losses(losses: dict[str, torch.Tensor], step: int) -> dict[str, float]:
+    """The losses as floats; a non-finite one on any rank stops every rank."""
+    values = {name: float(loss.detach()) for name, loss in losses.items()}
+    bad = [name for name, value in values.items() if not math.isfinite(value)]
+    if finite.any_rank(bool(bad)):
+        where = (f"objective {bad[0]!r} gave a non-finite loss {values[bad[0]]}" if bad
+                 else "another rank got a non-finite loss")
+        raise TrainingError(f"{where} at step {step}")
+    return values
+
+
+def _nonfinite_message(what: str, first: int, last: int, stepped: list[tuple[int, str]],
+                       saved: int | None) -> str:
+    """Why the run stops: ``what`` became NaN/inf in steps ``first``..``last``."""
+    names = sorted({name for s, name in stepped if first <= s <= last})
+    which = f" (objective{'s' if len(names) > 1 else ''} {', '.join(names)})" if names else ""
+    when = f"step {last}{which}" if first == last else f"one of steps {first}-{last}{which}"
+    kept = (f"the checkpoint of step {saved} is kept" if saved is not None
+            else "no checkpoint was written")
+    return (f"{what} became NaN or infinite in {when}; the run stops and {kept}. An infinite "
+            "gradient with a finite loss does this: pass optimizer_options.nonfinite='skip' "
+            "(skip such steps) or 'raise', or clip gradients (max_grad_norm)")
 
 
 def _clean_metrics(raw: Any) -> dict[str, float]:
@@ -155,13 +173,15 @@ def train(
     resume: bool = False,
     stop_after: int | None = None,
     log: Callable[[str], None] | None = None,
+    on_checkpoint: Callable[[int, float], None] | None = None,
 ) -> TrainResult:
     """Train ``setup`` as ``cfg`` says.
 
     ``run_dir``: where history and checkpoints go (``None``: nothing is written).
     ``resume``: continue from ``run_dir``'s checkpoint (start fresh when there is none).
     ``stop_after``: stop (with a checkpoint) after this many steps of this call, as an
-    interruption would; used to test resumption.
+    interruption would; used to test resumption. ``on_checkpoint(step, eval_seconds)``:
+    called after each checkpoint is written.
     """
     import time
 
@@ -182,12 +202,12 @@ def train(
     params = [p for g in opt.param_groups for p in g["params"]]
     n_steps = total_steps(cfg, setup)
     history = History(run_dir / "history.jsonl" if writes else None)
-    ckpt_path = run_dir / ckpt.CHECKPOINT_NAME if run_dir is not None else None
 
     step = 0
     metrics: dict[str, float] = {}
-    if resume and ckpt_path is not None and ckpt_path.is_file():
-        state = ckpt.load_checkpoint(ckpt_path)
+    # Rank 0 decides whether and from which step to resume; every rank loads that checkpoint.
+    state = ckpt.agreed_checkpoint(run_dir) if resume and run_dir is not None else None
+    if state is not None:
         setup.model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         ckpt.load_state_of(schedule, state["schedule"], "the schedule")
@@ -203,11 +223,29 @@ def train(
             log(f"resumed from step {step} of {n_steps}")
     elif writes:
         history.truncate(-1)  # a fresh run starts with an empty history
+    # Non-finite values: parameters are checked after every step, the whole model state and
+    # the optimizer state before every checkpoint (the steps since then are the suspects).
+    stepped: list[tuple[int, str]] = []
+    saved: int | None = step if state is not None else None
+    checked = step
+
+    def check_before_saving() -> None:
+        nonlocal checked
+        tensors = [(f"model state {k!r}", v) for k, v in setup.model.state_dict().items()
+                   if isinstance(v, torch.Tensor)]
+        bad = finite.first_nonfinite(tensors + list(finite.optimizer_state(setup.model, opt)))
+        if finite.any_rank(bad is not None):
+            what = bad or "a tensor on another rank"
+            raise TrainingError(_nonfinite_message(what, checked + 1, step, stepped, saved))
+        checked = step
+        stepped.clear()
 
     def save() -> None:
+        nonlocal saved
+        check_before_saving()
         if not writes:
             return
-        ckpt.save_checkpoint(ckpt_path, {
+        ckpt.save_checkpoint(run_dir, {
             "step": step,
             "model": setup.model.state_dict(),
             "optimizer": opt.state_dict(),
@@ -216,7 +254,10 @@ def train(
             "stateful": {k: ckpt.state_of(o) for k, o in setup.stateful.items()},
             "rng": ckpt.capture_rng(),
             "metrics": metrics,
-        })
+        }, step=step)
+        saved = step
+        if on_checkpoint is not None:
+            on_checkpoint(step, eval_seconds)
 
     eval_seconds = 0.0
 
@@ -243,22 +284,30 @@ def train(
     try:
         while step < stop_at:
             opt.zero_grad()
+            skipped = getattr(opt, "skipped_steps", 0)
             if schedule is None:
                 losses = {n: spec.compute() for n, spec in setup.objectives.items()}
-                values = {n: _finite_loss(v, n, step + 1) for n, v in losses.items()}
+                values = _finite_losses(losses, step + 1)
                 opt.backward(losses)
                 opt.step(weights=weights)
             else:
                 name = next(schedule)
                 loss = setup.objectives[name].compute()
-                values = {name: _finite_loss(loss, name, step + 1)}
+                values = _finite_losses({name: loss}, step + 1)
                 loss.backward()
                 if cfg.max_grad_norm is not None:
                     torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
                 opt.step(objective=name)
             step += 1
+            stepped.extend((step, n) for n in values)
+            bad = finite.first_nonfinite(finite.parameters(setup.model, opt))
+            if finite.any_rank(bad is not None):
+                raise TrainingError(_nonfinite_message(bad or "a parameter on another rank",
+                                                       step, step, stepped, saved))
+            skip = getattr(opt, "skipped_steps", 0) != skipped  # nonfinite="skip" refused it
             for name, value in values.items():
-                history.add({"step": step, "objective": name, "loss": value})
+                record = {"step": step, "objective": name, "loss": value}
+                history.add({**record, "skipped": True} if skip else record)
                 recent[name] = value
             if bar is not None:
                 bar.update(1)

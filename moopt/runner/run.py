@@ -1,13 +1,25 @@
-"""One run of a task, start to finish: directory checks, prepare, build, train, evaluate,
-report. This is what ``moopt run`` calls.
+"""One run of a task, start to finish: checks, prepare, build, run directory, train,
+evaluate, report. This is what ``moopt run`` calls.
+
+Order: every name, path and option is checked first (the task's ``validate``, policy and
+storage names, optimizer options, ``data_dir`` / ``model`` paths; after ``build`` the
+objective names of ``schedule``, ``weights`` and ``lr_ratios``), so a typo never creates a
+run directory. A directory that would be refused is refused before ``prepare``. The run
+directory is then created and locked for the rest of the run (see
+:mod:`moopt.runner.rundir`); under ``torch.distributed`` rank 0 decides whether the run
+starts fresh or resumes and every rank follows that decision.
 
 Files of a run directory:
-    config.json    the resolved config (written first; identifies the run)
-    history.jsonl  training losses and periodic evaluations
-    checkpoint.pt  the latest resumable checkpoint
-    metrics.json   final metrics, flat floats (written last, atomically)
-    report.md      config, stage times, final metrics, plots (*.png)
-    run.json       status ("running" / "finished"), stage times
+    config.json      the resolved config (written first; identifies the run)
+    run.json         status (running / finished / stopped / failed; a run whose process
+                     died shows as interrupted), step, cumulative stage times
+    history.jsonl    training losses and periodic evaluations
+    checkpoint.json  manifest of the latest resumable checkpoint (in checkpoints/)
+    metrics.json     final metrics, flat floats (written last, atomically)
+    report.md        config, stage times, final metrics, plots (*.png)
+
+Stage times add up over every part of a resumed run (a killed part counts up to its last
+checkpoint).
 
 Example:
     >>> import tempfile, pathlib, torch
@@ -30,7 +42,11 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 import os
+import signal
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -39,13 +55,28 @@ from pathlib import Path
 from typing import Any
 
 from moopt.runner.atomic import write_json_atomic
-from moopt.runner.checkpoint import seed_everything
-from moopt.runner.config import RunConfig
-from moopt.runner.loop import TrainResult, is_main_process, train
-from moopt.runner.rundir import open_run_dir
-from moopt.runner.task import RunContext, TaskAdapter
+from moopt.runner.checkpoint import checkpoint_step, has_checkpoint, seed_everything
+from moopt.runner.config import ConfigError, RunConfig
+from moopt.runner.loop import (
+    TrainResult,
+    is_main_process,
+    make_optimizer,
+    make_schedule,
+    total_steps,
+    train,
+)
+from moopt.runner.rundir import STATUS_NAME, OpenedRunDir, check_run_dir, open_run_dir, read_status
+from moopt.runner.task import RunContext, TaskAdapter, TrainingSetup
 
 _UNSET: Any = object()
+
+
+class RunStopped(KeyboardInterrupt):
+    """The run was asked to stop by a signal (SIGTERM); treated like Ctrl-C."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"stopped by signal {signal.Signals(signum).name}")
+        self.signum = signum
 
 
 @dataclass
@@ -75,6 +106,43 @@ def make_context(cfg: RunConfig, run_dir: Path | None) -> RunContext:
     )
 
 
+# ------------------------------------------------------------------------------ checks
+def check_config(cfg: RunConfig) -> None:
+    """Checks that need no task objects: policy and storage names, optimizer options, and
+    that ``data_dir`` and ``model`` exist. Raises with the bad value and the allowed ones."""
+    from moopt.optimizer import MultiObjectiveOptimizer
+    from moopt.states import get_policy
+    from moopt.states.storage import resolve_storage
+
+    policy = get_policy(cfg.policy)
+    resolve_storage(cfg.storage, policy.roles())
+    accepted = {name for name, p in inspect.signature(MultiObjectiveOptimizer).parameters.items()
+                if p.kind is inspect.Parameter.KEYWORD_ONLY}
+    set_elsewhere = {"lr", "betas", "base_betas", "eps", "weight_decay", "lr_ratios"}
+    unknown = sorted(set(cfg.optimizer_options) - (accepted - set_elsewhere))
+    if unknown:
+        raise ConfigError(
+            f"config key 'optimizer_options' has unknown option(s) {unknown}; options: "
+            f"{sorted(accepted - set_elsewhere)} (lr, betas, eps, weight_decay, lr_ratios are "
+            "config keys of their own)")
+    for key in ("data_dir", "model"):
+        value = getattr(cfg, key)
+        if value is not None and not Path(value).exists():
+            raise ConfigError(f"config key {key!r}: {str(value)!r} does not exist")
+
+
+def check_setup(setup: TrainingSetup, cfg: RunConfig) -> None:
+    """Checks of the config against the built task: objective names in ``schedule``,
+    ``weights`` and ``lr_ratios``, ``epochs`` without ``steps_per_epoch``, options the
+    optimizer refuses."""
+    make_optimizer(setup, cfg)
+    schedule = make_schedule(cfg, list(setup.objectives))
+    if schedule is None and cfg.max_grad_norm is not None:
+        raise ConfigError("config key 'max_grad_norm' is not supported with schedule 'joint'")
+    total_steps(cfg, setup)
+
+
+# ------------------------------------------------------------------------------ the run
 def run_task(
     task: TaskAdapter,
     cfg: RunConfig,
@@ -95,21 +163,168 @@ def run_task(
     if cfg.task is None and task.name:
         cfg = cfg.model_copy(update={"task": task.name})
     task.validate(cfg)
+    check_config(cfg)
     run_dir = Path(cfg.out) if cfg.out is not None else None
     main = is_main_process()
-    mode = "fresh"
     if run_dir is not None and main:
-        mode = open_run_dir(run_dir, cfg, resume=resume, overwrite=overwrite)
-        write_json_atomic(run_dir / "run.json", {"status": "running", "mode": mode})
+        check_run_dir(run_dir, cfg, resume=resume, overwrite=overwrite)
     ctx = ctx or make_context(cfg, run_dir)
+    with cpu_threads(cfg.threads), stop_on_sigterm():
+        setup = _prepare_and_build(task, cfg, ctx, prepared)
+        check_setup(setup, cfg)
+        opened, mode = _open(run_dir, cfg, resume, overwrite, main)
+        try:
+            return _train_and_report(task, cfg, ctx, setup, run_dir, opened, mode,
+                                     stop_after, plots)
+        finally:
+            if opened is not None:
+                opened.release()
+
+
+def _prepare_and_build(task: TaskAdapter, cfg: RunConfig, ctx: RunContext,
+                       prepared: Any) -> TrainingSetup:
+    if prepared is _UNSET:
+        from moopt import distributed as mdist
+
+        main = is_main_process()
+        # Rank 0 fills the cache first; the others then read it instead of racing to write.
+        if not main:
+            mdist.barrier()
+        with ctx.stage("prepare"):
+            ctx.prepared = task.prepare(cfg, ctx)
+        if main:
+            mdist.barrier()
+    else:
+        ctx.prepared = prepared
+    seed_everything(cfg.seed)
+    with ctx.stage("build"):
+        return task.build(cfg, ctx)
+
+
+def _open(run_dir: Path | None, cfg: RunConfig, resume: bool, overwrite: bool,
+          main: bool) -> tuple[OpenedRunDir | None, str]:
+    """Open the run directory on rank 0 and tell every rank the mode (fresh / resume); a
+    refusal raises on every rank."""
+    from moopt import distributed as mdist
+
+    opened: OpenedRunDir | None = None
+    decision: dict[str, Any] = {"mode": "fresh"}
+    failure: BaseException | None = None
+    if run_dir is not None and main:
+        try:
+            opened = open_run_dir(run_dir, cfg, resume=resume, overwrite=overwrite)
+            decision = {"mode": opened.mode}
+        except Exception as err:
+            failure = err
+            decision = {"error": f"{type(err).__name__}: {err}"}
+    if mdist.world_size() > 1 and run_dir is not None:
+        decision = mdist.broadcast_object(decision)
+    if failure is not None:
+        raise failure
+    if "error" in decision:
+        from moopt.runner.rundir import RunDirError
+
+        raise RunDirError(f"rank 0 could not open the run directory: {decision['error']}")
+    return opened, decision["mode"]
+
+
+def _add(*parts: dict[str, float]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for part in parts:
+        for key, value in part.items():
+            out[key] = out.get(key, 0.0) + float(value)
+    return out
+
+
+def _train_and_report(task: TaskAdapter, cfg: RunConfig, ctx: RunContext,
+                      setup: TrainingSetup, run_dir: Path | None,
+                      opened: OpenedRunDir | None, mode: str, stop_after: int | None,
+                      plots: bool) -> RunResult:
+    writes = opened is not None
+    earlier: dict[str, float] = {}
+    if writes and mode == "resume":
+        earlier = dict((read_status(run_dir) or {}).get("timings") or {})
+    start = time.perf_counter()
+
+    def timings(eval_seconds: float = 0.0) -> dict[str, float]:
+        """Cumulative stage times while training: earlier parts, then this one so far."""
+        spent = time.perf_counter() - start
+        return _add(earlier, ctx.timings,
+                    {"train": spent - eval_seconds, "evaluate": eval_seconds})
+
+    def status(state: str, **extra: Any) -> None:
+        if writes:
+            write_json_atomic(run_dir / STATUS_NAME,
+                              {"status": state, "mode": mode, "pid": os.getpid(), **extra})
+
+    def on_checkpoint(step: int, eval_seconds: float) -> None:
+        status("running", step=step, timings=timings(eval_seconds))
+
+    status("running", timings=_add(earlier, ctx.timings))
     try:
-        with cpu_threads(cfg.threads):
-            return _run(task, cfg, ctx, run_dir, main, mode, prepared, stop_after, plots)
-    except BaseException as err:
-        if run_dir is not None and main:
-            write_json_atomic(run_dir / "run.json", {
-                "status": "failed", "mode": mode, "error": f"{type(err).__name__}: {err}"})
+        result = train(setup, cfg, evaluate=lambda: task.evaluate(setup, cfg, ctx),
+                       run_dir=run_dir, resume=mode == "resume", stop_after=stop_after,
+                       log=ctx.log, on_checkpoint=on_checkpoint)
+    except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM
+        status("stopped", step=_checkpoint_step(run_dir), timings=timings(),
+               reason=str(err) or "interrupted")
         raise
+    except BaseException as err:
+        status("failed", step=_checkpoint_step(run_dir), timings=timings(),
+               error=f"{type(err).__name__}: {err}")
+        raise
+    elapsed = time.perf_counter() - start
+    ctx.timings["train"] = ctx.timings.get("train", 0.0) + elapsed - result.eval_seconds
+    ctx.timings["evaluate"] = ctx.timings.get("evaluate", 0.0) + result.eval_seconds
+    total = _add(earlier, ctx.timings)
+    metrics = dict(result.metrics)
+    if result.finished:  # steps refused by nonfinite="skip" (0 unless asked for)
+        metrics["skipped_steps"] = float(getattr(result.optimizer, "skipped_steps", 0))
+    out = RunResult(metrics, run_dir if writes else None, total, result, setup)
+    if not writes:
+        return out
+    try:
+        if result.finished:
+            from moopt.runner.report import write_run_report
+
+            flat = dict(metrics)
+            flat.update({f"time_{k}_s": v for k, v in total.items()})
+            extras = task.report_extras(setup, cfg, ctx)
+            write_run_report(run_dir, cfg, flat, result.history, total, extras, plots=plots)
+            write_json_atomic(run_dir / "metrics.json", flat)
+    except BaseException as err:
+        status("failed", step=result.step, timings=total, error=f"{type(err).__name__}: {err}")
+        raise
+    status("finished" if result.finished else "stopped", step=result.step, timings=total)
+    return out
+
+
+def _checkpoint_step(run_dir: Path | None) -> int | None:
+    if run_dir is None or not has_checkpoint(run_dir):
+        return None
+    with contextlib.suppress(Exception):
+        return checkpoint_step(run_dir)
+    return None
+
+
+@contextmanager
+def stop_on_sigterm() -> Iterator[None]:
+    """Turn SIGTERM into :class:`RunStopped` (a ``KeyboardInterrupt``) for the block, so a
+    terminated run records ``stopped`` like Ctrl-C does. Only in the main thread, and only
+    where nobody else has installed a SIGTERM handler."""
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise RunStopped(signum)
+
+    signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 @contextmanager
@@ -129,50 +344,3 @@ def cpu_threads(n: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
-
-
-def _run(task: TaskAdapter, cfg: RunConfig, ctx: RunContext, run_dir: Path | None, main: bool,
-         mode: str, prepared: Any, stop_after: int | None, plots: bool) -> RunResult:
-    if prepared is _UNSET:
-        from moopt import distributed as mdist
-
-        # Rank 0 fills the cache first; the others then read it instead of racing to write.
-        if not main:
-            mdist.barrier()
-        with ctx.stage("prepare"):
-            ctx.prepared = task.prepare(cfg, ctx)
-        if main:
-            mdist.barrier()
-    else:
-        ctx.prepared = prepared
-    seed_everything(cfg.seed)
-    with ctx.stage("build"):
-        setup = task.build(cfg, ctx)
-    start = time.perf_counter()
-    result = train(
-        setup,
-        cfg,
-        evaluate=lambda: task.evaluate(setup, cfg, ctx),
-        run_dir=run_dir,
-        resume=mode == "resume",
-        stop_after=stop_after,
-        log=ctx.log,
-    )
-    elapsed = time.perf_counter() - start
-    ctx.timings["train"] = ctx.timings.get("train", 0.0) + elapsed - result.eval_seconds
-    ctx.timings["evaluate"] = ctx.timings.get("evaluate", 0.0) + result.eval_seconds
-    out = RunResult(result.metrics, run_dir if main else None, dict(ctx.timings), result, setup)
-    if run_dir is None or not main:
-        return out
-    status = {"status": "finished" if result.finished else "stopped", "step": result.step,
-              "mode": mode, "timings": ctx.timings}
-    if result.finished:
-        from moopt.runner.report import write_run_report
-
-        flat = dict(result.metrics)
-        flat.update({f"time_{k}_s": v for k, v in ctx.timings.items()})
-        extras = task.report_extras(setup, cfg, ctx)
-        write_run_report(run_dir, cfg, flat, result.history, ctx.timings, extras, plots=plots)
-        write_json_atomic(run_dir / "metrics.json", flat)
-    write_json_atomic(run_dir / "run.json", status)
-    return out

@@ -18,21 +18,30 @@ updates).
 Cancellation guard
 ------------------
 ``v_k^ + v_b^`` is a small positive number computed as the sum of two large terms of
-opposite sign when one objective's gradients dwarf another's. Each term carries a relative
-rounding error of about ``u`` (the unit roundoff of its storage: 2^-24 for fp32, far more for
-bf16 and int8), so any sum smaller than ``u * (|v_k^| + |v_b^|)`` is noise. The denominator
-therefore uses ``max(|v_k^ + v_b^|, guard * u * (|v_k^| + |v_b^|))``: the floor never binds
-unless the sum is within ``guard`` rounding errors of zero (in float64 it changes nothing
-beyond ~1e-15 relative), and there it bounds the step by what the stored precision can
-resolve. ``bridge_guard=0`` disables it and reproduces the unguarded formula.
+opposite sign when one objective's gradients dwarf another's. The guard has two parts:
 
-With lossy storage (bf16, int8: unit roundoff above 2^-20) both moments of a quiet
-coordinate can be rounded to zero, leaving ``eps`` alone in the denominator; there (and only
-there, unless ``bridge_guard=0``) each objective's direction is also clipped to the exact-Adam
-bound of :func:`moopt.states.adam.adam_step_bound` at its counter t_k.
+* A floor for the arithmetic. Each term carries a relative rounding error of about ``u``,
+  so a sum below ``u * (|v_k^| + |v_b^|)`` is noise. The denominator uses
+  ``max(|v_k^ + v_b^|, guard * u * (|v_k^| + |v_b^|))``: the floor binds only where the sum
+  is within ``guard`` rounding errors of zero (in float64 it changes nothing beyond ~1e-15
+  relative). ``u`` is the storage's unit roundoff (2^-24 for fp32, 2^-53 for float64 state)
+  where that is at most 2^-20, else the compute dtype's (2^-24).
+* A step bound for lossy storage (bf16, int8: unit roundoff above 2^-20). Their stored
+  moments carry errors of 0.4% to several % of the terms (8 bits: relative to the block's
+  largest value), so a sum that has cancelled that far cannot be resolved; a floor at that
+  level would bind on many steps of a conflicting stream and shrink all of them
+  (docs/benchmarks.md, "Fidelity"). Instead each objective's direction
+  ``(m_k^ + m_b^) / (sqrt(.) + eps)`` is clipped to ``LOSSY_STEP_BOUND`` (3, in units of
+  its learning rate). Exact directions beyond it are rare (0.2-1.9% of the steps of the
+  benchmark's streams) and arise almost only where the sum has cancelled (where it kept a
+  fifth of ``|v_k^| + |v_b^|`` the largest was 2.5-3.1); there exact arithmetic steps up to
+  hundreds of learning rates, which low-bit state cannot reproduce.
 
-The guard is one piece: :func:`guard_coefficients` (host) and :func:`guarded_direction`
-(tensors); the native kernel's copy is ``guarded_direction`` in ``fast/native.c``.
+``bridge_guard=0`` disables both and reproduces the unguarded formula.
+
+The guard is one piece: :func:`guard_settings` / :func:`guard_coefficients` (host) and
+:func:`guarded_direction` (tensors); the native kernel's copy is ``guarded_direction`` in
+``fast/native.c``.
 
 Example:
     >>> import torch, moopt
@@ -50,21 +59,34 @@ import math
 import torch
 from torch import Tensor
 
-from moopt.states.adam import direction_bound, ema, moment_coefficients
+from moopt.states.adam import ema, moment_coefficients
 from moopt.states.policy import BufferSpec, SharingPolicy, StepInfo, register_policy
 
-# Storage coarser than this (bf16, int8) can round both moments of a coordinate to zero,
-# leaving only eps in the denominator: there bridged directions are clipped to the Adam bound.
+# Storage coarser than this (bf16, int8) cannot resolve a cancelled v_k^ + v_b^: bridged
+# directions are clipped to LOSSY_STEP_BOUND there instead of floored at its rounding.
 LOSSY_ROUNDOFF = 2.0**-20
+# Largest bridged direction (in units of the objective's learning rate) with lossy storage.
+LOSSY_STEP_BOUND = 3.0
 
 
 # ---------------------------------------------------------------- the cancellation guard
+def guard_settings(guard: float, unit_roundoff: float,
+                   compute_dtype: torch.dtype) -> tuple[float, float]:
+    """``(floor, bound)`` of the cancellation guard: the coefficient of
+    ``|v_k^| + |v_b^|`` under which ``|v_k^ + v_b^|`` is floored, and the largest absolute
+    direction (``inf``: no clip). ``unit_roundoff`` is the storage's; see the module
+    docstring for the rule."""
+    if guard <= 0:
+        return 0.0, math.inf
+    if unit_roundoff > LOSSY_ROUNDOFF:
+        return guard * float(torch.finfo(compute_dtype).eps) / 2, LOSSY_STEP_BOUND
+    return guard * unit_roundoff, math.inf
+
+
 def guard_coefficients(info: StepInfo) -> dict[str, float]:
-    """``guard_u = guard * u`` (the floor's factor) and the direction's clip ``bound`` (the
-    Adam bound at t_k with lossy storage and the guard on, else inf)."""
-    lossy = info.guard > 0 and info.unit_roundoff > LOSSY_ROUNDOFF
-    return {"guard_u": info.guard * info.unit_roundoff,
-            "bound": direction_bound(info.t, info.betas) if lossy else math.inf}
+    """The guard's coefficients of one step: ``guard_u`` (the floor) and ``bound``."""
+    floor, bound = guard_settings(info.guard, info.unit_roundoff, info.dtype)
+    return {"guard_u": floor, "bound": bound}
 
 
 def guarded_direction(mk_hat: Tensor, vk_hat: Tensor, mb_hat: Tensor, vb_hat: Tensor,

@@ -57,6 +57,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import torch
 from torch import Tensor
 
 from moopt.base.registry import Registry, decorator_for
@@ -105,7 +106,8 @@ class StepInfo:
     incremented for this step). In a ``"mix"`` joint step no single objective steps:
     ``objective`` and ``t`` are None. ``group`` is the parameter group (any custom
     hyperparameter a policy reads), ``guard`` the group's ``bridge_guard`` and
-    ``unit_roundoff`` the largest relative rounding error of the parameter's storage.
+    ``unit_roundoff`` the largest relative rounding error of the parameter's storage, and
+    ``dtype`` the compute dtype (float32, or float64 for float64 parameters).
     """
 
     T: int
@@ -116,6 +118,7 @@ class StepInfo:
     eps: float
     guard: float
     unit_roundoff: float
+    dtype: torch.dtype = torch.float32
     group: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
 

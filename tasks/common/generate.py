@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+from moopt.tasks.common.prompt_format import PromptFormat, parse_prompt_format
 from torch import nn
 
 
@@ -29,6 +30,7 @@ def greedy_generate(
     batch_size: int = 16,
     add_bos: bool | None = None,
     max_prompt_tokens: int | None = None,
+    add_special_tokens: bool = False,
 ) -> list[str]:
     """Greedy continuations of ``prompts`` (already formatted, see ``qa.format_prompt``).
 
@@ -42,7 +44,9 @@ def greedy_generate(
     whitespace stripped. The model is put in eval mode during decoding and restored after.
     Long prompts are not truncated unless ``max_prompt_tokens`` is given (then only their last
     ``max_prompt_tokens`` tokens, BOS included, are kept): prompt + ``max_new_tokens`` must
-    fit the context.
+    fit the context. ``add_special_tokens=True`` tokenises the prompts with the tokenizer's
+    own special tokens instead (TOFU's joint prompt formats, see ``prompt_format``) and adds
+    no BOS of its own.
     """
     if not hasattr(model, "generate"):
         raise TypeError(
@@ -62,7 +66,7 @@ def greedy_generate(
     if pad is None:
         raise ValueError("greedy_generate: tokenizer has neither a pad nor an eos token")
     if add_bos is None:
-        add_bos = not getattr(tokenizer, "chat_template", None)
+        add_bos = not getattr(tokenizer, "chat_template", None) and not add_special_tokens
     bos = tokenizer.bos_token_id if add_bos else None
     device = next(model.parameters()).device
     was_training = model.training
@@ -71,7 +75,8 @@ def greedy_generate(
     try:
         for start in range(0, len(prompts), batch_size):
             chunk = prompts[start : start + batch_size]
-            ids = [_encode(tokenizer, p, start + i, bos) for i, p in enumerate(chunk)]
+            ids = [_encode(tokenizer, p, start + i, bos, add_special_tokens)
+                   for i, p in enumerate(chunk)]
             if max_prompt_tokens is not None:
                 ids = [x[-max_prompt_tokens:] for x in ids]
             width = max(len(x) for x in ids)
@@ -97,10 +102,11 @@ def greedy_generate(
     return outputs
 
 
-def _encode(tokenizer: Any, prompt: str, index: int, bos: int | None) -> list[int]:
+def _encode(tokenizer: Any, prompt: str, index: int, bos: int | None,
+            add_special_tokens: bool) -> list[int]:
     if not isinstance(prompt, str):
         raise TypeError(f"prompts[{index}] is {type(prompt).__name__}, not str")
-    ids = list(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+    ids = list(tokenizer(prompt, add_special_tokens=add_special_tokens)["input_ids"])
     if bos is not None and (not ids or ids[0] != bos):
         ids = [bos, *ids]
     if not ids:
@@ -109,13 +115,16 @@ def _encode(tokenizer: Any, prompt: str, index: int, bos: int | None) -> list[in
 
 
 def greedy_answers(model: nn.Module, tokenizer: Any, questions: Sequence[str], *,
-                   max_new_tokens: int, max_length: int) -> list[str]:
-    """Greedy answers of ``model`` to ``questions`` prompted as in training (``qa``'s prompt,
-    BOS when the tokenizer has one, cut to its last ``max_length - max_new_tokens`` tokens),
-    decoded without special tokens and stripped; one batch."""
-    from moopt.tasks.common.qa import format_prompt
-
-    return greedy_generate(model, tokenizer, [format_prompt(tokenizer, q) for q in questions],
-                           max_new_tokens, batch_size=max(1, len(questions)),
-                           add_bos=tokenizer.bos_token_id is not None,
+                   max_new_tokens: int, max_length: int,
+                   fmt: str | PromptFormat = "auto") -> list[str]:
+    """Greedy answers of ``model`` to ``questions`` prompted as in training: the prompt of
+    format ``fmt`` (see ``prompt_format``; plain/chat prompts get BOS when the tokenizer has
+    one, joint formats the tokenizer's own special tokens), cut to its last ``max_length -
+    max_new_tokens`` tokens, decoded without special tokens and stripped; one batch."""
+    fmt = parse_prompt_format(fmt, tokenizer)
+    prompts = [fmt.prompt_text(tokenizer, q) for q in questions]
+    return greedy_generate(model, tokenizer, prompts, max_new_tokens,
+                           batch_size=max(1, len(questions)),
+                           add_bos=not fmt.joint and tokenizer.bos_token_id is not None,
+                           add_special_tokens=fmt.joint,
                            max_prompt_tokens=max_length - max_new_tokens)

@@ -6,6 +6,9 @@ BPE sees the answer's first word with its leading space exactly as in running te
 With ``use_chat_template=True`` (or ``None`` and a tokenizer that has a chat template), the
 prompt is the tokenizer's chat template applied to one user message with the generation
 prompt, and the answer follows as is (the template owns BOS; EOS is still appended).
+``encode_pair`` / ``encode_batch`` take a named prompt format instead (``fmt``: ``auto``,
+``plain``, ``chat``, TOFU's ``tofu-phi`` / ``tofu-llama2``, or a template with
+``{question}``; see ``moopt.tasks.common.prompt_format``).
 
 Labels. ``labels`` equal ``input_ids`` on answer tokens (including the final EOS) and
 ``-100`` on prompt tokens; ``collate`` adds ``-100`` on padding.
@@ -34,6 +37,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from moopt.tasks.common.prompt_format import PromptFormat, parse_prompt_format
 
 IGNORE_INDEX = -100
 OVERFLOW = ("truncate", "error")
@@ -109,10 +114,7 @@ def encode_qa(
     """Tokenise one pair: ``[BOS] prompt`` (labels -100) then ``answer EOS`` (labels = ids)."""
     if not isinstance(answer, str):
         raise TypeError(f"answer must be a string, got {type(answer).__name__}")
-    if not isinstance(max_length, int) or max_length < 2:
-        raise ValueError(f"max_length must be an int >= 2, got {max_length!r}")
-    if on_overflow not in OVERFLOW:
-        raise ValueError(f"on_overflow must be one of {OVERFLOW}, got {on_overflow!r}")
+    _check_limits(max_length, on_overflow)
     chat = _use_chat(tokenizer, use_chat_template)
     prompt = _ids(tokenizer, format_prompt(tokenizer, question, template, chat))
     if not chat and tokenizer.bos_token_id is not None:
@@ -120,6 +122,19 @@ def encode_qa(
     ans = _ids(tokenizer, answer if chat else template.answer_prefix + answer)
     if tokenizer.eos_token_id is not None:
         ans.append(tokenizer.eos_token_id)
+    return _fit(prompt, ans, max_length, on_overflow, question)
+
+
+def _check_limits(max_length: int, on_overflow: str) -> None:
+    if not isinstance(max_length, int) or max_length < 2:
+        raise ValueError(f"max_length must be an int >= 2, got {max_length!r}")
+    if on_overflow not in OVERFLOW:
+        raise ValueError(f"on_overflow must be one of {OVERFLOW}, got {on_overflow!r}")
+
+
+def _fit(prompt: list[int], ans: list[int], max_length: int, on_overflow: str,
+         question: str) -> EncodedQA:
+    """Cut prompt (from the left) and answer (from the right) to ``max_length`` tokens."""
     total = len(prompt) + len(ans)
     if total > max_length and on_overflow == "error":
         raise ValueError(
@@ -154,11 +169,44 @@ def encode_qa_pairs(
     return out
 
 
+def encode_pair(
+    tokenizer: Any,
+    question: str,
+    answer: str,
+    *,
+    max_length: int,
+    fmt: str | PromptFormat = "auto",
+    on_overflow: str = "truncate",
+) -> EncodedQA:
+    """Tokenise one pair in the prompt format ``fmt`` (a ``PromptFormat`` or an option value,
+    see ``moopt.tasks.common.prompt_format``). ``plain``/``chat`` formats use ``encode_qa``;
+    joint formats (``tofu-*``, user templates) tokenise prompt + answer as one text with the
+    tokenizer's special tokens, as TOFU does, and score everything after the prompt's own
+    tokens, plus EOS. Truncation follows the rule of ``encode_qa``."""
+    fmt = parse_prompt_format(fmt, tokenizer)
+    if not fmt.joint:
+        template = PLAIN_TEMPLATE if fmt.chat else PromptTemplate(fmt.prompt or "",
+                                                                  fmt.answer_prefix)
+        return encode_qa(tokenizer, question, answer, max_length=max_length, template=template,
+                         use_chat_template=fmt.chat, on_overflow=on_overflow)
+    _check_limits(max_length, on_overflow)
+    prompt_text = fmt.prompt_text(tokenizer, question)
+    full = list(tokenizer(prompt_text + fmt.answer_text(answer),
+                          add_special_tokens=True)["input_ids"])
+    n_prompt = len(tokenizer(prompt_text, add_special_tokens=True)["input_ids"])
+    ans = full[n_prompt:]
+    if tokenizer.eos_token_id is not None:
+        ans.append(tokenizer.eos_token_id)
+    return _fit(full[:n_prompt], ans, max_length, on_overflow, question)
+
+
 def encode_batch(tokenizer: Any, questions: Sequence[str], answers: Sequence[str],
-                 max_length: int) -> dict[str, Any]:
-    """One padded batch of (question, answer) pairs, labels only on answer tokens."""
+                 max_length: int, fmt: str | PromptFormat = "auto") -> dict[str, Any]:
+    """One padded batch of (question, answer) pairs in prompt format ``fmt``, labels only on
+    answer tokens."""
     from moopt.tasks.common.batching import collate
 
-    examples = [encode_qa(tokenizer, q, a, max_length=max_length)
+    fmt = parse_prompt_format(fmt, tokenizer)
+    examples = [encode_pair(tokenizer, q, a, max_length=max_length, fmt=fmt)
                 for q, a in zip(questions, answers)]
     return collate(examples, tokenizer.pad_token_id)

@@ -28,6 +28,7 @@ from moopt.tasks.multitask_vision.models import MultiHeadNet, lenet_multihead, r
 from torch import Tensor
 
 from moopt.runner.task import TrainingSetup, TrainObjective
+from moopt.safe_load import load_torch_file
 
 
 class SharedForward:
@@ -80,9 +81,10 @@ def load_weights(model: MultiHeadNet, path: str | Path) -> None:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"model checkpoint {str(path)!r} does not exist")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    # weights_only plus numpy's RNG state: a runner checkpoint (checkpoints/*/state.pt)
+    state = load_torch_file(path)
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
-        state = state["model"]  # a runner checkpoint.pt
+        state = state["model"]
     heads = sorted({k.split(".")[1] for k in state if k.startswith("heads.")})
     if heads != sorted(model.task_names):
         raise TaskMismatchError(

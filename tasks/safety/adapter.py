@@ -17,6 +17,8 @@ Example:
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from moopt.tasks.common.lora import finish_lora, wrap_if_lora
 from moopt.tasks.safety.config import SafetyConfig
 from moopt.tasks.safety.presets import PRESETS
@@ -51,6 +53,24 @@ class SafetyTask(TaskAdapter):
                         "utility_nll": False, "benign_refusal_rate": False,
                         "empty_rate": False}
 
+    def validate(self, cfg: SafetyConfig) -> None:
+        """Checks made before any file is written: a ``--model`` that is a checkpoint
+        folder, and a prompt format its tokenizer can serve."""
+        from moopt.tasks.common.prompt_format import check_format_for_checkpoint
+
+        from moopt.runner.config import ConfigError
+
+        if cfg.model is not None:
+            if not Path(cfg.model).is_dir():
+                raise FileNotFoundError(f"--model {str(cfg.model)!r}: no such directory")
+            if not (Path(cfg.model) / "config.json").is_file():
+                raise FileNotFoundError(f"--model {str(cfg.model)!r} is not a Hugging Face "
+                                        "checkpoint (no config.json)")
+        try:
+            check_format_for_checkpoint(cfg.prompt_format, cfg.model)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+
     def prepare(self, cfg: SafetyConfig, ctx: RunContext):
         from moopt.tasks.safety.refusal import get_scorer
         from moopt.tasks.safety.sources import load_safety_data
@@ -81,7 +101,8 @@ class SafetyTask(TaskAdapter):
         n_batches = {}
         for i, name in enumerate(cfg.objective_names()):
             batches = sft_batches(tok, prepared.data.train[name], batch_size=cfg.batch_size,
-                                  max_length=cfg.max_length, seed=cfg.seed + i)
+                                  max_length=cfg.max_length, seed=cfg.seed + i,
+                                  fmt=cfg.prompt_format)
             n_batches[name] = len(batches)
             objectives[name] = TrainObjective(sft_loss, BatchStream(batches, seed=cfg.seed + i))
         # One epoch = one pass over the safety data (with the schedule's other steps).
@@ -111,6 +132,7 @@ class SafetyTask(TaskAdapter):
                 f"- data: `{info.get('data')}`; sizes: "
                 + ", ".join(f"{k} {v}" for k, v in info.get("data_sizes", {}).items()),
                 *[f"- {note}" for note in info.get("notes", [])],
+                f"- prompt format: `{cfg.prompt_format}`",
                 f"- starting model: {'--model ' + str(cfg.model) if cfg.model else 'tiny LM'} "
                 f"({info.get('n_params', 'n/a')} parameters); stage 1 "
                 f"{'reused from cache' if prepared.cached else 'computed now'}, its times (s): "

@@ -49,6 +49,8 @@ class SafetyConfig(RunConfig):
     tokenizer: Literal["word", "bpe"] = "word"
     vocab_size: int = Field(4096, ge=64)
     max_length: int = Field(64, ge=8, description="max tokens of prompt + answer (truncated)")
+    prompt_format: str = Field("auto", description="prompt format: auto, plain, chat, "
+                               "tofu-phi, tofu-llama2, or a template with {question}")
 
     # Stage 1 (tiny model only): pre-train on the utility data so it answers benign prompts.
     pretrain_epochs: float = Field(30.0, gt=0)
@@ -70,3 +72,10 @@ class SafetyConfig(RunConfig):
         from moopt.tasks.common.lora import check_lora_option
 
         return check_lora_option(value)
+
+    @field_validator("prompt_format")
+    @classmethod
+    def _check_prompt_format(cls, value: str) -> str:
+        from moopt.tasks.common.prompt_format import check_prompt_format
+
+        return check_prompt_format(value)

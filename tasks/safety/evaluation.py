@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from moopt.tasks.common.prompt_format import PromptFormat, parse_prompt_format
 from moopt.tasks.safety.metrics import label_rates, rouge_l_recall
 from moopt.tasks.safety.refusal import RefusalScorer
 from moopt.tasks.safety.sources import SafetyData
@@ -48,21 +49,23 @@ class SafetyEval:
 
 
 def generate(model: nn.Module, tokenizer: Any, prompts: list[str], *, max_new_tokens: int,
-             max_length: int, batch_size: int) -> list[str]:
-    """Greedy answers in chunks of ``batch_size`` (prompts cut from the left to fit)."""
+             max_length: int, batch_size: int, fmt: str | PromptFormat = "auto") -> list[str]:
+    """Greedy answers in chunks of ``batch_size``, each prompt put in the prompt format
+    ``fmt`` (see ``moopt.tasks.common.prompt_format``) and cut from the left to fit."""
     from moopt.tasks.common.generate import greedy_answers
 
     out: list[str] = []
     for start in range(0, len(prompts), batch_size):
         out += greedy_answers(model, tokenizer, prompts[start:start + batch_size],
-                              max_new_tokens=max_new_tokens, max_length=max_length)
+                              max_new_tokens=max_new_tokens, max_length=max_length, fmt=fmt)
     return out
 
 
 @torch.no_grad()
 def answer_nll(model: nn.Module, tokenizer: Any, questions: list[str], answers: list[str], *,
-               max_length: int, batch_size: int) -> float:
-    """Mean over items of the per-token NLL of each reference answer."""
+               max_length: int, batch_size: int, fmt: str | PromptFormat = "auto") -> float:
+    """Mean over items of the per-token NLL of each reference answer (prompt format
+    ``fmt``)."""
     from moopt.tasks.common.qa import encode_batch
 
     from moopt.objectives.lm_utils import mean_token_nll
@@ -73,7 +76,7 @@ def answer_nll(model: nn.Module, tokenizer: Any, questions: list[str], answers: 
         vals: list[float] = []
         for s in range(0, len(questions), batch_size):
             batch = encode_batch(tokenizer, questions[s:s + batch_size],
-                                 answers[s:s + batch_size], max_length)
+                                 answers[s:s + batch_size], max_length, fmt)
             vals += mean_token_nll(model, batch).tolist()
     finally:
         model.train(was_training)
@@ -81,8 +84,10 @@ def answer_nll(model: nn.Module, tokenizer: Any, questions: list[str], answers: 
 
 
 def evaluate_safety(model: nn.Module, tokenizer: Any, data: SafetyData, scorer: RefusalScorer,
-                    *, max_new_tokens: int, max_length: int, batch_size: int) -> SafetyEval:
-    """Every metric of the module docstring on ``data.eval``."""
+                    *, max_new_tokens: int, max_length: int, batch_size: int,
+                    fmt: str | PromptFormat = "auto") -> SafetyEval:
+    """Every metric of the module docstring on ``data.eval`` (prompts in format ``fmt``)."""
+    fmt = parse_prompt_format(fmt, tokenizer)
     metrics: dict[str, float] = {}
     responses: dict[str, list[tuple[str, str, str]]] = {}
     n_empty = n_all = 0
@@ -92,7 +97,7 @@ def evaluate_safety(model: nn.Module, tokenizer: Any, data: SafetyData, scorer: 
             continue
         prompts = [e.prompt_text for e in items]
         outs = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens,
-                        max_length=max_length, batch_size=batch_size)
+                        max_length=max_length, batch_size=batch_size, fmt=fmt)
         labels = scorer.score(prompts, outs)
         responses[name] = list(zip(prompts, outs, labels))
         n_all += len(outs)
@@ -110,7 +115,8 @@ def evaluate_safety(model: nn.Module, tokenizer: Any, data: SafetyData, scorer: 
             refs = [e.answer or "" for e in items]
             metrics["utility"] = sum(rouge_l_recall(o, r) for o, r in zip(outs, refs)) / len(refs)
             metrics["utility_nll"] = answer_nll(model, tokenizer, prompts, refs,
-                                                max_length=max_length, batch_size=batch_size)
+                                                max_length=max_length, batch_size=batch_size,
+                                                fmt=fmt)
     if benign_labels:
         metrics["benign_refusal_rate"] = label_rates(benign_labels)["refusal_rate"]
     metrics["empty_rate"] = n_empty / max(n_all, 1)

@@ -31,7 +31,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from moopt.tasks.common.cache import publish_entry
+from moopt.tasks.common.cache import new_temp_entry, publish_entry
+from moopt.tasks.common.prompt_format import PromptFormat, parse_prompt_format
 from moopt.tasks.safety.config import SafetyConfig
 from moopt.tasks.safety.data import Example, SafetyDataError
 from moopt.tasks.safety.sources import SafetyData
@@ -82,15 +83,17 @@ def check_tokenizer_and_context(tokenizer: Any, model: nn.Module, cfg: SafetyCon
 
 
 def sft_batches(tokenizer: Any, items: list[Example], *, batch_size: int, max_length: int,
-                seed: int) -> list[dict[str, torch.Tensor]]:
-    """Length-bucketed, padded (prompt, answer) batches; labels only on answer tokens."""
+                seed: int, fmt: str | PromptFormat = "auto") -> list[dict[str, torch.Tensor]]:
+    """Length-bucketed, padded (prompt, answer) batches in prompt format ``fmt``; labels
+    only on answer tokens."""
     from moopt.tasks.common.batching import collate, length_bucketed_batches
-    from moopt.tasks.common.qa import encode_qa
+    from moopt.tasks.common.qa import encode_pair
 
     if not items:
         raise SafetyDataError("sft_batches: no training items")
-    encoded = [encode_qa(tokenizer, e.prompt_text, e.answer or "", max_length=max_length)
-               for e in items]
+    fmt = parse_prompt_format(fmt, tokenizer)
+    encoded = [encode_pair(tokenizer, e.prompt_text, e.answer or "", max_length=max_length,
+                           fmt=fmt) for e in items]
     idx = length_bucketed_batches([len(x) for x in encoded], batch_size, seed=seed)
     return [collate([encoded[i] for i in b], tokenizer.pad_token_id) for b in idx]
 
@@ -109,6 +112,8 @@ def cache_key(cfg: SafetyConfig, data: SafetyData) -> str:
         "model": [cfg.arch, cfg.model_size, cfg.tokenizer, cfg.vocab_size, cfg.max_length],
         "pretrain": [cfg.pretrain_epochs, cfg.pretrain_lr, cfg.pretrain_batch_size],
         "eval": [cfg.scorer, cfg.max_new_tokens],
+        # Left out at its default, so that entries made before the option existed stay valid.
+        **({"prompt_format": cfg.prompt_format} if cfg.prompt_format != "auto" else {}),
         "checkpoint": [str(Path(cfg.model).resolve()), _fingerprint(Path(cfg.model))]
         if cfg.model else None,
     }
@@ -122,7 +127,7 @@ def evaluate_model(model: nn.Module, tokenizer: Any, data: SafetyData, cfg: Safe
 
     return evaluate_safety(model, tokenizer, data, get_scorer(cfg.scorer),
                            max_new_tokens=cfg.max_new_tokens, max_length=cfg.max_length,
-                           batch_size=cfg.eval_batch_size)
+                           batch_size=cfg.eval_batch_size, fmt=cfg.prompt_format)
 
 
 def prepare_start_model(cfg: SafetyConfig, data: SafetyData, cache_root: Path, ctx) -> Prepared:
@@ -142,8 +147,7 @@ def prepare_start_model(cfg: SafetyConfig, data: SafetyData, cache_root: Path, c
             tokenizer.pad_token = tokenizer.eos_token  # as load_causal_lm does
         return Prepared(data, tokenizer, model_dir, info, cached=True)
 
-    tmp = entry.with_name(entry.name + f".tmp-{time.time_ns()}")
-    tmp.mkdir(parents=True)
+    tmp = new_temp_entry(entry)
     info: dict[str, Any] = {"key": key, "data": data.source, "data_sizes": data.sizes(),
                             "notes": data.notes, "timings": {}}
     try:
@@ -163,7 +167,8 @@ def prepare_start_model(cfg: SafetyConfig, data: SafetyData, cache_root: Path, c
                 check_tokenizer_and_context(tokenizer, model, cfg, "stage 1")
                 items = data.train["utility"] + data.train["no_overrefusal"]
                 batches = sft_batches(tokenizer, items, batch_size=cfg.pretrain_batch_size,
-                                      max_length=cfg.max_length, seed=cfg.seed)
+                                      max_length=cfg.max_length, seed=cfg.seed,
+                                      fmt=cfg.prompt_format)
                 losses = _finetune(model, batches, epochs=cfg.pretrain_epochs,
                                    lr=cfg.pretrain_lr, seed=cfg.seed)
             info["timings"]["pretrain"] = time.perf_counter() - start

@@ -1,11 +1,16 @@
 """``UnlearningTask``: LLM unlearning (TOFU-style) on the generic moopt runner.
 
 Stage 1 (``prepare``, cached): a target model that knows the forget and retain facts, and
-a retain-only model (whose truth ratios on the forget set define forget quality). Stage 2
+a retain-only model (whose truth ratios on the forget set define forget quality): both
+trained from scratch for the tiny models, or ``--model PATH`` as the target with
+``--retain-model PATH`` / ``--retain-logs DIR`` as the reference (nothing trained). Stage 2
 (the runner's loop): unlearn with a forget+retain loss pair (``--loss npo+gd``), a sharing
 policy, a storage backend and a schedule (paper default forget:retain = 1:5), with a frozen
 copy of the target as reference model for NPO/DPO/KL. Stage 3 (``evaluate``): TOFU metrics
-(forget quality, model utility, per-set probability / ROUGE-L / truth ratio).
+(forget quality, model utility, per-set probability / ROUGE-L / truth ratio), and TOFU's
+four eval-log files under ``OUT/tofu_logs/`` (``tofu_logs/step_N/`` per evaluation with
+``eval_every``; the stage-1 models' logs in ``tofu_logs/target`` and
+``tofu_logs/retain_model``).
 
 Data: the embedded generator by default, TOFU files with ``--data-dir``.
 
@@ -13,7 +18,7 @@ Example:
     >>> from moopt.runner.discovery import get_task
     >>> task = get_task("unlearning")
     >>> sorted(task.presets)
-    ['demo', 'smoke', 'tofu']
+    ['demo', 'paper', 'smoke', 'tofu']
     >>> task.tradeoff
     ('forget_quality', 'model_utility')
 """
@@ -21,12 +26,16 @@ Example:
 from __future__ import annotations
 
 import copy
+import shutil
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from moopt.tasks.common.lora import finish_lora, wrap_if_lora
+from moopt.tasks.common.prompt_format import check_format_for_checkpoint
 from moopt.tasks.unlearning.config import UnlearningConfig
 from moopt.tasks.unlearning.data import UnlearningData
+from moopt.tasks.unlearning.placement import follow, load_dtype
 from moopt.tasks.unlearning.presets import PRESETS
 
 from moopt.runner import (
@@ -62,6 +71,8 @@ def load_data(cfg: UnlearningConfig) -> UnlearningData:
         data = make_embedded(n_people=cfg.n_people, n_forget=cfg.n_forget,
                              facts_per_person=cfg.facts_per_person, n_utility=cfg.n_utility,
                              seed=cfg.data_seed)
+        if cfg.eval_first is not None:
+            data = first_eval_items(data, cfg.eval_first)
         if cfg.eval_subset is not None:
             data = data.subsample_eval(cfg.eval_subset, seed=cfg.data_seed)
         return data
@@ -70,6 +81,8 @@ def load_data(cfg: UnlearningConfig) -> UnlearningData:
 
     data = load_tofu(cfg.data_dir, cfg.forget_split, None, cfg.data_seed,
                      task_id=cfg.task_id, retain_split=cfg.retain_split)
+    if cfg.eval_first is not None:
+        data = first_eval_items(data, cfg.eval_first)
     forget, forget_eval = data.forget, data.forget_eval
     if cfg.forget_subset is not None:
         forget = sample_items(forget, cfg.forget_subset, cfg.data_seed)
@@ -93,6 +106,14 @@ def load_data(cfg: UnlearningConfig) -> UnlearningData:
                    source=data.source + f" [forget {len(forget)}, retain {len(retain)}]")
 
 
+def first_eval_items(data: UnlearningData, n: int) -> UnlearningData:
+    """``data`` with every evaluation set, forget included, cut to its first ``n`` items
+    (TOFU's ``ds_size``)."""
+    from moopt.tasks.unlearning.data import EVAL_SETS
+
+    return replace(data, **{name: getattr(data, name)[:n] for name in EVAL_SETS})
+
+
 class UnlearningTask(TaskAdapter):
     """Unlearn a forget set while keeping utility (objectives ``forget`` and ``retain``)."""
 
@@ -108,20 +129,26 @@ class UnlearningTask(TaskAdapter):
                         "forget/truth_ratio": True}
 
     def validate(self, cfg: UnlearningConfig) -> None:
-        """Loss names, reference model, data folder and model path, checked before any
-        file is written (the data files themselves are read in ``prepare``)."""
+        """Loss names, reference model, data folder, model paths, the forget-quality
+        reference and the prompt format, checked before any file is written (the data files
+        themselves are read in ``prepare``)."""
         self.objectives(cfg)
         if cfg.data_dir is not None:
-            from moopt.tasks.unlearning.tofu import resolve_tofu_dir
+            from moopt.tasks.unlearning.tofu import check_retain_split, resolve_tofu_dir
 
             resolve_tofu_dir(cfg.data_dir)
-        if cfg.model is not None:
-            path = Path(cfg.model)
-            if not path.is_dir():
-                raise FileNotFoundError(f"--model {str(path)!r}: no such directory")
-            if not (path / "config.json").is_file():
-                raise FileNotFoundError(
-                    f"--model {str(path)!r} is not a Hugging Face checkpoint (no config.json)")
+            check_retain_split(cfg.retain_split, cfg.forget_split)
+        for flag, path in (("--model", cfg.model), ("--retain-model", cfg.retain_model)):
+            if path is not None:
+                check_checkpoint(flag, Path(path))
+        check_reference(cfg)
+        try:
+            check_format_for_checkpoint(cfg.prompt_format, cfg.model)
+            if cfg.retain_model is not None:
+                check_format_for_checkpoint(cfg.prompt_format, cfg.retain_model,
+                                            "--retain-model")
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
 
     def prepare(self, cfg: UnlearningConfig, ctx: RunContext):
         from moopt.tasks.unlearning.stage1 import prepare_models
@@ -162,7 +189,7 @@ class UnlearningTask(TaskAdapter):
         forget_obj, retain_obj = self.objectives(cfg)
         forget_name, retain_name = forget_obj.name, retain_obj.name
         needs_ref = [o.name for o in (forget_obj, retain_obj) if o.info.needs_reference]
-        model = prepared.load_target()
+        model = prepared.load_target(load_dtype(cfg))
         ref = None
         if needs_ref:
             ref = copy.deepcopy(model).eval()
@@ -173,18 +200,21 @@ class UnlearningTask(TaskAdapter):
         octx = ObjectiveContext(ref_model=ref)
         tok = prepared.tokenizer
         data = prepared.data
+        fmt = prepared.prompt_format
         with_idk = {"forget": forget_name in ("idk", "dpo"), "retain": retain_name == "ap"}
         fb = training_batches(tok, data.forget, batch_size=cfg.batch_size,
                               max_length=cfg.max_length, seed=cfg.seed,
-                              with_idk=with_idk["forget"])
+                              with_idk=with_idk["forget"], fmt=fmt)
         rb = training_batches(tok, data.retain, batch_size=cfg.batch_size,
                               max_length=cfg.max_length, seed=cfg.seed + 1,
-                              with_idk=with_idk["retain"])
+                              with_idk=with_idk["retain"], fmt=fmt)
 
         def forget_loss(batch):
+            follow(ref, model)  # the runner may have moved or cast the model after build
             return forget_obj(model, batch, octx)
 
         def retain_loss(batch):
+            follow(ref, model)
             return retain_obj(model, batch, octx)
 
         # One epoch = one pass over the forget set, with the schedule's retain steps between.
@@ -197,6 +227,7 @@ class UnlearningTask(TaskAdapter):
              "retain": TrainObjective(retain_loss, BatchStream(rb, seed=cfg.seed + 1))},
             params=lora_params,
             steps_per_epoch=max(1, round(len(fb) * per_forget)),
+            stateful={"tofu_log_evals": EvalCounter()},
             extras={"tokenizer": tok, "ref_model": ref, "answers": {}},
         )
 
@@ -208,6 +239,11 @@ class UnlearningTask(TaskAdapter):
         result = evaluate(setup.model, prepared.tokenizer, prepared.data, cfg,
                           prepared.retain_truth_ratios)
         setup.extras["answers"] = result.answers
+        counter = setup.stateful.get("tofu_log_evals")
+        if counter is not None:
+            counter.count += 1
+        if ctx.is_main and ctx.run_dir is not None:
+            write_run_logs(result, setup, cfg, ctx, counter.count if counter else 1)
         return result.metrics
 
     def report_extras(self, setup: TrainingSetup, cfg: UnlearningConfig,
@@ -217,12 +253,17 @@ class UnlearningTask(TaskAdapter):
         sections = []
         rows = [f"- data: `{info.get('data')}`",
                 f"- model parameters: {info.get('n_params', 'n/a')}",
+                f"- target: {'--model ' + str(cfg.model) if cfg.model else 'tiny LM'}; "
+                "forget-quality reference: "
+                + info.get("reference", "retain-only model trained here"),
+                f"- prompt format: `{prepared.prompt_format.name}`; TOFU eval logs in "
+                "`tofu_logs/` (`moopt tofu-score`)",
                 f"- stage 1 {'reused from cache' if prepared.cached else 'computed now'}; "
                 "its original times (s): " + ", ".join(
                     f"{k} {v:.1f}" for k, v in info.get("timings", {}).items()),
                 "- scorer: TOFU metrics (truth ratio, ROUGE-L recall via rouge-score, forget "
                 "quality = KS-test p-value vs the retain-only model)"]
-        sections.append(ReportSection("Stage 1 (target and retain-only models)",
+        sections.append(ReportSection("Stage 1 (target and forget-quality reference)",
                                       "\n".join(rows)))
         before = info.get("target_metrics", {})
         retain_m = info.get("retain_model_metrics", {})
@@ -251,4 +292,76 @@ class UnlearningTask(TaskAdapter):
 
 def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
+
+
+def check_reference(cfg: UnlearningConfig) -> None:
+    """With ``--model``, exactly one forget-quality reference (``--retain-model`` or
+    ``--retain-logs``) must be given; without it, neither."""
+    given = [f for f, v in (("--retain-model", cfg.retain_model),
+                            ("--retain-logs", cfg.retain_logs)) if v is not None]
+    if cfg.model is None:
+        if given:
+            raise ConfigError(f"{given[0]} needs --model: without it the task trains its own "
+                              "retain-only model from scratch")
+        return
+    if not given:
+        raise ConfigError(
+            "--model needs a forget-quality reference: pass --retain-model PATH (a model "
+            "fine-tuned on the retain split only, e.g. TOFU's retain99/95/90 model for "
+            "forget01/05/10) or --retain-logs DIR (that model's TOFU eval logs, "
+            "eval_log_forget.json ...); moopt never derives it from the target")
+    if len(given) == 2:
+        raise ConfigError("pass one of --retain-model and --retain-logs, not both")
+    if cfg.retain_logs is not None:
+        from moopt.tasks.unlearning.tofu_logs import read_log
+        from moopt.tasks.unlearning.tofu_score import RATIO_KEYS
+
+        read_log(cfg.retain_logs, "forget", RATIO_KEYS)
+
+
+def check_checkpoint(flag: str, path: Path) -> None:
+    """A local HF checkpoint directory, checked from its files without loading it."""
+    if not path.is_dir():
+        raise FileNotFoundError(f"{flag} {str(path)!r}: no such directory")
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(
+            f"{flag} {str(path)!r} is not a Hugging Face checkpoint (no config.json)")
+
+
+class EvalCounter:
+    """How many evaluations a run has made; saved in checkpoints, so that a resumed run
+    names its TOFU-log step folders as an uninterrupted one would."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def state_dict(self) -> dict[str, int]:
+        return {"count": self.count}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.count = int(state["count"])
+
+
+def write_run_logs(result: Any, setup: TrainingSetup, cfg: UnlearningConfig, ctx: RunContext,
+                   n_evals: int) -> None:
+    """The TOFU logs of an evaluation: ``tofu_logs/`` for the final one, and with
+    ``eval_every`` also ``tofu_logs/step_N/`` for each (N: the optimizer step). The first
+    call also copies the stage-1 logs (``target``, ``retain_model``) from the cache."""
+    from moopt.tasks.unlearning.stage1 import STAGE1_LOGS
+    from moopt.tasks.unlearning.tofu_logs import write_logs
+
+    from moopt.runner.loop import total_steps
+
+    root = Path(ctx.run_dir) / "tofu_logs"
+    entry = getattr(ctx.prepared, "entry", None)
+    for name in STAGE1_LOGS:
+        source, dest = (entry / "tofu_logs" / name if entry else None), root / name
+        if source is not None and source.is_dir() and not dest.exists():
+            shutil.copytree(source, dest)
+    n_steps = total_steps(cfg, setup)
+    step = min(n_evals * cfg.eval_every, n_steps) if cfg.eval_every else n_steps
+    if cfg.eval_every:
+        write_logs(result, root / f"step_{step}")
+    if step >= n_steps:
+        write_logs(result, root)
 

@@ -10,6 +10,7 @@ Example:
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, field_validator
@@ -43,12 +44,22 @@ class UnlearningConfig(RunConfig):
     n_utility: int = Field(20, ge=1, description="embedded: items per utility set")
     forget_split: str = Field("forget01", description="TOFU forget file")
     task_id: str | None = Field("1", description="TOFU unlearning task in the forget file")
-    retain_split: str = Field("retain90", description="TOFU retain file")
+    retain_split: str = Field("auto", description="TOFU retain set: auto (the forget split's "
+                              "own: retain99/95/90 for forget01/05/10), retain99, retain95, "
+                              "or a file retain90/50/10")
     forget_subset: int | None = Field(None, ge=1, description="TOFU: cap of forget items")
     retain_subset: int | None = Field(None, ge=1, description="TOFU: cap of retain items")
     eval_subset: int | None = Field(None, ge=1, description="cap of each utility eval set")
+    eval_first: int | None = Field(None, ge=1, description="keep the first N items of every "
+                                   "eval set, forget included (TOFU's ds_size: 300)")
 
     # Model: a tiny LM trained from scratch, or --model PATH (a local HF causal LM).
+    retain_model: Path | None = Field(None, description="with --model: a model fine-tuned on "
+                                      "the retain split only (forget-quality reference)")
+    retain_logs: Path | None = Field(None, description="with --model: that retain model's "
+                                     "TOFU eval logs instead (folder of eval_log*.json)")
+    prompt_format: str = Field("auto", description="prompt format: auto, plain, chat, "
+                               "tofu-phi, tofu-llama2, or a template with {question}")
     arch: Literal["gpt2", "llama"] = "gpt2"
     model_size: Literal["tiny", "small"] = "tiny"
     tokenizer: Literal["word", "bpe"] = "word"
@@ -85,3 +96,18 @@ class UnlearningConfig(RunConfig):
         from moopt.tasks.common.lora import check_lora_option
 
         return check_lora_option(value)
+
+    @field_validator("prompt_format")
+    @classmethod
+    def _check_prompt_format(cls, value: str) -> str:
+        from moopt.tasks.common.prompt_format import check_prompt_format
+
+        return check_prompt_format(value)
+
+    @field_validator("retain_split")
+    @classmethod
+    def _check_retain_split(cls, value: str) -> str:
+        from moopt.tasks.unlearning.tofu import check_retain_split
+
+        check_retain_split(value)
+        return value

@@ -5,7 +5,9 @@ scored together in length-sorted batches, so padding stays small and each batch 
 forward pass. Tokenisation and generation come from two callables so the evaluation works
 with any model: ``batch_fn(questions, answers) -> batch`` (HF-style dict: ``input_ids``,
 ``attention_mask``, ``labels`` with -100 off the answer) and ``generate_fn(questions) ->
-answers`` (greedy). By default both come from ``moopt.tasks.common.lm`` bound to ``tokenizer``.
+answers`` (greedy). By default both come from ``moopt.tasks.common`` (``qa.encode_batch``,
+``generate.greedy_answers``) bound to ``tokenizer`` and a prompt format. The per-item
+numbers of every set (``SetScores``) are kept: they are what TOFU logs (``tofu_logs``).
 
 Example (a fake model that gives every answer token probability 1/4):
     >>> import torch
@@ -38,6 +40,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from moopt.tasks.common.prompt_format import PromptFormat, parse_prompt_format
 from moopt.tasks.unlearning import metrics as M
 from moopt.tasks.unlearning.data import QAItem, UnlearningData
 from torch import Tensor, nn
@@ -54,8 +57,57 @@ EVAL_SETS = {
     "real_authors": "real_authors_eval",
     "world_facts": "world_facts_eval",
 }
-# Sets whose probability is the true answer's share among its perturbations (TOFU).
-NORMALIZED_PROBABILITY_SETS = ("real_authors", "world_facts")
+
+
+@dataclass
+class SetScores:
+    """Per-item results of one evaluation set: what TOFU logs for each item.
+
+    ``*_nll`` are summed answer-token NLLs and ``*_tokens`` their scored-token counts, for
+    the true answer (``true``), the truth-ratio base (``base``: the paraphrase, or the true
+    answer on sets without one) and every perturbed answer (``pert``: one array per item).
+    ``prompts`` / ``generations``: the generation prompt and the greedy answer per item;
+    ``rouge1`` / ``rouge_l``: their ROUGE recalls against the true answer (None without
+    generation).
+    """
+
+    name: str
+    items: list[QAItem]
+    true_nll: np.ndarray
+    true_tokens: np.ndarray
+    base_nll: np.ndarray
+    base_tokens: np.ndarray
+    pert_nll: list[np.ndarray]
+    pert_tokens: list[np.ndarray]
+    prompts: list[str] = field(default_factory=list)
+    generations: list[str] = field(default_factory=list)
+    rouge1: np.ndarray | None = None
+    rouge_l: np.ndarray | None = None
+
+    @property
+    def true_loss(self) -> np.ndarray:
+        """Per-item mean answer-token NLL of the true answer (TOFU's ``avg_gt_loss``)."""
+        return self.true_nll / self.true_tokens
+
+    @property
+    def base_loss(self) -> np.ndarray:
+        """Per-item mean NLL of the base answer (TOFU's ``avg_paraphrased_loss``)."""
+        return self.base_nll / self.base_tokens
+
+    @property
+    def pert_loss(self) -> list[np.ndarray]:
+        """Per-item mean NLLs of the perturbed answers (TOFU's ``average_perturb_loss``)."""
+        return [s / n for s, n in zip(self.pert_nll, self.pert_tokens)]
+
+    @property
+    def truth_ratios(self) -> np.ndarray:
+        """Per-item R = exp(mean_j L_pert_j - L_base)."""
+        return M.truth_ratios(self.base_loss, self.pert_loss)
+
+    def metrics(self) -> dict[str, float]:
+        """The set's ``{name}/...`` metrics (``metrics.set_metrics``)."""
+        return M.set_metrics(self.name, self.true_loss, self.base_loss, self.pert_loss,
+                             self.rouge_l)
 
 
 @dataclass
@@ -67,27 +119,31 @@ class UnlearningEval:
     and ``forget_quality`` (when retain-model truth ratios were given).
     ``forget_truth_ratios``: per-item R on the forget set, to keep from the retain-only
     model and pass back as ``retain_model_truth_ratios``. ``answers``: greedy answers per set.
+    ``sets``: the per-item ``SetScores`` of every evaluated set (what ``tofu_logs`` writes).
     """
 
     metrics: dict[str, float]
     forget_truth_ratios: list[float] = field(default_factory=list)
     answers: dict[str, list[str]] = field(default_factory=dict)
+    sets: dict[str, SetScores] = field(default_factory=dict)
 
 
-def mean_answer_losses(
+def answer_nll_sums(
     model: nn.Module,
     questions: Sequence[str],
     answers: Sequence[str],
     batch_fn: BatchFn,
     batch_size: int = 32,
-) -> np.ndarray:
-    """Mean answer-token NLL per (question, answer) pair, batched by similar length."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """Summed answer-token NLL and scored-token count per (question, answer) pair, in
+    length-sorted batches. Raises when a pair has no scored token."""
     if len(questions) != len(answers):
         raise ValueError(f"got {len(questions)} questions for {len(answers)} answers")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     order = sorted(range(len(questions)), key=lambda i: len(questions[i]) + len(answers[i]))
-    out = np.empty(len(questions), dtype=np.float64)
+    sums = np.empty(len(questions), dtype=np.float64)
+    counts = np.empty(len(questions), dtype=np.int64)
     device = _device_of(model)
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
@@ -101,8 +157,21 @@ def mean_answer_losses(
                 f"answer {answers[bad]!r} to {questions[bad]!r} has no answer token after "
                 "batching (truncated or empty)"
             )
-        out[idx] = (nll.double() / count.double()).cpu().numpy()
-    return out
+        sums[idx] = nll.double().cpu().numpy()
+        counts[idx] = count.cpu().numpy()
+    return sums, counts
+
+
+def mean_answer_losses(
+    model: nn.Module,
+    questions: Sequence[str],
+    answers: Sequence[str],
+    batch_fn: BatchFn,
+    batch_size: int = 32,
+) -> np.ndarray:
+    """Mean answer-token NLL per (question, answer) pair, batched by similar length."""
+    sums, counts = answer_nll_sums(model, questions, answers, batch_fn, batch_size)
+    return sums / counts
 
 
 def _device_of(model: nn.Module) -> torch.device:
@@ -110,11 +179,11 @@ def _device_of(model: nn.Module) -> torch.device:
     return param.device if param is not None else torch.device("cpu")
 
 
-def _set_losses(
-    model: nn.Module, items: Sequence[QAItem], batch_fn: BatchFn, batch_size: int
-) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
-    """Losses of the true answers, of the truth-ratio base answers and of the perturbed
-    answers of every item, in one batched pass over all distinct pairs."""
+def _score_answers(
+    name: str, model: nn.Module, items: Sequence[QAItem], batch_fn: BatchFn, batch_size: int
+) -> SetScores:
+    """NLLs of the true, base and perturbed answers of every item, in one batched pass over
+    all distinct (question, answer) pairs."""
     pairs: dict[tuple[str, str], int] = {}
 
     def slot(q: str, a: str) -> int:
@@ -124,10 +193,12 @@ def _set_losses(
     base_ix = [slot(it.question, it.truth_ratio_base) for it in items]
     pert_ix = [[slot(it.question, p) for p in it.perturbed_answers] for it in items]
     keys = list(pairs)
-    losses = mean_answer_losses(
+    sums, counts = answer_nll_sums(
         model, [q for q, _ in keys], [a for _, a in keys], batch_fn, batch_size
     )
-    return losses[true_ix], losses[base_ix], [losses[ix] for ix in pert_ix]
+    return SetScores(name, list(items), sums[true_ix], counts[true_ix], sums[base_ix],
+                     counts[base_ix], [sums[ix] for ix in pert_ix],
+                     [counts[ix] for ix in pert_ix])
 
 
 def _generate(generate_fn: GenerateFn, questions: list[str], batch_size: int) -> list[str]:
@@ -148,26 +219,18 @@ def evaluate_set(
     batch_fn: BatchFn,
     generate_fn: GenerateFn | None,
     batch_size: int = 32,
-) -> tuple[dict[str, float], np.ndarray, list[str]]:
-    """Metrics of one set (``{name}/...`` keys), its per-item truth ratios and greedy answers.
-    ROUGE-L is skipped when ``generate_fn`` is None."""
-    true_l, base_l, pert_l = _set_losses(model, items, batch_fn, batch_size)
-    if name in NORMALIZED_PROBABILITY_SETS:
-        prob = M.normalized_probabilities(true_l, pert_l)
-    else:
-        prob = M.answer_probabilities(true_l)
-    ratios = M.truth_ratios(base_l, pert_l)
-    out = {
-        f"{name}/loss": float(true_l.mean()),
-        f"{name}/probability": float(prob.mean()),
-        f"{name}/truth_ratio": M.truth_ratio_score(ratios, forget=name == "forget"),
-    }
-    answers: list[str] = []
+    prompt_fn: Callable[[str], str] | None = None,
+) -> SetScores:
+    """Per-item scores of one set. Generation and ROUGE are skipped when ``generate_fn`` is
+    None; ``prompt_fn(question)`` gives the prompt text recorded with each generation."""
+    scores = _score_answers(name, model, items, batch_fn, batch_size)
     if generate_fn is not None:
-        answers = _generate(generate_fn, [it.question for it in items], batch_size)
-        recalls = M.rouge_l_recalls(answers, [it.answer for it in items])
-        out[f"{name}/rouge_l"] = float(recalls.mean())
-    return out, ratios, answers
+        questions = [it.question for it in items]
+        scores.generations = _generate(generate_fn, questions, batch_size)
+        scores.prompts = [prompt_fn(q) if prompt_fn else q for q in questions]
+        references = [it.answer for it in items]
+        scores.rouge1, scores.rouge_l = M.rouge_recalls(scores.generations, references)
+    return scores
 
 
 def default_fns(
@@ -175,27 +238,26 @@ def default_fns(
     tokenizer: Any,
     *,
     max_new_tokens: int = 32,
-    batch_size: int = 32,
-    **qa_options: Any,
+    max_length: int | None = None,
+    prompt_format: str | PromptFormat = "auto",
 ) -> tuple[BatchFn, GenerateFn]:
-    """``batch_fn``/``generate_fn`` from the project's LM helpers (``moopt.tasks.common.lm``):
-    prompts rendered by ``format_prompt``, pairs encoded by ``encode_qa`` (answer + EOS
-    scored, as in TOFU) up to the model's context, greedy decoding. ``qa_options``
-    (``template``, ``use_chat_template``) go to the prompt formatting."""
-    from moopt.tasks.common import lm
+    """``batch_fn``/``generate_fn`` from the project's LM helpers: pairs encoded by
+    ``qa.encode_batch`` in ``prompt_format`` (answer + EOS scored, as in TOFU) up to
+    ``max_length`` tokens (default: the model's context, else 1024), greedy answers from the
+    same prompts (``generate.greedy_answers``)."""
+    from moopt.tasks.common.generate import greedy_answers
+    from moopt.tasks.common.models import context_length
+    from moopt.tasks.common.qa import encode_batch
 
-    max_length = lm.context_length(model) or 1024
+    fmt = parse_prompt_format(prompt_format, tokenizer)
+    limit = max_length or context_length(model) or 1024
 
     def batch_fn(questions: Sequence[str], answers: Sequence[str]) -> Mapping[str, Tensor]:
-        pairs = list(zip(questions, answers))
-        examples = lm.encode_qa_pairs(tokenizer, pairs, max_length=max_length, **qa_options)
-        return lm.collate(examples, tokenizer.pad_token_id)
+        return encode_batch(tokenizer, questions, answers, limit, fmt)
 
     def generate_fn(questions: Sequence[str]) -> Sequence[str]:
-        prompts = [lm.format_prompt(tokenizer, q, **qa_options) for q in questions]
-        return lm.greedy_generate(
-            model, tokenizer, prompts, max_new_tokens, batch_size=batch_size
-        )
+        return greedy_answers(model, tokenizer, questions, max_new_tokens=max_new_tokens,
+                              max_length=limit, fmt=fmt)
 
     return batch_fn, generate_fn
 
@@ -209,20 +271,22 @@ def evaluate_unlearning(
     sets: Sequence[str] = tuple(EVAL_SETS),
     batch_size: int = 32,
     max_new_tokens: int = 32,
+    max_length: int | None = None,
     rouge: bool = True,
+    prompt_format: str | PromptFormat = "auto",
     batch_fn: BatchFn | None = None,
     generate_fn: GenerateFn | None = None,
-    **qa_options: Any,
 ) -> UnlearningEval:
-    """Evaluate ``model`` on the evaluation sets of ``data`` (TOFU metrics, spec section 6).
+    """Evaluate ``model`` on the evaluation sets of ``data`` (TOFU metrics).
 
     ``sets``: which of forget, retain, real_authors, world_facts to evaluate (empty sets are
     skipped). ``retain_model_truth_ratios``: the ``forget_truth_ratios`` of a model trained
     on the retain set only; with them the result has ``forget_quality``. ``rouge=False``
     skips generation (ROUGE-L keys and model utility are then absent). Without ``batch_fn``
-    / ``generate_fn`` the project's LM helpers are used (``default_fns``; ``qa_options``
-    such as ``template`` or ``use_chat_template`` go to them). The model is put in eval
-    mode and restored afterwards; no gradients are kept.
+    / ``generate_fn`` the project's LM helpers are used (``default_fns``) with
+    ``prompt_format`` (see ``moopt.tasks.common.prompt_format``), which also renders the
+    prompts recorded with the generations. The model is put in eval mode and restored
+    afterwards; no gradients are kept.
     """
     if not isinstance(data, UnlearningData):
         raise TypeError(f"data must be an UnlearningData, got {type(data).__name__}")
@@ -233,35 +297,35 @@ def evaluate_unlearning(
     unknown = [s for s in sets if s not in EVAL_SETS]
     if unknown:
         raise ValueError(f"unknown evaluation set(s) {unknown}; choose from {list(EVAL_SETS)}")
+    fmt = parse_prompt_format(prompt_format, tokenizer)
     if batch_fn is None or (rouge and generate_fn is None):
         default_batch, default_generate = default_fns(
-            model, tokenizer, max_new_tokens=max_new_tokens, batch_size=batch_size, **qa_options
-        )
+            model, tokenizer, max_new_tokens=max_new_tokens, max_length=max_length,
+            prompt_format=fmt)
         batch_fn = batch_fn or default_batch
         generate_fn = generate_fn or default_generate
     if not rouge:
         generate_fn = None
     was_training = model.training
     model.eval()
-    metrics: dict[str, float] = {}
-    answers: dict[str, list[str]] = {}
-    forget_ratios = np.empty(0)
+    scores: dict[str, SetScores] = {}
     try:
         with torch.no_grad():
             for name in sets:
                 items = getattr(data, EVAL_SETS[name])
-                if not items:
-                    continue
-                got, ratios, answers[name] = evaluate_set(
-                    name, model, items, batch_fn, generate_fn, batch_size
-                )
-                metrics.update(got)
-                if name == "forget":
-                    forget_ratios = ratios
+                if items:
+                    scores[name] = evaluate_set(
+                        name, model, items, batch_fn, generate_fn, batch_size,
+                        prompt_fn=lambda q: fmt.prompt_text(tokenizer, q))
     finally:
         model.train(was_training)
+    metrics: dict[str, float] = {}
+    for got in scores.values():
+        metrics.update(got.metrics())
     if all(f"{s}/{p}" in metrics for s in M.UTILITY_SETS for p in M.UTILITY_PARTS):
         metrics["model_utility"] = M.model_utility(metrics)
+    forget_ratios = scores["forget"].truth_ratios if "forget" in scores else np.empty(0)
     if retain_model_truth_ratios is not None and forget_ratios.size:
         metrics["forget_quality"] = M.forget_quality(forget_ratios, retain_model_truth_ratios)
-    return UnlearningEval(metrics, [float(r) for r in forget_ratios], answers)
+    answers = {name: got.generations for name, got in scores.items()}
+    return UnlearningEval(metrics, [float(r) for r in forget_ratios], answers, scores)

@@ -19,7 +19,8 @@ from typing import Any
 
 from moopt.tasks.common.batching import length_bucketed_batches
 from moopt.tasks.common.generate import greedy_answers  # noqa: F401 (re-exported)
-from moopt.tasks.common.qa import encode_batch, encode_qa
+from moopt.tasks.common.prompt_format import PromptFormat, parse_prompt_format
+from moopt.tasks.common.qa import encode_batch, encode_pair
 from moopt.tasks.unlearning.data import QAItem, UnlearningData
 
 
@@ -51,24 +52,28 @@ def training_batches(
     max_length: int,
     seed: int,
     with_idk: bool = False,
+    fmt: str | PromptFormat = "auto",
 ) -> list[dict[str, Any]]:
-    """Length-bucketed, padded batches of ``items``; with ``with_idk`` each batch also holds
-    ``batch["idk"]``: the same questions answered with the items' refusal answers."""
+    """Length-bucketed, padded batches of ``items`` in prompt format ``fmt``; with
+    ``with_idk`` each batch also holds ``batch["idk"]``: the same questions answered with
+    the items' refusal answers."""
     if not items:
         raise ValueError("training_batches: no items")
     if with_idk:
         missing = [it.question for it in items if not it.idk_answer]
         if missing:
             raise ValueError(f"item {missing[0]!r} has no idk_answer, needed by the loss")
-    lengths = [len(encode_qa(tokenizer, it.question, it.answer, max_length=max_length))
-               for it in items]
+    fmt = parse_prompt_format(fmt, tokenizer)
+    lengths = [len(encode_pair(tokenizer, it.question, it.answer, max_length=max_length,
+                               fmt=fmt)) for it in items]
     out = []
     for idx in length_bucketed_batches(lengths, batch_size, seed=seed):
         chosen = [items[i] for i in idx]
+        questions = [it.question for it in chosen]
         batch: dict[str, Any] = encode_batch(
-            tokenizer, [it.question for it in chosen], [it.answer for it in chosen], max_length)
+            tokenizer, questions, [it.answer for it in chosen], max_length, fmt)
         if with_idk:
-            batch["idk"] = encode_batch(tokenizer, [it.question for it in chosen],
-                                        [it.idk_answer or "" for it in chosen], max_length)
+            batch["idk"] = encode_batch(tokenizer, questions,
+                                        [it.idk_answer or "" for it in chosen], max_length, fmt)
         out.append(batch)
     return out

@@ -36,6 +36,8 @@ import numpy as np
 
 UTILITY_SETS = ("retain", "real_authors", "world_facts")
 UTILITY_PARTS = ("probability", "rouge_l", "truth_ratio")
+# Sets whose probability is the true answer's share among its perturbations (TOFU).
+NORMALIZED_PROBABILITY_SETS = ("real_authors", "world_facts")
 
 
 def _losses(values: Sequence[float] | np.ndarray, what: str) -> np.ndarray:
@@ -137,24 +139,59 @@ def model_utility(metrics: Mapping[str, float]) -> float:
     return harmonic_mean([metrics[k] for k in keys])
 
 
+def set_metrics(
+    name: str,
+    true_losses: Sequence[float] | np.ndarray,
+    base_losses: Sequence[float] | np.ndarray,
+    perturbed_losses: Sequence[Sequence[float]] | np.ndarray,
+    rouge_l: Sequence[float] | np.ndarray | None = None,
+) -> dict[str, float]:
+    """The ``{name}/...`` metrics of one evaluation set from its per-item mean losses, as
+    TOFU's aggregation computes them: ``loss`` (mean L of the true answer), ``probability``
+    (normalised among the perturbations on real_authors / world_facts), ``truth_ratio``
+    (the forget score on ``forget``, the utility score elsewhere) and, with per-item ROUGE-L
+    recalls, ``rouge_l``."""
+    true = _losses(true_losses, f"{name}: true-answer losses")
+    if name in NORMALIZED_PROBABILITY_SETS:
+        prob = normalized_probabilities(true, perturbed_losses)
+    else:
+        prob = answer_probabilities(true)
+    ratios = truth_ratios(base_losses, perturbed_losses)
+    out = {
+        f"{name}/loss": float(true.mean()),
+        f"{name}/probability": float(prob.mean()),
+        f"{name}/truth_ratio": truth_ratio_score(ratios, forget=name == "forget"),
+    }
+    if rouge_l is not None:
+        out[f"{name}/rouge_l"] = float(np.mean(np.asarray(rouge_l, dtype=np.float64)))
+    return out
+
+
 def _rouge_scorer() -> Any:
     try:
         from rouge_score import rouge_scorer
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise ImportError("ROUGE-L needs the rouge-score package: pip install moopt[llm]") from e
-    return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+    return rouge_scorer.RougeScorer(["rouge1", "rougeL"], use_stemmer=True)
+
+
+def rouge_recalls(predictions: Sequence[str],
+                  references: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-item ROUGE-1 and ROUGE-L recall of each prediction against its reference (stemmed
+    tokens, rouge-score, as TOFU): unigram overlap and LCS length over the number of
+    reference tokens."""
+    if len(predictions) != len(references):
+        raise ValueError(f"got {len(predictions)} predictions for {len(references)} references")
+    scorer = _rouge_scorer()
+    scores = [scorer.score(ref, pred) for pred, ref in zip(predictions, references)]
+    return (np.array([s["rouge1"].recall for s in scores], dtype=np.float64),
+            np.array([s["rougeL"].recall for s in scores], dtype=np.float64))
 
 
 def rouge_l_recalls(predictions: Sequence[str], references: Sequence[str]) -> np.ndarray:
     """Per-item ROUGE-L recall of each prediction against its reference (stemmed tokens):
     LCS length / number of reference tokens."""
-    if len(predictions) != len(references):
-        raise ValueError(f"got {len(predictions)} predictions for {len(references)} references")
-    scorer = _rouge_scorer()
-    return np.array(
-        [scorer.score(ref, pred)["rougeL"].recall for pred, ref in zip(predictions, references)],
-        dtype=np.float64,
-    )
+    return rouge_recalls(predictions, references)[1]
 
 
 def __getattr__(name: str) -> Any:

@@ -11,6 +11,9 @@ folder (every ``.json`` file is JSON lines, one object a line; a JSON array also
 - ``retain90/50/10.json``: ``{question, answer}`` retain training sets (nested: 10 in 50 in 90).
   retain90 is the complement of forget10 task 1, so for other tasks it overlaps the forget
   set; the loader drops retain items that are in the forget set (same question and answer).
+  TOFU's own retain set of a forget split (retain99 / 95 / 90 for forget01 / 05 / 10: every
+  item but the forget set) has no file here; ``retain_items`` builds it (the default,
+  ``retain_split="auto"``).
 - ``retain_perturbed.json``: 400 retain items with paraphrased and 5 perturbed answers: the
   retain evaluation set.
 - ``real_authors_perturbed.json`` (100) and ``world_facts_perturbed.json`` (117):
@@ -42,7 +45,11 @@ from moopt.tasks.unlearning.data import (
 )
 
 FORGET_SPLITS = ("forget01", "forget05", "forget10")
-RETAIN_SPLITS = ("retain90", "retain50", "retain10")
+RETAIN_FILES = ("retain90", "retain50", "retain10")
+# TOFU's retain set of each forget split: everything but the forget set (TOFU's code names it
+# "retain" + str(100 - n): forget01 -> retain99, forget05 -> retain95, forget10 -> retain90).
+COUNTERPARTS = {"forget01": "retain99", "forget05": "retain95", "forget10": "retain90"}
+RETAIN_SPLITS = ("auto", "retain99", "retain95", *RETAIN_FILES)
 DATA_DIR_ENV = "MOOPT_DATA_DIR"
 
 
@@ -199,21 +206,21 @@ def load_tofu(
     seed: int = 0,
     *,
     task_id: str | int | None = "1",
-    retain_split: str = "retain90",
+    retain_split: str = "auto",
 ) -> UnlearningData:
     """Load one TOFU unlearning task.
 
     ``forget_split`` picks the forget file and ``task_id`` one task in it (None: the whole
-    file). The retain set is ``retain_split`` minus any item of the forget set, cut to
-    ``retain_subset`` random items (by ``seed``) when given. Evaluation sets: the matching
+    file). The retain set (``retain_split``, see ``retain_items``; default: TOFU's retain
+    set of the forget split) is cut to ``retain_subset`` random items (by ``seed``) when
+    given. Evaluation sets: the matching
     ``<forget_split>_perturbed.json`` (same task), ``retain_perturbed.json`` (minus forget
     items), real-authors and world-facts. Forget and retain items get an IDK answer
     drawn from ``idontknow.jsonl`` (by ``seed``).
     """
     if forget_split not in FORGET_SPLITS:
         raise ValueError(f"forget_split must be one of {FORGET_SPLITS}, got {forget_split!r}")
-    if retain_split not in RETAIN_SPLITS:
-        raise ValueError(f"retain_split must be one of {RETAIN_SPLITS}, got {retain_split!r}")
+    check_retain_split(retain_split, forget_split)
     if retain_subset is not None and (
         not isinstance(retain_subset, int) or isinstance(retain_subset, bool) or retain_subset < 1
     ):
@@ -239,9 +246,8 @@ def load_tofu(
             f"{len(forget_eval)} vs {len(forget)} items; first unmatched question {stray[:1]}"
         )
 
-    retain_all = read_qa_file(root / f"{retain_split}.json", perturbed=False, paraphrased=False)
-    retain = [it for it in retain_all if (it.question, it.answer) not in forget_keys]
-    retain = sample_items(retain, retain_subset, seed)
+    retain = sample_items(retain_items(root, forget_split, retain_split, forget_keys),
+                          retain_subset, seed)
     retain_eval = read_qa_file(root / "retain_perturbed.json", perturbed=True, paraphrased=True)
     retain_eval = [it for it in retain_eval if (it.question, it.answer) not in forget_keys]
     real_authors = read_qa_file(
@@ -259,5 +265,53 @@ def load_tofu(
         real_authors_eval=real_authors,
         world_facts_eval=world_facts,
         idk_answers=idk,
-        source=f"tofu:{forget_split}/task={task}+{retain_split} ({root})",
+        source=f"tofu:{forget_split}/task={task}+"
+        f"{resolve_retain_split(retain_split, forget_split)} ({root})",
     )
+
+
+def check_retain_split(retain_split: str, forget_split: str | None = None) -> None:
+    """ValueError unless ``retain_split`` is a known name (and, for ``retain99`` /
+    ``retain95``, the counterpart of ``forget_split``)."""
+    if retain_split not in RETAIN_SPLITS:
+        raise ValueError(f"retain_split must be one of {RETAIN_SPLITS}, got {retain_split!r}")
+    if forget_split is None or retain_split in ("auto", *RETAIN_FILES):
+        return
+    if COUNTERPARTS.get(forget_split) != retain_split:
+        owner = next(f for f, r in COUNTERPARTS.items() if r == retain_split)
+        raise ValueError(
+            f"retain_split {retain_split!r} is the retain set of {owner} (there is no "
+            f"{retain_split}.json); with {forget_split} use 'auto' (= "
+            f"{COUNTERPARTS.get(forget_split)}) or a file: {', '.join(RETAIN_FILES)}")
+
+
+def resolve_retain_split(retain_split: str, forget_split: str) -> str:
+    """``auto`` -> the counterpart of ``forget_split``; other names unchanged."""
+    return COUNTERPARTS[forget_split] if retain_split == "auto" else retain_split
+
+
+def retain_items(root: Path, forget_split: str, retain_split: str,
+                 forget_keys: set[tuple[str, str]]) -> list[QAItem]:
+    """The retain training items of ``retain_split`` for a forget set (``forget_keys``).
+
+    The counterpart of the forget split (``auto``; retain99 / retain95 / retain90 for
+    forget01 / 05 / 10) is TOFU's retain set: every TOFU item but the forget set. No file
+    holds it for a task of the re-split data, so it is built: the union of retain90.json
+    and the three forget files (all tasks; the 4,000 TOFU items, deduplicated on question
+    and answer, in that order) minus the forget items. This is the set DualOptim's code
+    forms (retain90/50/10.json plus the forget file's other tasks) and, for task 1 (TOFU's
+    own forget01/05/10 items), TOFU's retain99/95/90; for forget10 task 1 it is
+    retain90.json, in its order. Any other name is that file minus the forget items.
+    """
+    name = resolve_retain_split(retain_split, forget_split)
+    if name != COUNTERPARTS[forget_split]:
+        items = read_qa_file(root / f"{name}.json", perturbed=False, paraphrased=False)
+    else:
+        items, seen = [], set()
+        for file in ("retain90", "forget10", "forget05", "forget01"):
+            for it in read_qa_file(root / f"{file}.json", perturbed=False, paraphrased=False):
+                key = (it.question, it.answer)
+                if key not in seen:
+                    seen.add(key)
+                    items.append(QAItem(it.question, it.answer))
+    return [it for it in items if (it.question, it.answer) not in forget_keys]

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 import moopt
 from moopt.states.adam import adam_step_bound
+from moopt.states.bridged import LOSSY_STEP_BOUND
 
 
 @settings(max_examples=60, deadline=None)
@@ -57,4 +58,7 @@ def heavy_tailed_run(policy: str, storage: str, fast_path: bool) -> float:
 @pytest.mark.parametrize("fast_path", [False, True])
 def test_lossy_storage_steps_stay_bounded(policy, storage, fast_path):
     # Without the bound, 8-bit state gave steps ~1e8 x lr here (v rounded to zero, m not).
-    assert heavy_tailed_run(policy, storage, fast_path) < 1.2
+    # Bridged directions are not Adam-bounded even in exact arithmetic (float64 reaches
+    # 94 lr on this run): lossy storage clips them at LOSSY_STEP_BOUND instead.
+    bound = LOSSY_STEP_BOUND if policy == "bridged" else 1.2
+    assert heavy_tailed_run(policy, storage, fast_path) <= bound * (1 + 1e-6)

@@ -152,6 +152,21 @@ def test_checkpoint_with_other_heads_is_a_task_mismatch(tmp_path):
     torch.testing.assert_close(loaded.model.state_dict(), setup3.model.state_dict())
 
 
+def test_a_runner_checkpoint_loads_as_the_starting_model(tmp_path):
+    from moopt.runner import checkpoint as ckpt
+
+    cfg = MultitaskVisionConfig(steps=1, **TINY)
+    setup = make_setup(cfg, load_data(cfg))
+    # What the runner writes: the model beside numpy's RNG state (weights_only alone
+    # refuses numpy arrays).
+    ckpt.save_checkpoint(tmp_path / "run", {"step": 1, "model": setup.model.state_dict(),
+                                            "rng": ckpt.capture_rng()}, step=1)
+    path = tmp_path / "run" / ckpt.read_manifest(tmp_path / "run")["folder"] / "state.pt"
+    again = MultitaskVisionConfig(model=path, steps=1, **TINY)
+    loaded = make_setup(again, load_data(again))
+    torch.testing.assert_close(loaded.model.state_dict(), setup.model.state_dict())
+
+
 def test_objective_names_that_the_model_lacks_are_rejected():
     cfg = MultitaskVisionConfig(mode="joint", steps=1, weights={"left": 1.0, "larger": 1.0},
                                 **TINY)

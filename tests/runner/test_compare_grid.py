@@ -44,9 +44,9 @@ def test_compare_runs_grid_with_one_prepare_and_aggregates(tmp_path):
     assert (out / "tradeoff.png").stat().st_size > 1000
     assert (out / "lr_spread.png").stat().st_size > 1000
     # Resume reuses the finished runs: prepare again, but no run is retrained.
-    mtime = (out / "runs" / res["runs"][0]["label"] / "checkpoint.pt").stat().st_mtime_ns
+    mtime = (out / "runs" / res["runs"][0]["label"] / "checkpoint.json").stat().st_mtime_ns
     again = run_compare(task, base, grid, out, resume=True, plots=False)
-    assert (out / "runs" / res["runs"][0]["label"] / "checkpoint.pt").stat().st_mtime_ns == mtime
+    assert (out / "runs" / res["runs"][0]["label"] / "checkpoint.json").stat().st_mtime_ns == mtime
     assert again["aggregates"] == res["aggregates"]
     assert json.loads((out / "results.json").read_text())["runs"][0]["metrics"]
 

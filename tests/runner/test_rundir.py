@@ -15,18 +15,23 @@ def _cfg(out, **kw):
     return ToyConfig(steps=4, lr=0.05, progress=False, out=out, cache_dir=out.parent / "c", **kw)
 
 
+def _files(root):
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*")
+            if p.is_file()}
+
+
 def test_refuses_a_directory_holding_another_run(tmp_path):
     out = tmp_path / "run"
     run_task(ToyTask(), _cfg(out), plots=False)
-    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    before = _files(out)
     with pytest.raises(RunDirError, match=r"holds another run \(config differs: lr: 0.05 -> 0.1"):
         run_task(ToyTask(), _cfg(out).model_copy(update={"lr": 0.1}), plots=False)
-    with pytest.raises(RunDirError, match="already holds this run; pass --resume"):
+    with pytest.raises(RunDirError,
+                       match=r"holds this run \(status finished at step 4\); pass --resume"):
         run_task(ToyTask(), _cfg(out), plots=False)
     with pytest.raises(RunDirError, match="config differs"):
         run_task(ToyTask(), _cfg(out, seed=5), resume=True, plots=False)
-    after = {p.name: p.read_bytes() for p in out.iterdir()}
-    assert after == before  # nothing of the old run was touched
+    assert _files(out) == before  # nothing of the old run was touched
 
 
 def test_overwrite_replaces_every_file(tmp_path):

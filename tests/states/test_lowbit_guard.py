@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import moopt
+from moopt.states.bridged import LOSSY_STEP_BOUND
 from tests.core.hazard import bridged_steps
 
 LR = 1e-3  # the learning rate hazard.bridged_steps uses
@@ -61,7 +62,8 @@ def test_guarded_steps_are_bounded_and_follow_float64(storage, float64_steps, pa
     if storage == "fp32":
         assert got["relative_error"] < 0.02
     else:
-        # Measured: cosine 0.89-0.91, relative error 0.42-0.46 for bf16 / int8; the steps
-        # are capped at ~2-3 lr where float64 takes 43.
-        assert got["max_step_in_lr"] < 5
-        assert got["cosine"] > 0.85 and got["relative_error"] < 0.55
+        # Lossy storage: every direction within the step bound (3 lr) where float64 takes
+        # up to 43. Measured: cosine 0.943-0.950, relative error 0.32-0.33 (the Adam-bound
+        # clip used before gave 0.89-0.90 and 0.44-0.47).
+        assert got["max_step_in_lr"] <= LOSSY_STEP_BOUND * (1 + 1e-6)
+        assert got["cosine"] > 0.92 and got["relative_error"] < 0.4

@@ -61,9 +61,9 @@ def test_lowbit_tracks_fp32_in_short_runs(policy, joint):
 def test_quality_500_steps_within_2_percent(policy):
     """The issue's quality target: int8 and bf16 reach a final loss within 2% of fp32.
 
-    One-sided on purpose: bridged low-bit runs end 5-7% *below* fp32 on this toy (the
-    cancellation guard binds more often at low precision and damps the retain-heavy
-    trajectory); shared and decoupled agree to 0.1%. See docs/benchmarks.md.
+    One-sided on purpose: bridged low-bit runs end 2-5% *below* fp32 on this toy (low-bit
+    rounding damps the cycle the two objectives end in; with the Adam-bound clip used
+    before, 5-7%); shared and decoupled agree to 0.1%. See docs/benchmarks.md.
     """
     base = train(policy, "fp32", steps=500, joint=False)
     for storage in (s for s in moopt.list_storages() if s != "fp32"):

@@ -7,7 +7,7 @@ import importlib
 
 import pytest
 
-MODULES = ["tokenizer", "models", "qa", "batching", "generate", "lm", "finetune"]
+MODULES = ["tokenizer", "models", "qa", "batching", "generate", "lm", "finetune", "prompt_format"]
 
 
 @pytest.mark.parametrize("mod", MODULES)

@@ -39,7 +39,7 @@ def test_unknown_loss_option(tmp_path, capsys):
 
 
 def test_model_path_that_is_not_a_causal_lm(tmp_path, capsys):
-    assert _run(tmp_path, "--model", str(tmp_path / "nowhere")) == 2
+    assert _run(tmp_path, "--model", str(tmp_path / "nowhere")) == 2  # checked first
     assert "no such directory" in capsys.readouterr().err
     bert = tmp_path / "bert"
     bert.mkdir()
@@ -47,12 +47,11 @@ def test_model_path_that_is_not_a_causal_lm(tmp_path, capsys):
         "model_type": "bert", "architectures": ["BertForSequenceClassification"],
         "hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
         "intermediate_size": 64, "vocab_size": 100}))
-    assert _run(tmp_path, "--model", str(bert)) == 2
+    assert _run(tmp_path, "--model", str(bert), "--retain-model", str(bert)) == 2
     err = capsys.readouterr().err
     assert "is not a causal language model" in err and "BertForSequenceClassification" in err
-    # The failed run left no results; a corrected command may reuse the directory.
-    assert json.loads((tmp_path / "out" / "run.json").read_text())["status"] == "failed"
-    assert not (tmp_path / "out" / "metrics.json").exists()
+    # The run failed before training: no run directory was created.
+    assert not (tmp_path / "out").exists()
 
 
 def _tofu_dir(tmp_path, forget_lines):

@@ -123,8 +123,9 @@ def tofu01() -> UnlearningData:
 
 @needs_tofu
 def test_tofu_forget01_counts(tofu01: UnlearningData) -> None:
+    # The retain set is TOFU's retain99: the 4,000 items but the 40 forget items.
     assert tofu01.sizes() == {
-        "forget": 40, "retain": 3600, "forget_eval": 40, "retain_eval": 400,
+        "forget": 40, "retain": 3960, "forget_eval": 40, "retain_eval": 400,
         "real_authors_eval": 100, "world_facts_eval": 117, "idk_answers": 100, "background": 0,
     }
     assert tofu01.forget[0].question.startswith("What is the full name of the author born in")
@@ -145,12 +146,49 @@ def test_tofu_eval_sets_have_expected_answers(tofu01: UnlearningData) -> None:
 
 
 @needs_tofu
-def test_tofu_drops_forget_items_from_retain90() -> None:
-    # retain90 is the complement of forget10 task 1; forget10 task 2 lies inside it.
-    data = load_tofu(TOFU, "forget10", task_id=2)
-    assert len(data.forget) == 400 and len(data.retain) == 3200
+def test_tofu_drops_forget_items_from_a_retain_file() -> None:
+    # retain90.json is the complement of forget10 task 1; forget05 task 3 lies inside it.
+    data = load_tofu(TOFU, "forget05", task_id=3, retain_split="retain90")
+    assert len(data.forget) == 200 and len(data.retain) == 3400
     keys = {(it.question, it.answer) for it in data.forget}
     assert not keys & {(it.question, it.answer) for it in data.retain + data.retain_eval}
+    assert len(load_tofu(TOFU, "forget01", task_id=1, retain_split="retain90").retain) == 3600
+
+
+def _keys(items) -> list[tuple[str, str]]:
+    return [(it.question, it.answer) for it in items]
+
+
+def _file_keys(name: str, task: str | None = None, *, but: str | None = None
+               ) -> list[tuple[str, str]]:
+    """(question, answer) of a TOFU file's rows: all, task ``task`` only, or all but ``but``."""
+    rows = [json.loads(line) for line in (TOFU / f"{name}.json").read_text().splitlines()]
+    return [(r["question"], r["answer"]) for r in rows
+            if (task is None or r["task_id"] == task) and (but is None or r["task_id"] != but)]
+
+
+@needs_tofu
+@pytest.mark.parametrize(("split", "tasks", "base"), [
+    ("forget01", ["1", "7", "10"], "retain90"), ("forget05", ["1", "2", "6"], "retain50"),
+    ("forget10", ["1", "2", "9"], "retain10")])
+def test_tofu_retain_counterparts(split, tasks, base) -> None:
+    """auto = TOFU's retain99/95/90: the 4,000 items minus the forget task; the same set as
+    DualOptim's rule (the retain file plus the forget file's other tasks)."""
+    full = set(_file_keys("retain90")) | set(_file_keys("forget10", "1"))
+    assert len(full) == 4000
+    for task in tasks:
+        data = load_tofu(TOFU, split, task_id=task)
+        forget, retain = set(_keys(data.forget)), _keys(data.retain)
+        assert len(retain) == len(set(retain)) == 4000 - len(forget)
+        assert set(retain) == full - forget
+        assert set(retain) == set(_file_keys(base)) | set(_file_keys(split, but=task))
+        name = {"forget01": "retain99", "forget05": "retain95", "forget10": "retain90"}[split]
+        assert f"+{name} " in data.source
+        assert _keys(load_tofu(TOFU, split, task_id=task, retain_split=name).retain) == retain
+    # For forget10 task 1 (TOFU's own forget10) the counterpart is retain90.json, in order.
+    assert _keys(load_tofu(TOFU, "forget10", task_id="1").retain) == _file_keys("retain90")
+    with pytest.raises(ValueError, match="'retain95' is the retain set of forget05"):
+        load_tofu(TOFU, "forget01", retain_split="retain95")
 
 
 @needs_tofu
@@ -201,7 +239,11 @@ def test_fake_tofu_folder_loads(tmp_path: Path) -> None:
     data = load_tofu(_fake_tofu(tmp_path / "tofu"), task_id="1")
     assert [it.question for it in data.forget] == ["Q0?", "Q1?"]
     assert data.forget_eval[1].perturbed_answers == ["X1.", "Y1."]
-    assert len(data.retain) == 4 and len(data.retain_eval) == 2
+    # The default retain set is everything but the forget task: the 4 retain items and
+    # task 2's item; the retain file alone on request.
+    assert [it.question for it in data.retain] == ["R0?", "R1?", "R2?", "R3?", "Q2?"]
+    assert len(load_tofu(tmp_path, task_id="1", retain_split="retain90").retain) == 4
+    assert len(data.retain_eval) == 2
     assert data.idk_answers == ["I don't know.", "No idea."]
     assert resolve_tofu_dir(tmp_path) == tmp_path / "tofu"
 

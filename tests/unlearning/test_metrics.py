@@ -259,7 +259,8 @@ def test_normalized_probabilities_match_direct_formula() -> None:
     np.testing.assert_allclose(M.normalized_probabilities(true, pert), direct, rtol=1e-12)
 
 
-@pytest.mark.parametrize("module", ["metrics", "evaluation"])
+@pytest.mark.parametrize("module", ["metrics", "evaluation", "tofu_logs", "tofu_score",
+                                    "placement"])
 def test_docstring_examples_run(module: str) -> None:
     import doctest
     import importlib
