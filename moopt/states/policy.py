@@ -176,7 +176,8 @@ class SharingPolicy:
         return tuple(spec for spec in cls.buffers if spec.per_objective)
 
     def coefficient_names(self) -> tuple[str, ...]:
-        """The names ``coefficients`` returns (asked once, on a sample step)."""
+        """The names ``coefficients`` returns on a sample step (the native kernels' tables
+        use it; the optimizer takes the names from the first real step)."""
         return tuple(self.coefficients(SAMPLE_INFO))
 
     def __repr__(self) -> str:

@@ -49,15 +49,12 @@ class Rule:
         self.count = count
         self.shared: tuple[BufferSpec, ...] = policy.shared_buffers()
         self.own: tuple[BufferSpec, ...] = policy.own_buffers()
-        names = policy.coefficient_names()
-        for name in names:
-            if not (isinstance(name, str) and name.isidentifier() and not name.startswith("_")):
-                raise ValueError(f"policy {policy.label()!r}: coefficient name {name!r} must be "
-                                 "a Python identifier not starting with '_'")
-        self.coefficient_names: tuple[str, ...] = names
         self.buffer_names = frozenset(spec.name for spec in policy.buffers)
         self.State = record_type("State", tuple(spec.name for spec in policy.buffers))
-        self.Coef = record_type("Coef", names)
+        # Set by the first step's coefficients (a policy may read custom hyperparameters of
+        # its param group, which no sample step has).
+        self.coefficient_names: tuple[str, ...] = ()
+        self.Coef: type | None = None
         # Whether the declaration lists shared buffers before per-objective ones (then the
         # state record takes the slot values positionally).
         self.shared_first = policy.buffers == (*self.shared, *self.own)
@@ -80,7 +77,20 @@ class Rule:
 
     @property
     def scalar_count(self) -> int:
+        self._ensure_names()
         return 1 + self.count + self.terms * (1 + len(self.coefficient_names))
+
+    def _ensure_names(self) -> None:
+        if self.Coef is None:
+            self._learn_names(self.policy.coefficient_names())
+
+    def _learn_names(self, names: tuple[str, ...]) -> None:
+        for name in names:
+            if not (isinstance(name, str) and name.isidentifier() and not name.startswith("_")):
+                raise ValueError(f"policy {self.policy.label()!r}: coefficient name {name!r} "
+                                 "must be a Python identifier not starting with '_'")
+        self.coefficient_names = names
+        self.Coef = record_type("Coef", names)
 
     def slots(self, objectives: Sequence[str]) -> list[tuple[BufferSpec, str | None]]:
         """(buffer, objective or None) per slot, for the objectives taking part."""
@@ -103,6 +113,8 @@ class Rule:
             [(k, a * lr) for k, a, lr in zip(objectives, weights, lrs)]
         for k, scale in terms:
             coefs = self.policy.coefficients(info(k))
+            if self.Coef is None:
+                self._learn_names(tuple(coefs))
             if tuple(coefs) != self.coefficient_names:
                 raise ValueError(f"policy {self.policy.label()!r}: coefficients() returned "
                                  f"{list(coefs)}, expected the names "
@@ -117,7 +129,9 @@ class Rule:
               s: Sequence[Tensor]) -> tuple[Tensor, list[Tensor | None]]:
         """``(update, new values by slot)`` from the gradients (one per objective), the
         buffers' current values by slot and the scalar vector ``s`` (unbound 0-d tensors or
-        floats). A slot whose buffer the policy did not return is None (unchanged)."""
+        floats). A slot whose buffer the policy did not return is None (unchanged). The
+        vector comes from :meth:`scalars` (which learns the coefficients' names)."""
+        self._ensure_names()
         n_shared, n_own = len(self.shared), len(self.own)
         weights = s[1:1 + self.count]
         width = 1 + len(self.coefficient_names)

@@ -80,7 +80,37 @@ def test_coefficient_names_must_not_change(monkeypatch):
     monkeypatch.setenv("MOOPT_COMPILE", "0")
 
     def coefficients(self, info):
-        return {"b": 0.9} if info.T == 3 else {"c": 0.9}  # the sample step has T = 3
+        return {"b": 0.9} if info.T == 3 else {"c": 0.9}
 
-    with pytest.raises(ValueError, match=r"returned \['c'\], expected the names \['b'\]"):
-        run_one_step(make(coefficients=coefficients))
+    def update(self, grad, state, coef):
+        return grad, {}
+
+    policy = make(coefficients=coefficients, update=update)()
+    p = torch.nn.Parameter(torch.zeros(3))
+    opt = moopt.MultiObjectiveOptimizer([p], ["a"], policy, lr=0.5)
+    for _ in range(2):
+        p.grad = torch.ones(3)
+        opt.step()
+    p.grad = torch.ones(3)
+    with pytest.raises(ValueError, match=r"returned \['b'\], expected the names \['c'\]"):
+        opt.step()
+
+
+def test_coefficients_may_read_custom_group_hyperparameters(monkeypatch):
+    """No sample step is needed: the names come from the first real step, whose StepInfo
+    carries the param group."""
+    monkeypatch.setenv("MOOPT_COMPILE", "0")
+
+    def coefficients(self, info):
+        return {"b": info.group["kick"]}
+
+    cls = moopt.register_policy("declared_group", overwrite=True)(make(coefficients=coefficients))
+    try:
+        p = torch.nn.Parameter(torch.zeros(3))
+        opt = moopt.MultiObjectiveOptimizer([{"params": [p], "kick": 4.0}], ["a"], cls(), lr=0.5)
+        p.grad = torch.ones(3)
+        opt.step()
+        assert torch.equal(p.detach(), torch.full((3,), -0.5))
+        assert torch.equal(opt.state[p]["m/a"], torch.zeros(3))  # 0 * kick
+    finally:
+        POLICIES.unregister("declared_group")

@@ -59,7 +59,7 @@ def policy_flags(policy: SharingPolicy, family: str) -> list[str]:
     """The ``-D`` flags of one policy's kernel family (see the module docstring)."""
     prefix = family.upper()
     rule = Rule.of(policy, 1)
-    coefs = rule.coefficient_names
+    coefs = policy.coefficient_names()  # the built-ins read no group hyperparameters
     slots = [spec for spec, _ in rule.slots(("k",))]
     needed_coefs, needed_bufs = _used_names(prefix)
     missing = sorted((needed_coefs - set(coefs)) | (needed_bufs - {s.name for s in slots}))
