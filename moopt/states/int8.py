@@ -30,10 +30,9 @@ from torch import Tensor
 from moopt.base.errors import StateMismatchError
 from moopt.states.fast import native
 from moopt.states.quantization import (
+    BlockCodec,
     QuantMap,
-    decode_blocks,
     dequantize_blockwise,
-    encode_blocks,
     get_map,
     num_blocks,
     quantize_blockwise,
@@ -54,33 +53,6 @@ def _native_ok(codes: Tensor, absmax: Tensor) -> bool:
     return (codes.device.type == "cpu" and absmax.device.type == "cpu"
             and absmax.dtype == torch.float32 and codes.is_contiguous()
             and absmax.is_contiguous())
-
-
-class BlockCodec(Codec):
-    """The 8-bit block-wise codec in torch ops (what the fused path compiles): codes and
-    block scales decode through the map's entries; encoding takes each block's absmax, the
-    quotients and the map's lookup tables (:mod:`moopt.states.quantization`)."""
-
-    parts = ("codes", "absmax")
-    elementwise = False  # a block's scale depends on its neighbours
-
-    def __init__(self, qmap: QuantMap, block_size: int) -> None:
-        self.qmap = qmap
-        self.block_size = block_size
-
-    @property
-    def key(self) -> tuple:
-        return ("int8", self.block_size, self.qmap.bits, float(self.qmap.values[0]))
-
-    def constants(self, device: torch.device) -> tuple[Tensor, ...]:
-        return self.qmap.tables(device)
-
-    def decode(self, parts, constants, dtype, numel):
-        codes, absmax = parts
-        return decode_blocks(codes, absmax, constants[0], self.block_size).to(dtype)
-
-    def encode(self, value, constants):
-        return encode_blocks(value.float(), constants[1], constants[2], self.block_size)
 
 
 @register_storage("int8")

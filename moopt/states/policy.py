@@ -46,6 +46,7 @@ Example (a complete policy; ``examples/custom_policy.py`` trains one):
     >>> p.grad = torch.ones(3); opt.step(objective="a")
     >>> p.detach()
     tensor([0.9000, 0.9000, 0.9000])
+    >>> POLICIES.unregister("signsgd_momentum")  # (keeps the registry as it was)
 """
 
 from __future__ import annotations

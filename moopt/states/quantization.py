@@ -38,6 +38,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from moopt.states.storage import Codec
+
 
 def dynamic_map(signed: bool = True, total_bits: int = 8) -> Tensor:
     """The sorted ``2**total_bits`` entries of the dynamic map, as float32.
@@ -258,3 +260,30 @@ def dequantize_blockwise(
         return values
     out.view(-1).copy_(values)
     return out
+
+
+class BlockCodec(Codec):
+    """The 8-bit block-wise codec in torch ops (what the fused path compiles): codes and
+    block scales decode through the map's entries; encoding takes each block's absmax, the
+    quotients and the map's lookup tables (:mod:`moopt.states.quantization`)."""
+
+    parts = ("codes", "absmax")
+    elementwise = False  # a block's scale depends on its neighbours
+
+    def __init__(self, qmap: QuantMap, block_size: int) -> None:
+        self.qmap = qmap
+        self.block_size = block_size
+
+    @property
+    def key(self) -> tuple:
+        return ("int8", self.block_size, self.qmap.bits, float(self.qmap.values[0]))
+
+    def constants(self, device: torch.device) -> tuple[Tensor, ...]:
+        return self.qmap.tables(device)
+
+    def decode(self, parts, constants, dtype, numel):
+        codes, absmax = parts
+        return decode_blocks(codes, absmax, constants[0], self.block_size).to(dtype)
+
+    def encode(self, value, constants):
+        return encode_blocks(value.float(), constants[1], constants[2], self.block_size)
