@@ -6,13 +6,18 @@
     moopt compare TASK [--preset NAME] [--policies a,b] [--storages fp32,int8] [--lrs 1e-3,3e-3]
                    [--seeds 0,1] [--vary FIELD=V1,V2 ...] --out DIR [...same options as run]
     moopt list
+    moopt run TASK --help          # every option of TASK, with its default and description
+    moopt --version
     moopt COMMAND ...   (subcommands of installed plug-ins, e.g. ``moopt tofu-score``)
 
 Task-specific options are the fields of the task's config class: ``--loss npo+gd`` sets
 ``loss``; ``--eval-every 10`` sets ``eval_every``. ``--storage`` takes one backend name or
 per-role names (``base=fp32,delta=int8``). ``compare --vary mode=alternating,joint`` adds
 (or replaces) a grid axis over any config field; a field the preset's grid varies but the
-command line sets (``--mode joint``, ``--set mode=joint``) is held at that value.
+command line sets (``--mode joint``, ``--set mode=joint``) is held at that value. Values
+are read by the field's type: ``--task-id 2`` gives a string field the string ``"2"``,
+``--steps 2`` an int field the number 2 (:mod:`moopt.runner.fieldtypes`). ``--dry-run``
+resolves and checks everything, prints the config (and a comparison's grid) and stops.
 
 Example:
     >>> from moopt.cli import main
@@ -33,9 +38,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from moopt.cli_help import (
+    COMMON_FLAGS,
+    OWN_FLAG_FIELDS,
+    ProbeParser,
+    preset_of,
+    preset_summary,
+    print_task_help,
+    task_for_help,
+)
 from moopt.errors import MooptError
-
-COMMON_FLAGS = ("policy", "storage", "data_dir", "model", "out", "seed", "lr", "steps")
 
 
 class CLIError(MooptError, ValueError):
@@ -74,8 +86,32 @@ def parse_axis(text: str) -> tuple[str, list[Any]]:
     return name.strip().replace("-", "_"), out
 
 
-def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("task", help="task name (see `moopt list`) or module.path:ClassName")
+def _float_list(text: str) -> list[float]:
+    try:
+        return [float(x) for x in _csv(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected numbers separated by commas, e.g. 1e-3,3e-3") from None
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(x) for x in _csv(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected integers separated by commas, e.g. 0,1,2") from None
+
+
+def _storage_list(text: str) -> list[str | dict[str, str]]:
+    try:
+        return [parse_storage(x) for x in text.split(";") if x.strip()]
+    except CLIError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _add_common(p: argparse.ArgumentParser, *, probe: bool = False) -> None:
+    p.add_argument("task", nargs="?" if probe else None,
+                   help="task name (see `moopt list`) or module.path:ClassName")
     p.add_argument("--preset", help="named preset of the task")
     p.add_argument("--config", type=Path, help="config file (.json, .toml, .yaml)")
     p.add_argument("--policy", help="sharing policy (shared, decoupled, bridged, ...)")
@@ -83,40 +119,57 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", type=Path, help="task data directory (default: embedded data)")
     p.add_argument("--model", type=Path, help="local model checkpoint to start from")
     p.add_argument("--out", type=Path, help="output directory")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--steps", type=int)
-    p.add_argument("--cache-dir", type=Path, help="cache of prepared artefacts")
+    p.add_argument("--seed", type=int, help="seed of every random choice of the run")
+    p.add_argument("--lr", type=float, help="learning rate")
+    p.add_argument("--steps", type=int, help="optimizer steps")
+    p.add_argument("--cache-dir", type=Path, help="cache of prepared artefacts "
+                   "(default: $MOOPT_CACHE_DIR, else ~/.cache/moopt)")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--resume", action="store_true", help="continue the run in --out")
     group.add_argument("--overwrite", action="store_true", help="replace the run in --out")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override any config key (JSON values; dotted keys for dicts)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+                   help="override any config key (read by the key's type, JSON for "
+                   "lists and dicts; dotted keys for dict entries)")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bars (one status line per stage remains)")
     p.add_argument("--no-plots", action="store_true", help="do not draw PNG plots")
+    p.add_argument("--dry-run", action="store_true", help="resolve and check the config, "
+                   "print it (and a comparison's grid), and stop before any work")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="moopt", description="Train one model on several objectives with moopt.",
-        allow_abbrev=False)
+TASK_HELP = ("`moopt run TASK --help` and `moopt compare TASK --help` add every option of "
+             "TASK, with its default and description.")
+
+
+def build_parser(*, probe: bool = False) -> argparse.ArgumentParser:
+    """The ``moopt`` argument parser (``probe``: a silent one that only finds the task)."""
+    cls = ProbeParser if probe else argparse.ArgumentParser
+    parser = cls(prog="moopt", description="Train one model on several objectives with moopt.",
+                 allow_abbrev=False, add_help=not probe)
+    if not probe:
+        from moopt import __version__
+
+        parser.add_argument("--version", action="version", version=f"moopt {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="one training run of a task", allow_abbrev=False)
-    _add_common(run)
+    run = sub.add_parser("run", help="one training run of a task", allow_abbrev=False,
+                         add_help=not probe, epilog=TASK_HELP)
+    _add_common(run, probe=probe)
     cmp = sub.add_parser("compare", help="a grid of runs and a comparison report",
-                         allow_abbrev=False)
-    _add_common(cmp)
+                         allow_abbrev=False, add_help=not probe, epilog=TASK_HELP)
+    _add_common(cmp, probe=probe)
     cmp.add_argument("--policies", type=_csv, help="comma-separated policies")
-    cmp.add_argument("--storages", type=lambda s: [parse_storage(x) for x in s.split(";")],
+    cmp.add_argument("--storages", type=_storage_list,
                      help="storages separated by ';' (each NAME or role=NAME,...)")
-    cmp.add_argument("--lrs", type=lambda s: [float(x) for x in _csv(s)], help="e.g. 1e-3,3e-3")
-    cmp.add_argument("--seeds", type=lambda s: [int(x) for x in _csv(s)], help="e.g. 0,1,2")
+    cmp.add_argument("--lrs", type=_float_list, help="e.g. 1e-3,3e-3")
+    cmp.add_argument("--seeds", type=_int_list, help="e.g. 0,1,2")
     cmp.add_argument("--vary", type=parse_axis, action="append", default=[],
                      metavar="FIELD=V1,V2", help="vary a config field across the grid "
                      "(values as JSON or plain strings), e.g. mode=alternating,joint")
-    sub.add_parser("list", help="tasks, policies, storages and objectives")
-    for name, command in plugin_commands().items():
-        command.add_arguments(sub.add_parser(name, help=command.help, allow_abbrev=False))
+    sub.add_parser("list", help="tasks, policies, storages and objectives",
+                   add_help=not probe)
+    if not probe:  # the probe only looks for run/compare TASK
+        for name, command in plugin_commands().items():
+            command.add_arguments(sub.add_parser(name, help=command.help, allow_abbrev=False))
     return parser
 
 
@@ -146,7 +199,10 @@ def plugin_commands() -> dict[str, Any]:
 
 
 def task_options(extra: Sequence[str], config_class: type, task: str) -> dict[str, Any]:
-    """Turn leftover ``--some-field VALUE`` tokens into config fields of the task."""
+    """Turn leftover ``--some-field VALUE`` tokens into config fields of the task, each value
+    read as its field's type reads it (:func:`moopt.runner.fieldtypes.parse_text_value`)."""
+    from moopt.runner.fieldtypes import parse_text_value
+
     fields = config_class.model_fields
     out: dict[str, Any] = {}
     i = 0
@@ -157,10 +213,11 @@ def task_options(extra: Sequence[str], config_class: type, task: str) -> dict[st
         name, eq, value = token[2:].partition("=")
         key = name.replace("-", "_")
         if key not in fields:
-            own = sorted(set(fields) - set(COMMON_FLAGS) - {"task", "preset"})
+            own = sorted(set(fields) - OWN_FLAG_FIELDS)
             raise CLIError(
                 f"unknown option --{name} for task {task!r}; task options: "
                 + ", ".join("--" + f.replace("_", "-") for f in own)
+                + f" (moopt run {task} --help describes them)"
             )
         if not eq:
             if i + 1 < len(extra) and not extra[i + 1].startswith("--"):
@@ -168,10 +225,7 @@ def task_options(extra: Sequence[str], config_class: type, task: str) -> dict[st
                 i += 1
             else:
                 value = "true"
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
+        out[key] = parse_text_value(fields[key].annotation, value)
         i += 1
     return out
 
@@ -179,25 +233,23 @@ def task_options(extra: Sequence[str], config_class: type, task: str) -> dict[st
 def _resolve(args: argparse.Namespace, extra: Sequence[str]):
     from moopt.runner.config import resolve_config
     from moopt.runner.discovery import get_task
+    from moopt.runner.prechecks import check_directory_path, check_optimizer_settings
+    from moopt.runner.run import default_cache_dir
 
     task = get_task(args.task)
-    preset_name = args.preset or task.default_preset
-    preset: dict[str, Any] = {}
-    if preset_name is not None:
-        if preset_name not in task.presets:
-            known = ", ".join(sorted(task.presets)) or "(none)"
-            raise CLIError(f"unknown preset {preset_name!r} of task {task.name!r}; "
-                           f"presets: {known}")
-        preset = dict(task.presets[preset_name])
-        preset["preset"] = preset_name
+    preset = preset_of(task, args.preset)
     flags = {k: getattr(args, k) for k in COMMON_FLAGS}
     flags["cache_dir"] = args.cache_dir
-    flags.update(task_options(extra, task.config_class, task.name))
     if args.no_progress:
         flags["progress"] = False
     flags["task"] = task.name or args.task
     cfg = resolve_config(task.config_class, preset=preset, file=args.config, flags=flags,
-                         overrides=args.overrides)
+                         overrides=args.overrides,
+                         options=task_options(extra, task.config_class, task.name))
+    check_optimizer_settings(cfg)
+    check_directory_path(cfg.out, "--out")
+    check_directory_path(cfg.cache_dir or default_cache_dir(),
+                         "--cache-dir" if cfg.cache_dir else "$MOOPT_CACHE_DIR")
     return task, cfg, preset
 
 
@@ -214,10 +266,29 @@ def _print_metrics(metrics: dict[str, float]) -> None:
         print(f"  {key:<{width}}  {metrics[key]:.4g}")
 
 
+def _print_dry_run(task: Any, cfg: Any, points: list[dict[str, Any]] | None = None) -> int:
+    task.validate(cfg)
+    print(f"dry run of task {task.name!r}" + (f", preset {cfg.preset!r}" if cfg.preset else "")
+          + ": the resolved config is valid; nothing was run or written")
+    print(json.dumps(cfg.model_dump(mode="json"), indent=2, sort_keys=True))
+    if points is not None:
+        print(f"grid: {len(points)} runs")
+        for point in points:
+            print(f"  {point['label']}")
+    return 0
+
+
 def cmd_run(args: argparse.Namespace, extra: Sequence[str]) -> int:
     from moopt.runner.run import run_task
 
     task, cfg, _ = _resolve(args, extra)
+    if cfg.out is None and (args.resume or args.overwrite):
+        flag = "--resume" if args.resume else "--overwrite"
+        raise CLIError(f"{flag} needs --out DIR, the run directory to "
+                       f"{'continue' if args.resume else 'replace'} (without --out each run "
+                       "gets a new directory under runs/)")
+    if args.dry_run:
+        return _print_dry_run(task, cfg)
     if cfg.out is None:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         name = f"{task.name}-{cfg.preset or 'custom'}-{stamp}"
@@ -236,9 +307,10 @@ def cmd_run(args: argparse.Namespace, extra: Sequence[str]) -> int:
 
 def cmd_compare(args: argparse.Namespace, extra: Sequence[str]) -> int:
     from moopt.runner.compare import CompareGrid, run_compare
+    from moopt.runner.spread import mean_and_spread
 
     task, cfg, preset = _resolve(args, extra)
-    if args.out is None:
+    if args.out is None and not args.dry_run:
         raise CLIError("moopt compare needs --out DIR")
     spec = dict(preset.get("compare") or {})
     # An axis of the preset whose field the command line sets is held at that value.
@@ -247,6 +319,8 @@ def cmd_compare(args: argparse.Namespace, extra: Sequence[str]) -> int:
     axes.update(dict(args.vary))
     grid = CompareGrid.from_spec(spec, cfg, policies=args.policies, storages=args.storages,
                                  lrs=args.lrs, seeds=args.seeds, axes=axes)
+    if args.dry_run:
+        return _print_dry_run(task, cfg, grid.points())
     results = run_compare(task, cfg, grid, Path(args.out), resume=args.resume,
                           overwrite=args.overwrite, plots=not args.no_plots)
     from moopt.distributed import is_main_process
@@ -256,7 +330,7 @@ def cmd_compare(args: argparse.Namespace, extra: Sequence[str]) -> int:
     print(f"comparison finished: {args.out}/report.md ({len(results['runs'])} runs)")
     x, y = task.tradeoff or (None, None)
     for row in results["aggregates"]:
-        vals = ", ".join(f"{m} {row[m + '_mean']:.4g}±{row[m + '_std']:.2g}"
+        vals = ", ".join(f"{m} {mean_and_spread(row, m)}"
                          for m in (x, y) if m and m + "_mean" in row)
         print(f"  {row['label']}: {vals}")
     return 0
@@ -271,8 +345,7 @@ def cmd_list() -> int:
     for name in list_tasks():
         try:
             cls = get_task_class(name)
-            presets = ", ".join(sorted(cls.presets)) or "-"
-            print(f"  {name:<18} {cls.description}  [presets: {presets}]")
+            print(f"  {name:<18} {cls.description}  [presets: {preset_summary(cls)}]")
         except Exception as err:  # a broken optional task must not hide the others
             print(f"  {name:<18} (unavailable: {err})")
     print("policies: " + ", ".join(list_policies()))
@@ -285,8 +358,15 @@ def cmd_list() -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``moopt`` console script; returns the exit status."""
+def _main(argv: Sequence[str] | None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        found = task_for_help(argv)
+    except (MooptError, ImportError) as err:
+        print(f"moopt: error: {err}", file=sys.stderr)
+        return 2
+    if found is not None:
+        return print_task_help(argv, found)
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if args.command == "list":
@@ -311,11 +391,37 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"moopt: {how}; continue with --resume (from the last checkpoint)",
               file=sys.stderr)
         return 128 + signum
+    except BrokenPipeError:
+        raise
     except (MooptError, ValueError, TypeError, ImportError, OSError) as err:
         if os.environ.get("MOOPT_DEBUG"):
             raise
         print(f"moopt: error: {err}", file=sys.stderr)
         return 2
+
+
+# Exit status of a command whose reader went away (``moopt list | head -1``), as the shell
+# reports for programs that SIGPIPE stops.
+BROKEN_PIPE_STATUS = 141
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``moopt`` console script; returns the exit status."""
+    try:
+        code = _main(argv)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
+        return code
+    except BrokenPipeError:
+        # The reader stopped reading: leave quietly. Python would flush stdout again at exit
+        # and complain, so stdout is pointed at /dev/null first.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError):  # stdout without a file descriptor (captured)
+            pass
+        finally:
+            os.close(devnull)
+        return BROKEN_PIPE_STATUS
 
 
 if __name__ == "__main__":  # pragma: no cover

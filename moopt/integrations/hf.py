@@ -28,6 +28,8 @@ Example:
     {'train_runtime': ...}
     >>> trainer.objective_log
     ['forget', 'retain', 'retain']
+    >>> trainer.moopt_optimizer.memory_report()["bytes_per_param"]  # 2 + 2N fp32 buffers
+    24.0
 """
 
 from __future__ import annotations
@@ -133,6 +135,15 @@ def _trainer_class() -> type:
             groups = [g for g in groups if g["params"]]
             self.optimizer = ScheduledOptimizer(groups, objectives=self.objectives, **kw)
             return self.optimizer
+
+        @property
+        def moopt_optimizer(self) -> ScheduledOptimizer:
+            """The :class:`~moopt.MultiObjectiveOptimizer` itself (created if needed), for
+            ``memory_report()``, ``state_dict()``... Once training starts,
+            ``trainer.optimizer`` is accelerate's wrapper around it."""
+            if self.optimizer is None:
+                self.create_optimizer()
+            return getattr(self.optimizer, "optimizer", self.optimizer)
 
         # ------------------------------------------------------------- data
         def _loader(self, name: str) -> Iterable[Any]:

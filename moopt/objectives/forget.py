@@ -1,4 +1,4 @@
-"""Forget losses of LLM unlearning (ALGORITHMS.md section 5): ga, npo, simnpo, dpo, idk, me.
+"""Forget losses of LLM unlearning (formulas in docs/objectives.md): ga, npo, simnpo, dpo, idk, me.
 
 Reductions: ``ga`` and ``idk`` use the Hugging Face cross-entropy (mean over all answer
 tokens of the batch, tokens pooled). ``npo``, ``simnpo`` and ``dpo`` use the per-sequence
@@ -84,7 +84,7 @@ def simnpo(
 ) -> Tensor:
     """SimNPO = -(2/beta) mean_i log sigmoid(beta (NLL_theta(y_i|x_i) / |y_i| - gamma)).
 
-    gamma is inside the bracket as in ALGORITHMS.md (the SimNPO paper writes
+    gamma is inside the bracket as in docs/objectives.md (the SimNPO paper writes
     ``beta NLL/|y| - gamma``; the two agree for the default gamma = 0).
     """
     beta = positive("simnpo", "beta", beta)

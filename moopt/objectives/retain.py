@@ -1,4 +1,4 @@
-"""Retain losses of LLM unlearning (ALGORITHMS.md section 5): gd, kl, ap.
+"""Retain losses of LLM unlearning (formulas in docs/objectives.md): gd, kl, ap.
 
 Reductions: ``gd`` is the Hugging Face cross-entropy (mean over all answer tokens of the
 batch); ``kl`` is the mean over answer positions (pooled over the batch) of

@@ -259,8 +259,11 @@ def _run_grid(task: TaskAdapter, base: RunConfig, grid: CompareGrid, out: Path, 
     wall = time.perf_counter()
     with ctx.stage("prepare"):
         prepared = task.prepare(base, ctx)
+    from moopt.runner.progress import eta_text
+
     runs = []
     points = grid.points()
+    ran, start = 0, time.perf_counter()  # points run now (reused ones take no time)
     for i, point in enumerate(points, 1):
         data = base.model_dump()
         data.update({k: point[k] for k in GRID_FIELDS})
@@ -270,11 +273,14 @@ def _run_grid(task: TaskAdapter, base: RunConfig, grid: CompareGrid, out: Path, 
         run_dir = Path(cfg.out)
         metrics = _finished_metrics(run_dir, cfg) if resume else None
         if metrics is None:
-            ctx.log(f"[{i}/{len(points)}] {point['label']}")
+            # One line per grid point, with the time left: a grid runs for many minutes.
+            ctx.log(f"[{i}/{len(points)}] {point['label']} "
+                    f"({eta_text(ran, len(points) - i + 1 + ran, time.perf_counter() - start)})")
             sub_ctx = make_context(cfg, run_dir)
             result = run_task(task, cfg, resume=resume, prepared=prepared, plots=run_plots,
                               ctx=sub_ctx)
             metrics = result.metrics
+            ran += 1
             for stage, sec in sub_ctx.timings.items():
                 ctx.timings["runs/" + stage] = ctx.timings.get("runs/" + stage, 0.0) + sec
         else:
@@ -325,6 +331,7 @@ def write_compare_report(
     """``report.md`` of a comparison: grid, task sections, tables, times and plots."""
     from moopt.runner import plots as P
     from moopt.runner.report import _try_plot
+    from moopt.runner.spread import row_mean
 
     all_metrics = sorted({k[:-5] for r in rows for k in r if k.endswith("_mean")})
     shown = [m for m in (task.report_metrics or all_metrics) if m in all_metrics]
@@ -333,13 +340,13 @@ def write_compare_report(
     varied = "".join(f" x {len(v)} {k} {v}" for k, v in grid.axes.items())
     parts += [f"Grid: {len(grid.configs)} policy/storage configs{varied} x {len(grid.lrs)} "
               f"lrs {grid.lrs} x {len(grid.seeds)} seeds {grid.seeds}. Values are mean ± "
-              "sample standard deviation over seeds.", ""]
+              "sample standard deviation over seeds (the value alone for one seed).", ""]
     if grid.skipped:
         parts += ["Skipped (not available in this installation): " + "; ".join(grid.skipped), ""]
     header = ["config", "lr", "seeds"] + shown
     body = [[r["group"], r["lr"], r["n"]]
-            + [f"{r[m + '_mean']:.4g} ± {r[m + '_std']:.2g}" if m + "_mean" in r else "-"
-               for m in shown] for r in sorted(rows, key=lambda r: (r["group"], r["lr"]))]
+            + [row_mean(r, m) for m in shown]
+            for r in sorted(rows, key=lambda r: (r["group"], r["lr"]))]
     for section in extras:
         parts += [f"## {section.title}", "", section.markdown, ""]
         parts += [f"![{Path(img).stem}]({img})" for img in section.images]

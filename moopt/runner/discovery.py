@@ -6,7 +6,8 @@ A package declares its adapters in its ``pyproject.toml``::
     my-task = "my_pkg.adapter:MyTask"
 
 Code (tests, notebooks) can also call :func:`register_task`, and the command line accepts
-``module.path:ClassName`` for a task that is not declared anywhere.
+``module.path:ClassName`` for a task that is not declared anywhere (imported as ``python -m``
+would: from the working directory too).
 
 Example:
     >>> from moopt.runner.discovery import list_tasks
@@ -17,6 +18,8 @@ Example:
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 from importlib.metadata import entry_points
 
 from moopt.errors import UnknownNameError
@@ -51,6 +54,20 @@ def _check(cls: object, origin: str) -> type[TaskAdapter]:
     return cls
 
 
+def _import_from_cwd(module_name: str) -> object:
+    """Import ``module_name`` as ``python -m`` would, with the working directory on the path
+    (the ``moopt`` console script does not put it there), so that ``moopt run
+    my_task:MyTask`` finds ``./my_task.py``. The path is restored afterwards."""
+    cwd = os.getcwd()
+    if cwd in sys.path or "" in sys.path:
+        return importlib.import_module(module_name)
+    sys.path.insert(0, cwd)
+    try:
+        return importlib.import_module(module_name)
+    finally:
+        sys.path.remove(cwd)
+
+
 def get_task_class(name: str) -> type[TaskAdapter]:
     """The adapter class of a task name (or of ``"module.path:ClassName"``)."""
     if name in TASKS:
@@ -69,7 +86,7 @@ def get_task_class(name: str) -> type[TaskAdapter]:
     if ":" in name:
         module_name, _, attr = name.partition(":")
         try:
-            module = importlib.import_module(module_name)
+            module = _import_from_cwd(module_name)
         except ImportError as err:
             raise UnknownNameError(
                 f"task {name!r}: cannot import module {module_name!r}: {err}"

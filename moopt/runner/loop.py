@@ -25,7 +25,6 @@ Example:
 from __future__ import annotations
 
 import math
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -272,16 +271,14 @@ def train(
         eval_seconds += time.perf_counter() - start
         history.add({"step": step, "eval": metrics})
 
-    show = cfg.progress and main and sys.stderr.isatty()
-    bar = None
-    if show:
-        from tqdm.auto import tqdm
+    from moopt.runner.progress import stage_progress
 
-        bar = tqdm(total=n_steps, initial=step, desc=cfg.task or "train", dynamic_ncols=True)
     recent: dict[str, float] = {}
     stop_at = n_steps if stop_after is None else min(n_steps, step + stop_after)
     setup.model.train()
-    try:
+    # A bar on a terminal, one line otherwise; nothing off rank 0.
+    with stage_progress(f"{cfg.task or 'train'}: training", stop_at - step, bar=cfg.progress,
+                        enabled=main and stop_at > step, leave=True) as bar:
         while step < stop_at:
             opt.zero_grad()
             skipped = getattr(opt, "skipped_steps", 0)
@@ -309,16 +306,12 @@ def train(
                 record = {"step": step, "objective": name, "loss": value}
                 history.add({**record, "skipped": True} if skip else record)
                 recent[name] = value
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix({k: f"{v:.3g}" for k, v in recent.items()}, refresh=False)
+            bar.update(1)
+            bar.set_postfix({k: f"{v:.3g}" for k, v in recent.items()}, refresh=False)
             if cfg.eval_every and step % cfg.eval_every == 0 and step < n_steps:
                 run_eval()
             if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
                 save()
-    finally:
-        if bar is not None:
-            bar.close()
     opt.zero_grad()
     finished = step >= n_steps
     if finished:

@@ -76,7 +76,7 @@ def write_run_report(
             notes.append(note)
         evals = history.evals()
         if len(evals) > 1:
-            names = sorted({k for _, m in evals for k in m})[:12]
+            names = sorted({k for _, m in evals for k in m})  # constants get no panel
             png, note = _try_plot(P.plot_evals, evals, run_dir / "evals.png", names)
             images.append(png)
             notes.append(note)

@@ -13,7 +13,7 @@ so the optimizer acts like one shared Adam when objectives agree and like separa
 they conflict. Joint mode (``joint_mode = "average"``): every objective's delta step reads
 the same base; the parameter moves by ``sum_k a_k lr_k direction_k`` and the base is fed
 ``sum_k a_k g_k`` and ``sum_k a_k g_k^2`` (the a_k-weighted mean of the objectives' base
-updates).
+updates). The formulas are also in docs/concepts.md.
 
 Cancellation guard
 ------------------

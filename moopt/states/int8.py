@@ -1,5 +1,5 @@
 """8-bit block-wise storage (``storage="int8"``): one byte per value plus a float32 scale
-per block of 256 values, i.e. ``1 + 4/256`` bytes per value.
+per block of 256 values, i.e. ``1 + 4/256`` bytes per value (docs/storage.md).
 
 Signed buffers (first moments, the bridged residual ``v_k``) use the signed dynamic map,
 true second moments the unsigned one (:mod:`moopt.states.quantization`). Small tensors

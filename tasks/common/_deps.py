@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from types import ModuleType
 
 
@@ -19,7 +20,11 @@ def require_transformers() -> ModuleType:
 def quiet_transformers() -> ModuleType:
     """``transformers``, with its per-file progress bars ("Loading weights", "Writing model
     shards") and advice messages off, so that they do not cut into moopt's own progress
-    output (and stay off with ``--no-progress``)."""
+    output (and stay off with ``--no-progress``). bitsandbytes' warnings are silenced too:
+    ``transformers.optimization`` imports peft, which imports bitsandbytes when installed,
+    and on some CPUs that import warns that it cannot fetch an optional kernel from the Hub
+    (moopt never asks for it)."""
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     transformers = require_transformers()
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()

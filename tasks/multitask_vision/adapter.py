@@ -3,8 +3,9 @@
 Each task is one objective of the optimizer. Metrics (flat, in ``metrics.json``):
 ``acc_<task>`` per task (test set), ``acc_mean``; for CelebA also ``f1_<attribute>`` and
 ``f1_mean``; with baselines, ``single_acc_<task>`` of the single-task models and
-``delta_m`` (ALGORITHMS.md section 6, on accuracy, lower is better); ``seconds_per_epoch``
-(training time per pass over the training set, evaluation excluded).
+``delta_m`` (mean over tasks of ``(single - multi) / single * 100`` on accuracy, lower is
+better); ``seconds_per_epoch`` (training time per pass over the training set, evaluation
+excluded).
 
 Example:
     >>> from moopt.runner.discovery import get_task_class
@@ -149,7 +150,7 @@ def _accuracy_plot(
     if ctx.run_dir is None or any(v is None for v in multi.values()):
         return []
     try:
-        from moopt.runner.plots import require_matplotlib
+        from moopt.runner.plots import legend_outside, require_matplotlib
 
         plt = require_matplotlib()
     except ImportError:
@@ -161,9 +162,9 @@ def _accuracy_plot(
     ax.bar([x + 0.2 for x in xs], [single[t] for t in tasks], 0.4, label="single-task")
     ax.set_xticks(list(xs), tasks)
     ax.set_ylabel("test accuracy")
-    ax.legend(loc="lower right")
+    legend_outside(ax)  # inside, it covered a bar
     fig.tight_layout()
-    fig.savefig(ctx.run_dir / "accuracy.png", dpi=110)
+    fig.savefig(ctx.run_dir / "accuracy.png", dpi=110, bbox_inches="tight")
     plt.close(fig)
     return ["accuracy.png"]
 

@@ -75,8 +75,9 @@ def summary_sections(
     for r in rows:
         r["state_bytes"] = memory[f"{r['policy']}-{storage_label(r['storage'])}"]
     table = side_by_side(rows, tasks, axes, several_lrs)
-    text = (f"Test accuracy per task, delta_m% against single-task models (ALGORITHMS.md "
-            f"section 6; negative = the multi-task model beats them), mean rank over tasks "
+    text = (f"Test accuracy per task, delta_m% against single-task models (mean over tasks "
+            f"of (single - multi) / single x 100; negative = the multi-task model beats "
+            f"them), mean rank over tasks "
             f"(1 = best), optimizer state from `memory_report()`, training seconds per "
             f"epoch. Mean ± sample std over up to {max(r['n'] for r in rows)} seeds; "
             f"{base.steps} steps of batch {base.batch_size} ({base.dataset}).\n\n{table}")
@@ -119,10 +120,9 @@ def _order(row: dict[str, Any]) -> tuple:
 
 
 def _cell(row: dict[str, Any], metric: str, scale: float = 1.0, digits: int = 4) -> str:
-    if metric + "_mean" not in row:
-        return "-"
-    mean, std = row[metric + "_mean"] * scale, row[metric + "_std"] * scale
-    return f"{mean:.{digits}g} ± {std:.2g}"
+    from moopt.runner.spread import row_mean
+
+    return row_mean(row, metric, scale=scale, digits=digits)  # no "± 0" for one seed
 
 
 def side_by_side(
@@ -147,8 +147,7 @@ def side_by_side(
 
 def baseline_line(row: dict[str, Any], tasks: list[str]) -> str:
     """The single-task baselines' accuracies (same in every row), or ``""``."""
-    cells = [f"{t} {row[f'single_acc_{t}_mean'] * 100:.4g} ± "
-             f"{row[f'single_acc_{t}_std'] * 100:.2g} %"
+    cells = [f"{t} {_cell(row, f'single_acc_{t}', 100.0)} %"
              for t in tasks if f"single_acc_{t}_mean" in row]
     if not cells:
         return ""
@@ -159,7 +158,7 @@ def baseline_line(row: dict[str, Any], tasks: list[str]) -> str:
 def plot_delta_m(rows: list[dict[str, Any]], path: Path) -> Path:
     """Horizontal bars of delta_m (mean ± std over seeds) per configuration, coloured by
     the first varied field's value (the mode)."""
-    from moopt.runner.plots import require_matplotlib
+    from moopt.runner.plots import legend_outside, require_matplotlib, seeds_note
 
     plt = require_matplotlib()
     rows = [r for r in rows if "delta_m_mean" in r]
@@ -169,18 +168,21 @@ def plot_delta_m(rows: list[dict[str, Any]], path: Path) -> Path:
     values = list(dict.fromkeys(str(r[key]) for r in rows))
     fig, ax = plt.subplots(figsize=(7, 0.35 * len(rows) + 1.2))
     ys = list(range(len(rows)))
-    ax.barh(ys, [r["delta_m_mean"] for r in rows], xerr=[r["delta_m_std"] for r in rows],
+    several = all(r.get("n", 2) >= 2 for r in rows)  # one seed: no error bars
+    ax.barh(ys, [r["delta_m_mean"] for r in rows],
+            xerr=[r["delta_m_std"] for r in rows] if several else None,
             color=[palette[values.index(str(r[key])) % len(palette)] for r in rows])
     ax.set_yticks(ys, [r["config"] for r in rows])
     if len(values) > 1:
         from matplotlib.patches import Patch
 
-        ax.legend(handles=[Patch(color=palette[i % len(palette)], label=f"{key} {v}")
-                           for i, v in enumerate(values)], loc="lower right", fontsize=8)
+        legend_outside(ax, handles=[Patch(color=palette[i % len(palette)], label=f"{key} {v}")
+                                    for i, v in enumerate(values)])
     ax.axvline(0.0, color="black", lw=0.8)
     ax.invert_yaxis()
     ax.set_xlabel("delta_m % vs single-task (lower is better)")
+    ax.set_title(seeds_note(rows), fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path

@@ -23,11 +23,13 @@ from moopt.runner.config import RunConfig
 class MultitaskVisionConfig(RunConfig):
     """Adds the dataset, its size, batch size, mode and the single-task baselines."""
 
-    dataset: Literal["multimnist", "multimnist3", "celeba"] = "multimnist"
-    mode: Literal["alternating", "joint"] = "alternating"
+    dataset: Literal["multimnist", "multimnist3", "celeba"] = Field(
+        "multimnist", description="the data set (celeba needs --data-dir)")
+    mode: Literal["alternating", "joint"] = Field(
+        "alternating", description="one task's loss per step, or every task's each step")
     tasks: list[str] | None = Field(None, description="subset of the dataset's tasks")
-    batch_size: int = Field(128, gt=0)
-    eval_batch_size: int = Field(500, gt=0)
+    batch_size: int = Field(128, gt=0, description="training batch size")
+    eval_batch_size: int = Field(500, gt=0, description="evaluation batch size")
     n_train: int = Field(6000, gt=1, description="MultiMNIST training composites")
     n_test: int = Field(2000, gt=0, description="MultiMNIST test composites")
     max_eval: int | None = Field(None, gt=0, description="cap on evaluated CelebA images")

@@ -1,6 +1,6 @@
 """Multi-task metrics: accuracy, binary F1, delta_m% and mean rank.
 
-``delta_m`` follows ALGORITHMS.md section 6 (Maninis et al. 2019; Liu et al. 2021):
+``delta_m`` follows Maninis et al. 2019 and Liu et al. 2021:
 
     delta_m% = mean_k (-1)^{l_k} (M_k - M_k,single) / M_k,single * 100
 

@@ -61,6 +61,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         },
     },
     "celeba": {
+        "requires": {"data_dir": "the CelebA root folder (ROOT/celeba/img_align_celeba/, "
+                                 "list_attr_celeba.txt, ...); it is not downloaded"},
         "dataset": "celeba",
         "batch_size": 64,
         "eval_batch_size": 128,

@@ -29,7 +29,7 @@ class SafetyConfig(RunConfig):
     robin), ``lr_ratios`` and ``weights`` use these names.
     """
 
-    lr: float = Field(1e-3, gt=0)
+    lr: float = Field(1e-3, gt=0, description="alignment (stage 2) learning rate")
     no_overrefusal: bool = Field(False, description="add the third objective")
     batch_size: int = Field(8, ge=1, description="stage-2 batch size")
     lora: str | None = Field(None, description="LoRA adapters, e.g. 'r=8,alpha=32' "
@@ -40,26 +40,32 @@ class SafetyConfig(RunConfig):
     data_seed: int = Field(0, ge=0, description="seed of subsets of the real data")
     train_subset: int | None = Field(None, ge=1, description="real data: harmful train items")
     eval_subset: int | None = Field(None, ge=1, description="cap of every evaluation set")
-    harmful_eval_sets: list[str] = Field(default_factory=lambda: list(HARMFUL_EVAL_SETS))
-    benign_eval_sets: list[str] = Field(default_factory=lambda: list(BENIGN_EVAL_SETS))
+    harmful_eval_sets: list[str] = Field(
+        default_factory=lambda: list(HARMFUL_EVAL_SETS),
+        description="real data: harmful evaluation sets (safety-tuned-llamas names)")
+    benign_eval_sets: list[str] = Field(
+        default_factory=lambda: list(BENIGN_EVAL_SETS),
+        description="real data: benign evaluation sets (safety-tuned-llamas names)")
 
     # Model: a tiny LM trained from scratch in stage 1, or --model PATH.
-    arch: Literal["gpt2", "llama"] = "gpt2"
-    model_size: Literal["tiny", "small"] = "tiny"
-    tokenizer: Literal["word", "bpe"] = "word"
-    vocab_size: int = Field(4096, ge=64)
+    arch: Literal["gpt2", "llama"] = Field("gpt2", description="architecture of the model "
+                                           "trained from scratch (without --model)")
+    model_size: Literal["tiny", "small"] = Field("tiny", description="size of that model")
+    tokenizer: Literal["word", "bpe"] = Field("word", description="tokenizer trained on the "
+                                              "data (without --model)")
+    vocab_size: int = Field(4096, ge=64, description="largest vocabulary of that tokenizer")
     max_length: int = Field(64, ge=8, description="max tokens of prompt + answer (truncated)")
     prompt_format: str = Field("auto", description="prompt format: auto, plain, chat, "
                                "tofu-phi, tofu-llama2, or a template with {question}")
 
     # Stage 1 (tiny model only): pre-train on the utility data so it answers benign prompts.
-    pretrain_epochs: float = Field(30.0, gt=0)
-    pretrain_lr: float = Field(3e-3, gt=0)
-    pretrain_batch_size: int = Field(16, ge=1)
+    pretrain_epochs: float = Field(30.0, gt=0, description="stage 1: pre-training epochs")
+    pretrain_lr: float = Field(3e-3, gt=0, description="stage 1: pre-training learning rate")
+    pretrain_batch_size: int = Field(16, ge=1, description="stage 1: pre-training batch size")
 
     # Evaluation.
-    max_new_tokens: int = Field(16, ge=1)
-    eval_batch_size: int = Field(64, ge=1)
+    max_new_tokens: int = Field(16, ge=1, description="longest generated response (tokens)")
+    eval_batch_size: int = Field(64, ge=1, description="evaluation batch size")
     report_examples: int = Field(4, ge=0, description="generated answers per set in the report")
 
     def objective_names(self) -> list[str]:

@@ -23,6 +23,7 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,8 +86,10 @@ def answer_nll(model: nn.Module, tokenizer: Any, questions: list[str], answers: 
 
 def evaluate_safety(model: nn.Module, tokenizer: Any, data: SafetyData, scorer: RefusalScorer,
                     *, max_new_tokens: int, max_length: int, batch_size: int,
-                    fmt: str | PromptFormat = "auto") -> SafetyEval:
-    """Every metric of the module docstring on ``data.eval`` (prompts in format ``fmt``)."""
+                    fmt: str | PromptFormat = "auto",
+                    on_set_done: Callable[[str], None] | None = None) -> SafetyEval:
+    """Every metric of the module docstring on ``data.eval`` (prompts in format ``fmt``);
+    ``on_set_done(name)`` is called after each evaluated set (progress display)."""
     fmt = parse_prompt_format(fmt, tokenizer)
     metrics: dict[str, float] = {}
     responses: dict[str, list[tuple[str, str, str]]] = {}
@@ -117,6 +120,8 @@ def evaluate_safety(model: nn.Module, tokenizer: Any, data: SafetyData, scorer: 
             metrics["utility_nll"] = answer_nll(model, tokenizer, prompts, refs,
                                                 max_length=max_length, batch_size=batch_size,
                                                 fmt=fmt)
+        if on_set_done is not None:
+            on_set_done(name)
     if benign_labels:
         metrics["benign_refusal_rate"] = label_rates(benign_labels)["refusal_rate"]
     metrics["empty_rate"] = n_empty / max(n_all, 1)

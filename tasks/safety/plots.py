@@ -33,7 +33,7 @@ _MARKERS = "osD^vP*Xh<>"
 
 def plot_refusal_tradeoff(rows: Sequence[dict[str, Any]], path: Path) -> Path:
     """Draw the aggregates of a comparison (``results.json["aggregates"]``) into ``path``."""
-    from moopt.runner.plots import require_matplotlib
+    from moopt.runner.plots import legend_outside, require_matplotlib, seeds_note
 
     plt = require_matplotlib()
     need = ("refusal_rate_mean", "over_refusal_rate_mean", "utility_mean")
@@ -48,9 +48,10 @@ def plot_refusal_tradeoff(rows: Sequence[dict[str, Any]], path: Path) -> Path:
         members = [r for r in rows if r["group"] == group]
         xs = [r["over_refusal_rate_mean"] for r in members]
         ys = [r["refusal_rate_mean"] for r in members]
-        ax.errorbar(xs, ys, xerr=[r.get("over_refusal_rate_std", 0.0) for r in members],
-                    yerr=[r.get("refusal_rate_std", 0.0) for r in members], fmt="none",
-                    ecolor="0.6", lw=0.8, zorder=1)
+        if all(r.get("n", 2) >= 2 for r in members):  # one seed has no spread to show
+            ax.errorbar(xs, ys, xerr=[r.get("over_refusal_rate_std", 0.0) for r in members],
+                        yerr=[r.get("refusal_rate_std", 0.0) for r in members], fmt="none",
+                        ecolor="0.6", lw=0.8, zorder=1)
         sc = ax.scatter(xs, ys, c=[r["utility_mean"] for r in members], cmap="viridis",
                         vmin=lo, vmax=hi if hi > lo else lo + 1e-9, s=70,
                         marker=_MARKERS[g % len(_MARKERS)], edgecolors="k", label=group,
@@ -64,9 +65,10 @@ def plot_refusal_tradeoff(rows: Sequence[dict[str, Any]], path: Path) -> Path:
     ax.set_xlim(-0.05, 1.05)
     ax.set_ylim(-0.05, 1.05)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.set_title(seeds_note(rows), fontsize=9)
+    legend_outside(ax, below=True, fontsize=7)  # the colour bar takes the right side
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return Path(path)
 

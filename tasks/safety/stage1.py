@@ -111,6 +111,12 @@ def cache_key(cfg: SafetyConfig, data: SafetyData) -> str:
                  cfg.harmful_eval_sets, cfg.benign_eval_sets],
         "model": [cfg.arch, cfg.model_size, cfg.tokenizer, cfg.vocab_size, cfg.max_length],
         "pretrain": [cfg.pretrain_epochs, cfg.pretrain_lr, cfg.pretrain_batch_size],
+        # The seed draws the initial weights and batch order, the thread count can change
+        # floating-point sums: a cached model from another seed or thread count is another
+        # model (reusing it made results depend on what the cache held). Left out at their
+        # defaults, like the prompt format, so that existing entries stay valid.
+        **({"seed": cfg.seed} if cfg.seed else {}),
+        **({"threads": cfg.threads} if cfg.threads is not None else {}),
         "eval": [cfg.scorer, cfg.max_new_tokens],
         # Left out at its default, so that entries made before the option existed stay valid.
         **({"prompt_format": cfg.prompt_format} if cfg.prompt_format != "auto" else {}),
@@ -121,20 +127,29 @@ def cache_key(cfg: SafetyConfig, data: SafetyData) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def evaluate_model(model: nn.Module, tokenizer: Any, data: SafetyData, cfg: SafetyConfig):
+def evaluate_model(model: nn.Module, tokenizer: Any, data: SafetyData, cfg: SafetyConfig,
+                   desc: str = "evaluate"):
+    """Every safety metric of ``model``, showing the progress over the sets as ``desc``."""
     from moopt.tasks.safety.evaluation import evaluate_safety
     from moopt.tasks.safety.refusal import get_scorer
 
-    return evaluate_safety(model, tokenizer, data, get_scorer(cfg.scorer),
-                           max_new_tokens=cfg.max_new_tokens, max_length=cfg.max_length,
-                           batch_size=cfg.eval_batch_size, fmt=cfg.prompt_format)
+    from moopt.runner.progress import stage_progress
+
+    n_sets = sum(1 for items in data.eval.values() if items)
+    with stage_progress(desc, n_sets, unit="set", bar=cfg.progress) as progress:
+        return evaluate_safety(model, tokenizer, data, get_scorer(cfg.scorer),
+                               max_new_tokens=cfg.max_new_tokens, max_length=cfg.max_length,
+                               batch_size=cfg.eval_batch_size, fmt=cfg.prompt_format,
+                               on_set_done=lambda name: progress.update())
 
 
 def prepare_start_model(cfg: SafetyConfig, data: SafetyData, cache_root: Path, ctx) -> Prepared:
     """Build (or reuse from the cache) the starting model and its metrics."""
+    from moopt.tasks.common._deps import quiet_transformers
     from moopt.tasks.common.models import build_small_lm, load_causal_lm
     from moopt.tasks.common.tokenizer import load_tokenizer, train_tokenizer
 
+    quiet_transformers()  # no "Writing model shards" bar when the model is saved
     key = cache_key(cfg, data)
     entry = Path(cache_root) / "safety" / key
     if (entry / "info.json").is_file():
@@ -170,7 +185,7 @@ def prepare_start_model(cfg: SafetyConfig, data: SafetyData, cache_root: Path, c
                                       max_length=cfg.max_length, seed=cfg.seed,
                                       fmt=cfg.prompt_format)
                 losses = _finetune(model, batches, epochs=cfg.pretrain_epochs,
-                                   lr=cfg.pretrain_lr, seed=cfg.seed)
+                                   lr=cfg.pretrain_lr, seed=cfg.seed, bar=cfg.progress)
             info["timings"]["pretrain"] = time.perf_counter() - start
             info["pretrain_final_loss"] = sum(losses[-10:]) / len(losses[-10:])
             model_dir = tmp / "model"
@@ -179,7 +194,8 @@ def prepare_start_model(cfg: SafetyConfig, data: SafetyData, cache_root: Path, c
         info["n_params"] = sum(p.numel() for p in model.parameters())
         start = time.perf_counter()
         with ctx.stage("evaluate_start"):
-            before = evaluate_model(model, tokenizer, data, cfg)
+            before = evaluate_model(model, tokenizer, data, cfg,
+                                    desc="stage 1: evaluating the starting model")
         info["timings"]["evaluate_start"] = time.perf_counter() - start
         info["start_metrics"] = before.metrics
         info["start_examples"] = {k: v[: cfg.report_examples] for k, v in before.responses.items()}
@@ -193,7 +209,8 @@ def prepare_start_model(cfg: SafetyConfig, data: SafetyData, cache_root: Path, c
 
 
 def _finetune(model: nn.Module, batches: list[dict[str, torch.Tensor]], *, epochs: float,
-              lr: float, seed: int) -> list[float]:
+              lr: float, seed: int, bar: bool = True) -> list[float]:
     from moopt.tasks.common.finetune import finetune
 
-    return finetune(model, batches, epochs=epochs, lr=lr, seed=seed)
+    return finetune(model, batches, epochs=epochs, lr=lr, seed=seed,
+                    desc="stage 1: pre-training the starting model", bar=bar)

@@ -11,7 +11,7 @@ Example:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator
 
@@ -26,11 +26,19 @@ class UnlearningConfig(RunConfig):
     ...); ``loss_options`` passes hyperparameters per objective (``{"npo": {"beta": 0.2}}``).
     """
 
+    # A loss given on the command line (or in a file) drops the preset's loss_options: they
+    # belong to the preset's loss (the smoke preset tunes NPO; --loss ga+kl has no NPO).
+    layer_resets: ClassVar[dict[str, tuple[str, ...]]] = {
+        **RunConfig.layer_resets, "loss": ("loss_options",)}
+
     schedule: dict[str, int] | Literal["round_robin", "joint"] | None = Field(
-        default_factory=lambda: {"forget": 1, "retain": 5})
-    lr: float = Field(1e-3, gt=0)
+        default_factory=lambda: {"forget": 1, "retain": 5},
+        description="forget/retain alternation (the papers' 1:5), round_robin or joint")
+    lr: float = Field(1e-3, gt=0, description="unlearning learning rate")
     loss: str = Field("npo+gd", description="forget+retain objective pair")
-    loss_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    loss_options: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description='hyperparameters per objective, e.g. {"npo": '
+        '{"beta": 0.2}}')
     use_reference: bool = Field(True, description="frozen copy of the target as reference")
     batch_size: int = Field(8, ge=1, description="unlearning batch size")
     lora: str | None = Field(None, description="LoRA adapters, e.g. 'r=8,alpha=32' "
@@ -60,21 +68,23 @@ class UnlearningConfig(RunConfig):
                                      "TOFU eval logs instead (folder of eval_log*.json)")
     prompt_format: str = Field("auto", description="prompt format: auto, plain, chat, "
                                "tofu-phi, tofu-llama2, or a template with {question}")
-    arch: Literal["gpt2", "llama"] = "gpt2"
-    model_size: Literal["tiny", "small"] = "tiny"
-    tokenizer: Literal["word", "bpe"] = "word"
-    vocab_size: int = Field(4096, ge=64)
+    arch: Literal["gpt2", "llama"] = Field("gpt2", description="architecture of the model "
+                                           "trained from scratch (without --model)")
+    model_size: Literal["tiny", "small"] = Field("tiny", description="size of that model")
+    tokenizer: Literal["word", "bpe"] = Field("word", description="tokenizer trained on the "
+                                              "data (without --model)")
+    vocab_size: int = Field(4096, ge=64, description="largest vocabulary of that tokenizer")
     max_length: int = Field(96, ge=8, description="max tokens of prompt + answer")
 
     # Stage 1: fine-tune the target (all data) and the retain-only model.
-    finetune_epochs: float = Field(60.0, gt=0)
-    finetune_lr: float = Field(3e-3, gt=0)
-    finetune_batch_size: int = Field(16, ge=1)
+    finetune_epochs: float = Field(60.0, gt=0, description="stage 1: fine-tuning epochs")
+    finetune_lr: float = Field(3e-3, gt=0, description="stage 1: fine-tuning learning rate")
+    finetune_batch_size: int = Field(16, ge=1, description="stage 1: fine-tuning batch size")
 
     # Evaluation.
     rouge: bool = Field(True, description="generate answers and score ROUGE-L")
-    max_new_tokens: int = Field(16, ge=1)
-    eval_batch_size: int = Field(64, ge=1)
+    max_new_tokens: int = Field(16, ge=1, description="longest generated answer (tokens)")
+    eval_batch_size: int = Field(64, ge=1, description="evaluation batch size")
     report_examples: int = Field(4, ge=0, description="generated answers shown in the report")
 
     @field_validator("loss")

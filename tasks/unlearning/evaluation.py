@@ -276,6 +276,7 @@ def evaluate_unlearning(
     prompt_format: str | PromptFormat = "auto",
     batch_fn: BatchFn | None = None,
     generate_fn: GenerateFn | None = None,
+    on_set_done: Callable[[str], None] | None = None,
 ) -> UnlearningEval:
     """Evaluate ``model`` on the evaluation sets of ``data`` (TOFU metrics).
 
@@ -286,7 +287,8 @@ def evaluate_unlearning(
     / ``generate_fn`` the project's LM helpers are used (``default_fns``) with
     ``prompt_format`` (see ``moopt.tasks.common.prompt_format``), which also renders the
     prompts recorded with the generations. The model is put in eval mode and restored
-    afterwards; no gradients are kept.
+    afterwards; no gradients are kept. ``on_set_done(name)`` is called after each
+    evaluated set (progress display).
     """
     if not isinstance(data, UnlearningData):
         raise TypeError(f"data must be an UnlearningData, got {type(data).__name__}")
@@ -317,6 +319,8 @@ def evaluate_unlearning(
                     scores[name] = evaluate_set(
                         name, model, items, batch_fn, generate_fn, batch_size,
                         prompt_fn=lambda q: fmt.prompt_text(tokenizer, q))
+                    if on_set_done is not None:
+                        on_set_done(name)
     finally:
         model.train(was_training)
     metrics: dict[str, float] = {}

@@ -1,4 +1,4 @@
-"""TOFU metrics (Maini et al. 2024) as pure functions on numbers (spec section 6).
+"""TOFU metrics (Maini et al. 2024) as pure functions on numbers.
 
 Inputs are per-item *mean answer-token NLLs* L (the per-token-normalised loss). Definitions,
 matching TOFU's released evaluation code:
@@ -120,13 +120,14 @@ def forget_quality(
 
 
 def harmonic_mean(values: Sequence[float] | np.ndarray) -> float:
-    """Harmonic mean; 0 when any value is 0 (as scipy.stats.hmean). Negative values raise."""
+    """``scipy.stats.hmean`` of ``values`` (0 when any value is 0), after checking them: a
+    negative value or NaN raises naming the values instead of a scipy warning or ``nan``."""
     v = np.asarray(values, dtype=np.float64)
     if v.ndim != 1 or v.size == 0 or np.any(np.isnan(v)) or np.any(v < 0):
         raise ValueError(f"harmonic_mean needs a non-empty 1-d array of values >= 0, got {v}")
-    if np.any(v == 0):
-        return 0.0
-    return float(v.size / np.sum(1.0 / v))
+    from scipy.stats import hmean  # here, not at import: scipy.stats takes ~0.8 s to load
+
+    return float(hmean(v))
 
 
 def model_utility(metrics: Mapping[str, float]) -> float:

@@ -1,14 +1,20 @@
 """Presets of the unlearning task (``--preset NAME``), sized for CPUs.
 
-- ``smoke``: the whole pipeline (stage 1 included) in under 2 minutes on 2 CPU cores
-  (measured: 50 s of CPU), on the embedded data; with ``--data-dir .../tofu`` the budget caps
-  the TOFU data (forget01 task 1 cut to 12 forget items, 24 retain items, 12 items per
-  evaluation set; measured: 61 s of CPU).
+- ``smoke``: the whole pipeline (stage 1 included) on the embedded data in about 20 s of
+  CPU (one thread: on a small shared machine more threads only wait for each other), ending
+  with answers that read as text: NPO with ``beta = 1`` for 120 steps makes the forget
+  questions' true answers about three times less likely and the model answers them with
+  other, wrong facts ("Selen was born in Fennick.") instead of the degenerate "in in in"
+  that NPO's default ``beta = 0.1`` produced on this tiny model. With ``--data-dir
+  .../tofu`` the budget caps the TOFU data (forget01 task 1 cut to 12 forget items, 24
+  retain items, 12 items per evaluation set); there the gentle NPO unlearns little (the
+  ``tofu`` preset is the one for TOFU).
 - ``demo``: ``moopt compare unlearning --preset demo``: shared / decoupled / bridged (fp32)
   and bridged int8 (when an int8 backend is registered), 3 learning rates x 2 seeds on one
   fine-tuned target, with the forget-quality / model-utility trade-off report.
-- ``tofu``: for ``--data-dir``: TOFU forget01 (task 1, 40 items) with 100 retain items
-  (the retain-evaluation items first) and 40 items per utility evaluation set.
+- ``tofu``: needs ``--data-dir`` (refuses to run without it): TOFU forget01 (task 1, 40
+  items) with 100 retain items (the retain-evaluation items first) and 40 items per
+  utility evaluation set.
 - ``paper``: TOFU's protocol on real checkpoints (``--model`` with ``--retain-model`` or
   ``--retain-logs``, ``--data-dir``): nothing capped, the paper's hyperparameters (lr 1e-5,
   5 epochs, batch 4, forget:retain 1:5, weight decay 0.01; gradient accumulation, device
@@ -31,7 +37,8 @@ from typing import Any
 
 _PAPER_SCHEDULE = {"forget": 1, "retain": 5}
 
-SMOKE: dict[str, Any] = {
+# The settings the demo and tofu presets share (and the smoke preset started from).
+_BASE: dict[str, Any] = {
     "loss": "npo+gd",
     "policy": "bridged",
     "schedule": _PAPER_SCHEDULE,
@@ -55,8 +62,15 @@ SMOKE: dict[str, Any] = {
     "max_new_tokens": 12,
 }
 
+SMOKE: dict[str, Any] = {
+    **_BASE,
+    "threads": 1,
+    "steps": 120,
+    "loss_options": {"npo": {"beta": 1.0}},
+}
+
 DEMO: dict[str, Any] = {
-    **SMOKE,
+    **_BASE,
     "steps": 60,
     "n_people": 20,
     "facts_per_person": 6,
@@ -71,7 +85,9 @@ DEMO: dict[str, Any] = {
 }
 
 TOFU: dict[str, Any] = {
-    **SMOKE,
+    **_BASE,
+    # Without --data-dir this would train on the embedded toy data and look like TOFU numbers.
+    "requires": {"data_dir": "the TOFU folder (forget01.json, retain90.json, ...)"},
     "forget_split": "forget01",
     "task_id": "1",
     "retain_split": "retain90",
@@ -86,6 +102,8 @@ TOFU: dict[str, Any] = {
 }
 
 PAPER: dict[str, Any] = {
+    "requires": {"model": "the fine-tuned target checkpoint (with --retain-model or "
+                          "--retain-logs)"},
     "loss": "npo+gd",
     "policy": "bridged",
     "schedule": _PAPER_SCHEDULE,

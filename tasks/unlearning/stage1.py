@@ -28,9 +28,12 @@ The fine-tuning loop itself is generic and lives in :mod:`moopt.tasks.common.fin
 here).
 
 Example:
-    >>> from moopt.tasks.unlearning.stage1 import cosine_with_warmup
-    >>> [round(cosine_with_warmup(s, 100), 3) for s in (0, 5, 50, 99)]
-    [0.0, 1.0, 0.58, 0.1]
+    >>> from moopt.tasks.unlearning.config import UnlearningConfig
+    >>> from moopt.tasks.unlearning.embedded import make_embedded
+    >>> from moopt.tasks.unlearning.stage1 import cache_key
+    >>> data = make_embedded(n_people=4, n_forget=1, facts_per_person=2, n_utility=4)
+    >>> cache_key(UnlearningConfig(), data) == cache_key(UnlearningConfig(seed=1), data)
+    False
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ from typing import Any
 
 import torch
 from moopt.tasks.common.cache import new_temp_entry, publish_entry
-from moopt.tasks.common.finetune import cosine_with_warmup, finetune  # noqa: F401 (re-exported)
+from moopt.tasks.common.finetune import finetune  # noqa: F401 (re-exported)
 from moopt.tasks.common.prompt_format import PromptFormat, parse_prompt_format
 from moopt.tasks.unlearning.config import UnlearningConfig
 from moopt.tasks.unlearning.data import UnlearningData
@@ -60,19 +63,26 @@ STAGE1_LOGS = ("target", "retain_model")
 
 
 def evaluate(model: nn.Module, tokenizer: Any, data: UnlearningData, cfg: UnlearningConfig,
-             retain_ratios: list[float] | None, *, rouge: bool | None = None):
+             retain_ratios: list[float] | None, *, rouge: bool | None = None,
+             desc: str = "evaluate"):
     """TOFU metrics of ``model`` (see ``moopt.tasks.unlearning.evaluation``), with the
-    config's prompt format resolved against ``tokenizer``."""
-    from moopt.tasks.unlearning.evaluation import evaluate_unlearning
+    config's prompt format resolved against ``tokenizer``, showing the progress over the
+    evaluation sets as ``desc``."""
+    from moopt.tasks.unlearning.evaluation import EVAL_SETS, evaluate_unlearning
 
-    return evaluate_unlearning(
-        model, tokenizer, data, retain_ratios,
-        batch_size=cfg.eval_batch_size,
-        max_new_tokens=cfg.max_new_tokens,
-        max_length=cfg.max_length,
-        rouge=cfg.rouge if rouge is None else rouge,
-        prompt_format=parse_prompt_format(cfg.prompt_format, tokenizer),
-    )
+    from moopt.runner.progress import stage_progress
+
+    n_sets = sum(1 for attr in EVAL_SETS.values() if getattr(data, attr))
+    with stage_progress(desc, n_sets, unit="set", bar=cfg.progress) as progress:
+        return evaluate_unlearning(
+            model, tokenizer, data, retain_ratios,
+            batch_size=cfg.eval_batch_size,
+            max_new_tokens=cfg.max_new_tokens,
+            max_length=cfg.max_length,
+            rouge=cfg.rouge if rouge is None else rouge,
+            prompt_format=parse_prompt_format(cfg.prompt_format, tokenizer),
+            on_set_done=lambda name: progress.update(),
+        )
 
 
 @dataclass
@@ -143,6 +153,8 @@ def cache_key(cfg: UnlearningConfig, data: UnlearningData) -> str:
         # Left out at its default, so that entries made before the option existed stay valid.
         if cfg.prompt_format != "auto":
             parts["prompt_format"] = cfg.prompt_format
+        if cfg.threads is not None:  # the thread count can change floating-point sums
+            parts["threads"] = cfg.threads
     if cfg.eval_first is not None:
         parts["eval_first"] = cfg.eval_first
     blob = json.dumps(parts, sort_keys=True, default=str).encode()
@@ -231,7 +243,8 @@ def _from_checkpoints(cfg: UnlearningConfig, data: UnlearningData, tmp: Path,
         start = time.perf_counter()
         with ctx.stage("evaluate_retain_model"):
             retain, retain_tok = load_causal_lm(cfg.retain_model, dtype=dtype, device=device)
-            result = evaluate(retain, retain_tok, data, cfg, None)
+            result = evaluate(retain, retain_tok, data, cfg, None,
+                              desc="stage 1: evaluating the retain model")
             del retain
             _free(device)
         info["timings"]["evaluate_retain_model"] = time.perf_counter() - start
@@ -244,7 +257,8 @@ def _from_checkpoints(cfg: UnlearningConfig, data: UnlearningData, tmp: Path,
         target, tokenizer = load_causal_lm(cfg.model, dtype=dtype, device=device)
     info["n_params"] = sum(p.numel() for p in target.parameters())
     with ctx.stage("evaluate_target"):
-        result = evaluate(target, tokenizer, data, cfg, ratios)
+        result = evaluate(target, tokenizer, data, cfg, ratios,
+                          desc="stage 1: evaluating the target")
     del target
     _free(device)
     info["timings"]["evaluate_target"] = time.perf_counter() - start
@@ -280,7 +294,8 @@ def _train_tiny_models(cfg: UnlearningConfig, data: UnlearningData, tmp: Path,
                                    batch_size=cfg.finetune_batch_size,
                                    max_length=cfg.max_length, seed=cfg.seed, fmt=fmt)
         losses = finetune(target, batches, epochs=cfg.finetune_epochs, lr=cfg.finetune_lr,
-                          seed=cfg.seed, desc="stage 1: target" if cfg.progress else None)
+                          seed=cfg.seed, desc="stage 1: fine-tuning the target",
+                          bar=cfg.progress)
     info["timings"]["finetune_target"] = time.perf_counter() - start
     info["target_final_loss"] = sum(losses[-10:]) / len(losses[-10:])
     _save(target, tokenizer, tmp / "target")
@@ -291,14 +306,16 @@ def _train_tiny_models(cfg: UnlearningConfig, data: UnlearningData, tmp: Path,
                                    max_length=cfg.max_length, seed=cfg.seed + 1, fmt=fmt)
         losses = finetune(retain_model, batches, epochs=cfg.finetune_epochs,
                           lr=cfg.finetune_lr, seed=cfg.seed + 1,
-                          desc="stage 1: retain-only" if cfg.progress else None)
+                          desc="stage 1: fine-tuning the retain-only model", bar=cfg.progress)
     info["timings"]["finetune_retain"] = time.perf_counter() - start
     info["retain_final_loss"] = sum(losses[-10:]) / len(losses[-10:])
     _save(retain_model, tokenizer, tmp / "retain")
     start = time.perf_counter()
     with ctx.stage("evaluate_stage1"):
-        retain_eval = evaluate(retain_model, tokenizer, data, cfg, None)
-        target_eval = evaluate(target, tokenizer, data, cfg, retain_eval.forget_truth_ratios)
+        retain_eval = evaluate(retain_model, tokenizer, data, cfg, None,
+                               desc="stage 1: evaluating the retain-only model")
+        target_eval = evaluate(target, tokenizer, data, cfg, retain_eval.forget_truth_ratios,
+                               desc="stage 1: evaluating the target")
     info["timings"]["evaluate_stage1"] = time.perf_counter() - start
     _write_logs(retain_eval, tmp, "retain_model")
     _write_logs(target_eval, tmp, "target")

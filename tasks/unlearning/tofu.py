@@ -24,7 +24,7 @@ folder (every ``.json`` file is JSON lines, one object a line; a JSON array also
 
 Example:
     >>> from moopt.tasks.unlearning.tofu import load_tofu
-    >>> data = load_tofu("../shared/data/tofu", "forget01", task_id="1")  # doctest: +SKIP
+    >>> data = load_tofu("path/to/tofu", "forget01", task_id="1")  # doctest: +SKIP
     >>> len(data.forget), len(data.forget_eval), len(data.retain_eval)   # doctest: +SKIP
     (40, 40, 400)
 """

@@ -29,6 +29,7 @@ def _cfg(out: Path, **kw) -> ToyConfig:
 
 
 def _cli(out: Path, capsys) -> tuple[int, str]:
+    capsys.readouterr()  # earlier runs' status lines ("toy: training (4 steps)") are not ours
     code = main(["run", TOY, "--out", str(out), "--resume", "--steps", "8", "--set",
                  "checkpoint_every=2", "--cache-dir", str(out.parent / "cache"), "--no-plots"])
     return code, capsys.readouterr().err

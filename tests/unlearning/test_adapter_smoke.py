@@ -1,11 +1,13 @@
 """The unlearning `smoke` preset end to end on the embedded data (stage 1 included).
 
-Runs in the default suite (about 50 s of CPU with one thread): the issue wants the smoke
+Runs in the default suite (about 20 s of CPU with one thread): the issue wants the smoke
 preset tested on every change.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 
 import pytest
@@ -26,7 +28,10 @@ def smoke(tmp_path_factory):
                          flags={"out": root / "run", "cache_dir": root / "cache",
                                 "progress": False, "task": "unlearning"})
     task = UnlearningTask()
-    result = run_task(task, cfg)
+    log = io.StringIO()
+    with contextlib.redirect_stderr(log):  # not a terminal: one status line per stage
+        result = run_task(task, cfg)
+    result.extras["stderr"] = log.getvalue()
     return task, cfg, result
 
 
@@ -62,6 +67,48 @@ def test_run_directory_and_report(smoke):
     history = [json.loads(x) for x in (out / "history.jsonl").read_text().splitlines()]
     forget_steps = [r["step"] for r in history if r.get("objective") == "forget"]
     assert forget_steps[:3] == [1, 7, 13]  # the paper's 1:5 alternation
+
+
+def reads_as_text(answer: str) -> bool:
+    """At least three words, no word three times in a row, mostly distinct words."""
+    words = answer.lower().split()
+    if len(words) < 3:
+        return False
+    if any(words[i] == words[i + 1] == words[i + 2] for i in range(len(words) - 2)):
+        return False
+    return len(set(words)) >= 0.6 * len(words)
+
+
+def test_reads_as_text():
+    assert reads_as_text("Selen was born in Fennick.")
+    assert not reads_as_text("in in in in in in in in in in in in")
+    assert not reads_as_text("the the cat the the dog the the")
+    assert not reads_as_text("in 1928.")
+
+
+def test_forget_answers_after_unlearning_read_as_text_and_are_wrong(smoke):
+    _, cfg, result = smoke
+    answers = result.setup.extras["answers"]["forget"]
+    truths = [it.answer for it in _prepared_data(cfg).forget_eval]
+    assert len(answers) == len(truths) > 0
+    assert all(reads_as_text(a) for a in answers), answers
+    assert sum(a == t for a, t in zip(answers, truths)) <= len(truths) // 2, answers
+
+
+def _prepared_data(cfg):
+    from moopt.tasks.unlearning.adapter import load_data
+
+    return load_data(cfg)
+
+
+def test_every_stage_shows_a_status_line(smoke):
+    err = smoke[2].extras["stderr"]
+    for line in ("stage 1: fine-tuning the target (",
+                 "stage 1: fine-tuning the retain-only model (",
+                 "stage 1: evaluating the target (4 sets)", "unlearning: training (120 steps)",
+                 "evaluate (4 sets)"):
+        assert line in err, err
+    assert "Writing model shards" not in err and "Loading weights" not in err
 
 
 def test_reference_model_stays_frozen(smoke):

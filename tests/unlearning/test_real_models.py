@@ -170,7 +170,9 @@ def test_chat_format_needs_a_chat_template(tmp_path, capsys):
 
 
 def test_paper_preset_is_uncapped_and_runs_on_checkpoints(tmp_path):
-    cfg = resolve_config(UnlearningConfig, preset=PRESETS["paper"])
+    # The preset requires --data-dir and --model (given a value here).
+    needs = {k: "x" for k in PRESETS["paper"]["requires"]}
+    cfg = resolve_config(UnlearningConfig, preset=PRESETS["paper"], flags=needs)
     assert (cfg.forget_subset, cfg.retain_subset, cfg.eval_subset, cfg.eval_first) == (None,) * 4
     assert (cfg.lr, cfg.epochs, cfg.steps, cfg.batch_size, cfg.weight_decay, cfg.schedule) == (
         1e-5, 5.0, None, 4, 0.01, {"forget": 1, "retain": 5})
