@@ -17,3 +17,10 @@ class StateMismatchError(MooptError, ValueError):
 
 class NonFiniteGradientError(MooptError, FloatingPointError):
     """A gradient holds NaN or infinity and the optimizer is set to refuse it."""
+
+
+# Their public home is moopt.errors (a re-export of this module): tracebacks, pickles and
+# doctests name them there, as before the base layer existed.
+for _cls in (MooptError, UnknownNameError, StateMismatchError, NonFiniteGradientError):
+    _cls.__module__ = "moopt.errors"
+del _cls
