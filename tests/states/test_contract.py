@@ -236,7 +236,9 @@ def compiled_equals_eager(policy, storage, joint, monkeypatch, big):
     kernels(monkeypatch, native=False, compile_=True)
     fused = make_params(big=big)
     opt_fused = train(policy, storage, fused, joint=joint, steps=3)
-    assert "compiled" in {e["path"] for e in opt_fused.kernel_report()}
+    paths = {e["path"] for e in opt_fused.kernel_report()}
+    stochastic = isinstance(storage, BF16Storage) and storage.stochastic_rounding
+    assert paths == {"reference"} if stochastic else "compiled" in paths
     for a, b in zip(fused, eager):
         assert (a - b).abs().max() <= 3 * 2 * EPS32 * b.abs().max()
     states_equal(opt_fused, opt_eager, fused, eager)

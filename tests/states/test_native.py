@@ -98,14 +98,16 @@ def test_native_step_equals_eager_kernels(policy, storage, joint, lib, monkeypat
                 assert sa[key] == sb[key]
 
 
+@pytest.mark.parametrize("storage", ["int8", "fp32"])
 @pytest.mark.parametrize("joint", [False, True], ids=["alternating", "joint"])
 @pytest.mark.parametrize("policy", BUILTIN)
-def test_threads_do_not_change_results(policy, joint, lib, monkeypatch):
+def test_threads_do_not_change_results(policy, joint, storage, lib, monkeypatch):
+    """(fp32 joint steps of two objectives take the pair loops, int8 ones the piece driver.)"""
     threads = torch.get_num_threads()
     try:
-        one, _ = run(policy, "int8", use_native=True, monkeypatch=monkeypatch, threads=1,
+        one, _ = run(policy, storage, use_native=True, monkeypatch=monkeypatch, threads=1,
                      joint=joint)
-        two, _ = run(policy, "int8", use_native=True, monkeypatch=monkeypatch, threads=2,
+        two, _ = run(policy, storage, use_native=True, monkeypatch=monkeypatch, threads=2,
                      joint=joint)
     finally:
         torch.set_num_threads(threads)

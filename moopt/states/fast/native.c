@@ -358,39 +358,45 @@ static inline float guarded_direction(float mk_hat, float vk_hat, float mb_hat, 
     return clamp((mk_hat + mb_hat) / (sqrtf(maximum(total, floor_)) + eps), bound);
 }
 
-/* Adam (shared, decoupled): adam.adam_update. Scalars into locals first (the compiler cannot
- * know that the arrays do not alias them). */
-#define ADAM_SCALARS(P, t)                                                                    \
-    const float b1 = (t)[P##_C_b1], a1 = (t)[P##_C_a1], b2 = (t)[P##_C_b2];                   \
-    const float a2 = (t)[P##_C_a2], c1 = (t)[P##_C_c1], c2 = (t)[P##_C_c2];                   \
-    const float eps = (t)[P##_C_eps], bound = (t)[P##_C_bound]
-#define ADAM_ELEMENT(grad, m_old, v_old, m_new, v_new, dir)                                   \
+/* Adam (shared, decoupled): adam.adam_update. The coefficients of a term are read into a
+ * local struct first (the compiler cannot know that the arrays do not alias the scalar
+ * vector); loops name it K (one term) or K1, K2 (two). */
+typedef struct { float b1, a1, b2, a2, c1, c2, eps, bound; } AdamCoef;
+#define ADAM_COEF(P, t)                                                                       \
+    ((AdamCoef){(t)[P##_C_b1], (t)[P##_C_a1], (t)[P##_C_b2], (t)[P##_C_a2], (t)[P##_C_c1],    \
+                (t)[P##_C_c2], (t)[P##_C_eps], (t)[P##_C_bound]})
+#define ADAM_SCALARS(P, t) const AdamCoef K = ADAM_COEF(P, t)
+#define ADAM_ELEMENT_K(K, grad, m_old, v_old, m_new, v_new, dir)                              \
     do {                                                                                      \
-        m_new = (m_old) * b1 + (grad) * a1;                                                   \
-        v_new = (v_old) * b2 + (grad) * (grad) * a2;                                          \
-        dir = clamp((m_new * c1) / (sqrtf(v_new * c2) + eps), bound);                         \
+        m_new = (m_old) * (K).b1 + (grad) * (K).a1;                                           \
+        v_new = (v_old) * (K).b2 + (grad) * (grad) * (K).a2;                                  \
+        dir = clamp((m_new * (K).c1) / (sqrtf(v_new * (K).c2) + (K).eps), (K).bound);         \
     } while (0)
+#define ADAM_ELEMENT(...) ADAM_ELEMENT_K(K, __VA_ARGS__)
 
 /* Bridged: BridgedPolicy.update. */
-#define BRIDGED_SCALARS(t)                                                                    \
-    const float b1 = (t)[BRIDGED_C_b1], a1 = (t)[BRIDGED_C_a1], b2 = (t)[BRIDGED_C_b2];       \
-    const float a2 = (t)[BRIDGED_C_a2], b3 = (t)[BRIDGED_C_b3], a3 = (t)[BRIDGED_C_a3];       \
-    const float b4 = (t)[BRIDGED_C_b4], a4 = (t)[BRIDGED_C_a4];                               \
-    const float cb1 = (t)[BRIDGED_C_cb1], cb2 = (t)[BRIDGED_C_cb2];                           \
-    const float c1 = (t)[BRIDGED_C_c1], c2 = (t)[BRIDGED_C_c2], eps = (t)[BRIDGED_C_eps];     \
-    const float guard_u = (t)[BRIDGED_C_guard_u], bound = (t)[BRIDGED_C_bound]
-#define BRIDGED_ELEMENT(grad, mb_old, vb_old, mk_old, vk_old, mk_new, vk_new, mb_new, vb_new,  \
-                        dir)                                                                  \
+typedef struct {
+    float b1, a1, b2, a2, b3, a3, b4, a4, cb1, cb2, c1, c2, eps, guard_u, bound;
+} BridgedCoef;
+#define BRIDGED_COEF(t)                                                                       \
+    ((BridgedCoef){(t)[BRIDGED_C_b1], (t)[BRIDGED_C_a1], (t)[BRIDGED_C_b2], (t)[BRIDGED_C_a2], \
+                   (t)[BRIDGED_C_b3], (t)[BRIDGED_C_a3], (t)[BRIDGED_C_b4], (t)[BRIDGED_C_a4], \
+                   (t)[BRIDGED_C_cb1], (t)[BRIDGED_C_cb2], (t)[BRIDGED_C_c1], (t)[BRIDGED_C_c2], \
+                   (t)[BRIDGED_C_eps], (t)[BRIDGED_C_guard_u], (t)[BRIDGED_C_bound]})
+#define BRIDGED_SCALARS(t) const BridgedCoef K = BRIDGED_COEF(t)
+#define BRIDGED_ELEMENT_K(K, grad, mb_old, vb_old, mk_old, vk_old, mk_new, vk_new, mb_new,     \
+                          vb_new, dir)                                                        \
     do {                                                                                      \
         float g2_ = (grad) * (grad);                                                          \
-        float mb_hat = (mb_old) * cb1, vb_hat = (vb_old) * cb2;                               \
-        mk_new = (mk_old) * b1 + ((grad) - mb_hat) * a1;                                      \
-        vk_new = (vk_old) * b2 + (g2_ - vb_hat) * a2;                                         \
-        dir = guarded_direction(mk_new * c1, vk_new * c2, mb_hat, vb_hat, eps, guard_u,       \
-                                bound);                                                       \
-        mb_new = (mb_old) * b3 + (grad) * a3;                                                 \
-        vb_new = (vb_old) * b4 + g2_ * a4;                                                    \
+        float mb_hat = (mb_old) * (K).cb1, vb_hat = (vb_old) * (K).cb2;                       \
+        mk_new = (mk_old) * (K).b1 + ((grad) - mb_hat) * (K).a1;                              \
+        vk_new = (vk_old) * (K).b2 + (g2_ - vb_hat) * (K).a2;                                 \
+        dir = guarded_direction(mk_new * (K).c1, vk_new * (K).c2, mb_hat, vb_hat, (K).eps,    \
+                                (K).guard_u, (K).bound);                                      \
+        mb_new = (mb_old) * (K).b3 + (grad) * (K).a3;                                         \
+        vb_new = (vb_old) * (K).b4 + g2_ * (K).a4;                                            \
     } while (0)
+#define BRIDGED_ELEMENT(...) BRIDGED_ELEMENT_K(K, __VA_ARGS__)
 
 /* The update loops, written once and instantiated for float32 state (updated in place, or
  * in scratch after decoding) and for bfloat16 state (converted in registers, so that a
@@ -816,6 +822,98 @@ static int run_joint(int family, float *p, const float *const *grads, int count,
     return 0;
 }
 
+/* Joint steps of two objectives with float32 state (the common joint step): both terms in
+ * one loop over the tensor, so every array streams once, side by side (measured against the
+ * piece driver above: it kept fewer arrays in flight and lost to the compiled path's single
+ * loop). The same operations, in the same order, as run_joint. */
+static void bridged_pair(float *restrict p, const float *restrict g1, const float *restrict g2,
+                         float *restrict mb, float *restrict vb, float *restrict m1,
+                         float *restrict v1, float *restrict m2, float *restrict v2,
+                         int64_t n, const float *s) {
+    const int64_t width = 1 + BRIDGED_NCOEF;
+    const float decay = s[0], w1 = s[1], w2 = s[2];
+    const float *t1 = s + 3, *t2 = t1 + width;
+    const float scale1 = t1[0], scale2 = t2[0];
+    const BridgedCoef K1 = BRIDGED_COEF(t1), K2 = BRIDGED_COEF(t2);
+    for (int64_t i = 0; i < n; i++) {
+        float mk1, vk1, mbn1, vbn1, d1, mk2, vk2, mbn2, vbn2, d2;
+        BRIDGED_ELEMENT_K(K1, g1[i], mb[i], vb[i], m1[i], v1[i], mk1, vk1, mbn1, vbn1, d1);
+        BRIDGED_ELEMENT_K(K2, g2[i], mb[i], vb[i], m2[i], v2[i], mk2, vk2, mbn2, vbn2, d2);
+        m1[i] = mk1; v1[i] = vk1; m2[i] = mk2; v2[i] = vk2;
+        p[i] = p[i] * decay - (scale1 * d1 + scale2 * d2);
+        mb[i] = mbn1 * w1 + mbn2 * w2;
+        vb[i] = vbn1 * w1 + vbn2 * w2;
+    }
+}
+
+static void decoupled_pair(float *restrict p, const float *restrict g1,
+                           const float *restrict g2, float *restrict m1, float *restrict v1,
+                           float *restrict m2, float *restrict v2, int64_t n, const float *s) {
+    const int64_t width = 1 + DECOUPLED_NCOEF;
+    const float decay = s[0];
+    const float *t1 = s + 3, *t2 = t1 + width;
+    const float scale1 = t1[0], scale2 = t2[0];
+    const AdamCoef K1 = ADAM_COEF(DECOUPLED, t1), K2 = ADAM_COEF(DECOUPLED, t2);
+    for (int64_t i = 0; i < n; i++) {
+        float mn1, vn1, d1, mn2, vn2, d2;
+        ADAM_ELEMENT_K(K1, g1[i], m1[i], v1[i], mn1, vn1, d1);
+        ADAM_ELEMENT_K(K2, g2[i], m2[i], v2[i], mn2, vn2, d2);
+        m1[i] = mn1; v1[i] = vn1; m2[i] = mn2; v2[i] = vn2;
+        p[i] = p[i] * decay - (scale1 * d1 + scale2 * d2);
+    }
+}
+
+static void shared_pair(float *restrict p, const float *restrict g1, const float *restrict g2,
+                        float *restrict m, float *restrict v, int64_t n, const float *s) {
+    const float decay = s[0], w1 = s[1], w2 = s[2];
+    const float *t = s + 3;
+    const float scale = t[0];
+    const AdamCoef K = ADAM_COEF(SHARED, t);
+    for (int64_t i = 0; i < n; i++) {
+        float grad = g1[i] * w1 + g2[i] * w2, m_new, v_new, direction;
+        ADAM_ELEMENT(grad, m[i], v[i], m_new, v_new, direction);
+        m[i] = m_new; v[i] = v_new;
+        p[i] = p[i] * decay - scale * direction;
+    }
+}
+
+/* Whether a joint step takes the pair loops: two objectives, every buffer float32. */
+static int pairs(int count, const Buf *bufs, int nbuf) {
+    if (count != 2) return 0;
+    for (int k = 0; k < nbuf; k++)
+        if (bufs[k].kind != KIND_F32) return 0;
+    return 1;
+}
+
+static int run_pair(int family, float *p, const float *const *grads, int64_t n, Buf *bufs,
+                    const float *s, int threads) {
+    const int64_t chunk = 4096, nchunks = (n + chunk - 1) / chunk;
+    if (threads < 1 || nchunks < 2) threads = 1;
+#define F(k) ((float *)bufs[k].data + at)
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t c = 0; c < nchunks; c++) {
+        const int64_t at = c * chunk, m = n - at < chunk ? n - at : chunk;
+        const float *g1 = grads[0] + at, *g2 = grads[1] + at;
+        switch (family) {
+        case FAMILY_SHARED:
+            shared_pair(p + at, g1, g2, F(SHARED_S_m), F(SHARED_S_v), m, s);
+            break;
+        case FAMILY_DECOUPLED:  /* slots: objective 1's own buffers, then objective 2's */
+            decoupled_pair(p + at, g1, g2, F(DECOUPLED_S_m), F(DECOUPLED_S_v),
+                           F(DECOUPLED_NOWN + DECOUPLED_S_m), F(DECOUPLED_NOWN + DECOUPLED_S_v),
+                           m, s);
+            break;
+        default:
+            bridged_pair(p + at, g1, g2, F(BRIDGED_S_m_base), F(BRIDGED_S_v_base),
+                         F(BRIDGED_S_m), F(BRIDGED_S_v), F(BRIDGED_NOWN + BRIDGED_S_m),
+                         F(BRIDGED_NOWN + BRIDGED_S_v), m, s);
+            break;
+        }
+    }
+#undef F
+    return 0;
+}
+
 /* One step of one float32 parameter `p` with `count` gradients (1: alternating mode) of the
  * built-in policy `family`; `bufs` in the rule's slot order (shared buffers, then each
  * objective's own), `s` its scalar vector of `ns` values. Returns 0, or < 0 if it cannot
@@ -832,6 +930,7 @@ int moopt_step(int family, float *p, const float *const *grads, int count, int64
         return run_alternating(family, p, grads[0], n, bufs, nbuf, s, threads);
     }
     if (f.shared + f.own > MAX_BUFS) return -1;
+    if (pairs(count, bufs, nbuf)) return run_pair(family, p, grads, n, bufs, s, threads);
     return run_joint(family, p, grads, count, n, bufs, nbuf, s, threads);
 }
 
