@@ -52,6 +52,11 @@ class ParamStep:
     state: dict[str, Any]
 
 
+# The rule is elementwise: large tensors go through it in pieces of this many values, so
+# that its temporaries stay in the cache (the same operations on every value).
+PIECE = 1 << 16
+
+
 def reference_step(rule: Rule, step: ParamStep, storage: Mapping[str, StorageBackend]) -> None:
     """Apply ``rule`` to one parameter through its storage backends (read, rule, write)."""
     p = step.param
@@ -59,11 +64,23 @@ def reference_step(rule: Rule, step: ParamStep, storage: Mapping[str, StorageBac
     target = local(p.detach())
     slots = rule.slots(step.objectives)
     parts = [gather_parts(step.state, spec.key(k)) for spec, k in slots]
-    values = [local(storage[spec.role].read(part, p, signed=spec.signed))
+    values = [local(storage[spec.role].read(part, p, signed=spec.signed)).reshape(-1)
               for (spec, _), part in zip(slots, parts)]
+    grads = [local(g).to(cdt).reshape(-1) for g in step.grads]
     s = torch.tensor(step.scalars, dtype=cdt, device=target.device).unbind(0)
-    update, new = rule.apply([local(g).to(cdt) for g in step.grads], values, s)
-    target.copy_(target.to(cdt) * s[0] - update)
+    work = target.to(cdt).reshape(-1)
+    moved = torch.empty_like(work)
+    new: list[Tensor | None] = []
+    for start in range(0, work.numel(), PIECE):
+        piece = slice(start, start + PIECE)
+        update, fresh = rule.apply([g[piece] for g in grads], [v[piece] for v in values], s)
+        moved[piece] = work[piece] * s[0] - update
+        if start == 0:  # the rule returns the same buffers for every piece
+            new = [None if x is None else torch.empty_like(work) for x in fresh]
+        for out, x in zip(new, fresh):
+            if out is not None:
+                out[piece] = x
+    target.copy_(moved.view(target.shape))
     for (spec, _), part, value in zip(slots, parts, new):
         if value is not None:
-            storage[spec.role].write(part, value, signed=spec.signed)
+            storage[spec.role].write(part, value.view(target.shape), signed=spec.signed)
