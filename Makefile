@@ -1,10 +1,10 @@
-# The two commands of the README: `make demo` and `make test`.
+# The two commands of the README: `make demo` and `make test` (and `make device-check` on a GPU).
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.moopt-installed
 
-.PHONY: setup test test-slow demo bench lint clean
+.PHONY: setup test test-slow demo bench device-check lint clean
 
 $(STAMP): pyproject.toml setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,12 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/step_time.py --out runs/bench
+
+# Where a CUDA device exists: the tests marked cuda, a step-time benchmark and a smoke run
+# of every task on the device (bf16-mixed); summary in runs/device-check/summary.json.
+# Without CUDA it says so and exits 0.
+device-check: $(STAMP)
+	$(PY) benchmarks/device_check.py --out runs/device-check
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

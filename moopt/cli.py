@@ -250,6 +250,9 @@ def _resolve(args: argparse.Namespace, extra: Sequence[str]):
     check_directory_path(cfg.out, "--out")
     check_directory_path(cfg.cache_dir or default_cache_dir(),
                          "--cache-dir" if cfg.cache_dir else "$MOOPT_CACHE_DIR")
+    from moopt.runner.devices import resolve_hardware
+
+    resolve_hardware(cfg)  # device errors before any output; torchrun's process group
     return task, cfg, preset
 
 
@@ -374,10 +377,6 @@ def _main(argv: Sequence[str] | None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         return cmd_list()
     try:
-        from moopt import distributed as mdist
-
-        if mdist.launched_by_torchrun() and int(os.environ["WORLD_SIZE"]) > 1:
-            mdist.init_process_group()
         if args.command == "run":
             return cmd_run(args, extra)
         if args.command == "compare":

@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import difflib
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -28,6 +29,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from moopt.errors import MooptError
 from moopt.runner.atomic import write_json_atomic
+
+DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
 
 # Fields that say where/how a run is shown or stored, not what it computes: two configs that
 # differ only here describe the same run (so --resume accepts them).
@@ -97,6 +100,21 @@ class RunConfig(BaseModel):
     threads: int | None = Field(
         None, gt=0, description="torch intra-op CPU threads during the run (None: torch's "
         "default); part of the run's identity, since it can change floating-point results")
+    device: str = Field(
+        "auto", description="where the model trains: auto (cuda when available, else cpu), "
+        "cpu, cuda or cuda:N; under torchrun each rank takes cuda:LOCAL_RANK")
+    precision: Literal["fp32", "bf16-mixed", "bf16"] = Field(
+        "fp32", description="fp32; bf16-mixed (bfloat16 autocast, float32 weights); bf16 "
+        "(bfloat16 weights; optimizer state and update in float32 or the chosen storage)")
+    grad_accum: int = Field(
+        1, ge=1, description="micro-batches per optimizer step (each objective draws this "
+        "many batches per step; their losses are averaged, weighted by item count)")
+    gradient_checkpointing: bool = Field(
+        False, description="recompute activations in backward (Hugging Face models only)")
+    parallel: Literal["none", "ddp", "fsdp"] = Field(
+        "none", description="under torchrun: none (replicas, gradients averaged by moopt), "
+        "ddp (DistributedDataParallel) or fsdp (FSDP2 fully_shard: parameters, gradients and "
+        "optimizer state sharded)")
 
     @field_validator("betas", "base_betas")
     @classmethod
@@ -104,6 +122,13 @@ class RunConfig(BaseModel):
         for b in value:
             if not 0.0 <= b < 1.0:
                 raise ValueError(f"each beta must be in [0, 1), got {b!r}")
+        return value
+
+    @field_validator("device")
+    @classmethod
+    def _device_syntax(cls, value: str) -> str:
+        if not DEVICE_PATTERN.fullmatch(value):
+            raise ValueError(f"expected auto, cpu, cuda or cuda:N, got {value!r}")
         return value
 
     @field_validator("schedule")

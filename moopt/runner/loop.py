@@ -5,9 +5,20 @@ back-propagates it and calls ``opt.step(objective=name)``. Joint schedule: each 
 computes every objective's loss, ``opt.backward({name: loss})`` keeps the gradients apart,
 and ``opt.step(weights=...)`` combines them as the sharing policy defines.
 
+With ``grad_accum`` = k every objective of a step draws k micro-batches, back-propagates
+each (weighted by its share of the step's items) and the optimizer steps once; under a
+distributed run each rank takes its share of every micro-batch (see
+:mod:`moopt.runner.accumulation`). The model is placed first: precision, activation
+checkpointing, device and the ``parallel`` wrapper (:mod:`moopt.runner.placement`);
+forward passes and losses run under autocast with ``precision="bf16-mixed"``.
+
 Every ``eval_every`` steps the task evaluates; every ``checkpoint_every`` steps (and at the
 end) a checkpoint is written, from which ``resume`` continues bit-for-bit as if the run had
 never stopped (same parameters, optimizer state, schedule position, batches and RNG).
+
+Under ``parallel="fsdp"`` every rank writes its shards of the model and optimizer state
+with ``torch.distributed.checkpoint`` into the checkpoint's folder (``shards/``), beside
+rank 0's ``state.pt`` with everything else; the manifest covers both.
 
 Example:
     >>> import torch
@@ -35,8 +46,12 @@ import torch
 from moopt.errors import MooptError
 from moopt.runner import checkpoint as ckpt
 from moopt.runner import finite
+from moopt.runner.accumulation import Piece, step_pieces
+from moopt.runner.batches import move_batch
 from moopt.runner.config import ConfigError, RunConfig
+from moopt.runner.devices import Hardware, resolve_hardware
 from moopt.runner.history import History
+from moopt.runner.placement import place_model
 from moopt.runner.task import TrainingSetup
 
 EvaluateFn = Callable[[], dict[str, float]]
@@ -66,19 +81,22 @@ def is_main_process() -> bool:
 
 
 def total_steps(cfg: RunConfig, setup: TrainingSetup) -> int:
-    """``cfg.steps``, or ``cfg.epochs`` times the task's steps per epoch (default 100)."""
+    """``cfg.steps``, or ``cfg.epochs`` times the task's steps per epoch (default 100).
+    A task's epoch counts one batch per step: with ``grad_accum`` = k a step draws k, so an
+    epoch is k times fewer optimizer steps."""
     if cfg.epochs is not None:
         if not setup.steps_per_epoch:
             raise ConfigError(
                 f"config key 'epochs' ({cfg.epochs}) needs the task to define steps_per_epoch;"
                 " set 'steps' instead"
             )
-        return max(1, math.ceil(cfg.epochs * setup.steps_per_epoch))
+        return max(1, math.ceil(cfg.epochs * setup.steps_per_epoch / cfg.grad_accum))
     return cfg.steps if cfg.steps is not None else 100
 
 
-def make_optimizer(setup: TrainingSetup, cfg: RunConfig) -> Any:
-    """The :class:`moopt.MultiObjectiveOptimizer` described by ``cfg``."""
+def make_optimizer(setup: TrainingSetup, cfg: RunConfig, params: Any = None) -> Any:
+    """The :class:`moopt.MultiObjectiveOptimizer` described by ``cfg``, over ``params``
+    (default: ``setup.params``, else the model's parameters with ``requires_grad``)."""
     from moopt.optimizer import MultiObjectiveOptimizer
 
     names = list(setup.objectives)
@@ -88,7 +106,8 @@ def make_optimizer(setup: TrainingSetup, cfg: RunConfig) -> Any:
             raise ConfigError(
                 f"config key {key!r} names unknown objective(s) {unknown}; objectives: {names}"
             )
-    params = setup.params
+    if params is None:
+        params = setup.params
     if params is None:
         params = [p for p in setup.model.parameters() if p.requires_grad]
     return MultiObjectiveOptimizer(
@@ -125,15 +144,26 @@ def make_schedule(cfg: RunConfig, names: list[str]) -> Iterator[str] | None:
     return schedules.Alternating(dict(spec))
 
 
-def _finite_losses(losses: dict[str, torch.Tensor], step: int) -> dict[str, float]:
-    """The losses as floats; a non-finite one on any rank stops every rank."""
-    values = {name: float(loss.detach()) for name, loss in losses.items()}
+def _reported_losses(logged: dict[str, torch.Tensor], world: int,
+                     step: int) -> dict[str, float]:
+    """The step's loss per objective, summed over the ranks (one all-reduce for all of
+    them), as floats; a non-finite one on any rank stops every rank (the sum is then
+    non-finite everywhere)."""
+    if world > 1:
+        names = list(logged)
+        both = torch.stack([logged[n].detach().to(torch.float64) for n in names])
+        torch.distributed.all_reduce(both)
+        values = dict(zip(names, both.tolist()))
+    else:
+        values = {n: float(v.detach()) for n, v in logged.items()}
     bad = [name for name, value in values.items() if not math.isfinite(value)]
-    if finite.any_rank(bool(bad)):
-        where = (f"objective {bad[0]!r} gave a non-finite loss {values[bad[0]]}" if bad
-                 else "another rank got a non-finite loss")
-        raise TrainingError(f"{where} at step {step}")
+    if bad:
+        raise TrainingError(
+            f"objective {bad[0]!r} gave a non-finite loss {values[bad[0]]} at step {step}")
     return values
+
+
+SHARDS = "shards"  # the DCP folder inside a checkpoint folder (parallel="fsdp")
 
 
 def _nonfinite_message(what: str, first: int, last: int, stepped: list[tuple[int, str]],
@@ -173,6 +203,7 @@ def train(
     stop_after: int | None = None,
     log: Callable[[str], None] | None = None,
     on_checkpoint: Callable[[int, float], None] | None = None,
+    hardware: Hardware | None = None,
 ) -> TrainResult:
     """Train ``setup`` as ``cfg`` says.
 
@@ -180,20 +211,25 @@ def train(
     ``resume``: continue from ``run_dir``'s checkpoint (start fresh when there is none).
     ``stop_after``: stop (with a checkpoint) after this many steps of this call, as an
     interruption would; used to test resumption. ``on_checkpoint(step, eval_seconds)``:
-    called after each checkpoint is written.
+    called after each checkpoint is written. ``hardware``: the resolved device, precision
+    and parallel mode (default: resolved from ``cfg``).
     """
     import time
 
+    from moopt import distributed as mdist
+
+    hw = hardware if hardware is not None else resolve_hardware(cfg)
     main = is_main_process()
     writes = run_dir is not None and main
     names = list(setup.objectives)
-    opt = make_optimizer(setup, cfg)
+    placed = place_model(setup, cfg, hw)
+    opt = make_optimizer(setup, cfg, placed.params)
     schedule = make_schedule(cfg, names)
-    from moopt import distributed as mdist
-
-    if mdist.world_size() > 1:
-        # Same objective on every rank each step, gradients averaged across ranks.
-        mdist.sync_steps(opt, schedule)
+    world, rank = mdist.world_size(), mdist.rank()
+    if world > 1:
+        # Same objective on every rank each step. Gradients are averaged over the ranks by
+        # the wrapper (ddp, fsdp), or here before every step (none).
+        mdist.sync_steps(opt, schedule, average_grads=hw.parallel == "none")
     if schedule is None and cfg.max_grad_norm is not None:
         raise ConfigError("config key 'max_grad_norm' is not supported with schedule 'joint'")
     weights = {n: spec.weight for n, spec in setup.objectives.items()}
@@ -207,14 +243,19 @@ def train(
     # Rank 0 decides whether and from which step to resume; every rank loads that checkpoint.
     state = ckpt.agreed_checkpoint(run_dir) if resume and run_dir is not None else None
     if state is not None:
-        setup.model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
+        if "sharded" in state:  # every rank reads its shards from the agreed checkpoint
+            folder = run_dir / ckpt.read_manifest(run_dir)["folder"]
+            mdist.load_checkpoint(folder / state["sharded"], placed.model, opt)
+        else:
+            setup.model.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
         ckpt.load_state_of(schedule, state["schedule"], "the schedule")
         for name, spec in setup.objectives.items():
             ckpt.load_state_of(spec.batches, state["streams"].get(name), f"batches of {name!r}")
         for key, obj in setup.stateful.items():
             ckpt.load_state_of(obj, state["stateful"].get(key), key)
-        ckpt.restore_rng(state["rng"])
+        ranks = state.get("rng_ranks")  # each rank its own generators
+        ckpt.restore_rng(ranks[rank] if ranks and len(ranks) == world else state["rng"])
         step = int(state["step"])
         metrics = dict(state.get("metrics", {}))
         history.truncate(step)
@@ -242,21 +283,48 @@ def train(
     def save() -> None:
         nonlocal saved
         check_before_saving()
-        if not writes:
+        if run_dir is None:
             return
-        ckpt.save_checkpoint(run_dir, {
+        rng = ckpt.capture_rng()
+        rng_ranks = mdist.gather_object(rng) if world > 1 else None
+        payload: dict[str, Any] = {
             "step": step,
-            "model": setup.model.state_dict(),
-            "optimizer": opt.state_dict(),
             "schedule": ckpt.state_of(schedule),
             "streams": {n: ckpt.state_of(s.batches) for n, s in setup.objectives.items()},
             "stateful": {k: ckpt.state_of(o) for k, o in setup.stateful.items()},
-            "rng": ckpt.capture_rng(),
+            "rng": rng,
             "metrics": metrics,
-        }, step=step)
+        }
+        if rng_ranks is not None:
+            payload["rng_ranks"] = rng_ranks
+        if placed.sharded:
+            save_sharded(payload)
+        elif writes:
+            payload["model"] = setup.model.state_dict()
+            payload["optimizer"] = opt.state_dict()
+            ckpt.save_checkpoint(run_dir, payload, step=step)
         saved = step
         if on_checkpoint is not None:
             on_checkpoint(step, eval_seconds)
+
+    def save_sharded(payload: dict[str, Any]) -> None:
+        """Rank 0 makes the checkpoint folder, every rank writes its shards into it, then
+        rank 0 adds state.pt and commits the folder (manifest over every file)."""
+        folder = None
+        if writes:
+            folder = ckpt.new_folder(run_dir, step)
+        name = mdist.broadcast_object(None if folder is None else folder.name)
+        folder = run_dir / ckpt.FOLDER / name
+        try:
+            mdist.save_checkpoint(folder / SHARDS, placed.model, opt)
+            if writes:
+                entry = ckpt.write_state(folder, {**payload, "sharded": SHARDS})
+                ckpt.commit(run_dir, folder, step, {ckpt.STATE_NAME: entry})
+        except BaseException:
+            if writes:
+                ckpt.remove_stale(run_dir)  # the unfinished folder; the manifest's stays
+            raise
+        mdist.barrier()  # nobody goes on (or reads it) before it is committed
 
     eval_seconds = 0.0
 
@@ -266,12 +334,30 @@ def train(
             return
         start = time.perf_counter()
         was_training = setup.model.training
-        metrics = _clean_metrics(evaluate())
+        with hw.autocast():
+            metrics = _clean_metrics(evaluate())
         setup.model.train(was_training)
         eval_seconds += time.perf_counter() - start
         history.add({"step": step, "eval": metrics})
 
     from moopt.runner.progress import stage_progress
+
+    def loss_of(name: str, piece: Piece) -> torch.Tensor:
+        spec = setup.objectives[name]
+        with hw.autocast():
+            if not piece.has_batch:
+                return spec.loss()
+            return spec.loss(move_batch(piece.batch, hw.device, placed.input_dtype))
+
+    def pieces_of(name: str) -> list[Piece]:
+        return step_pieces(setup.objectives[name], accum=cfg.grad_accum, rank=rank,
+                           world=world)
+
+    def weigh(loss: torch.Tensor, piece: Piece) -> tuple[torch.Tensor, torch.Tensor]:
+        """The loss weighted for backward, and its detached share of the reported loss."""
+        weighted = loss if piece.grad_weight == 1.0 else loss * piece.grad_weight
+        share = loss.detach()
+        return weighted, share if piece.log_weight == 1.0 else share * piece.log_weight
 
     recent: dict[str, float] = {}
     stop_at = n_steps if stop_after is None else min(n_steps, step + stop_after)
@@ -282,16 +368,32 @@ def train(
         while step < stop_at:
             opt.zero_grad()
             skipped = getattr(opt, "skipped_steps", 0)
+            logged: dict[str, torch.Tensor] = {}
             if schedule is None:
-                losses = {n: spec.compute() for n, spec in setup.objectives.items()}
-                values = _finite_losses(losses, step + 1)
-                opt.backward(losses)
+                pieces = {n: pieces_of(n) for n in names}
+                # ddp: several backward passes per forward are reduced by hand below.
+                with placed.no_sync():
+                    for i in range(max(len(p) for p in pieces.values())):
+                        losses = {}
+                        for n, ps in pieces.items():
+                            if i < len(ps):
+                                losses[n], share = weigh(loss_of(n, ps[i]), ps[i])
+                                logged[n] = share if n not in logged else logged[n] + share
+                        opt.backward(losses)
+                if hw.parallel == "ddp" and world > 1:
+                    mdist.average_gradients(opt)
+                values = _reported_losses(logged, world, step + 1)
                 opt.step(weights=weights)
             else:
                 name = next(schedule)
-                loss = setup.objectives[name].compute()
-                values = _finite_losses({name: loss}, step + 1)
-                loss.backward()
+                pieces_n = pieces_of(name)
+                for i, piece in enumerate(pieces_n):
+                    # ddp: the gradients of all micro-batches are reduced in the last backward.
+                    with placed.no_sync(i < len(pieces_n) - 1):
+                        weighted, share = weigh(loss_of(name, piece), piece)
+                        weighted.backward()
+                    logged[name] = share if name not in logged else logged[name] + share
+                values = _reported_losses(logged, world, step + 1)
                 if cfg.max_grad_norm is not None:
                     torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
                 opt.step(objective=name)
@@ -320,4 +422,5 @@ def train(
         elif not metrics:
             metrics = history.evals()[-1][1]
     save()
-    return TrainResult(step, metrics, history, opt, eval_seconds, finished)
+    return TrainResult(step, metrics, history, opt, eval_seconds, finished,
+                       extras={"hardware": hw.describe()})

@@ -12,7 +12,8 @@ starts fresh or resumes and every rank follows that decision.
 Files of a run directory:
     config.json      the resolved config (written first; identifies the run)
     run.json         status (running / finished / stopped / failed; a run whose process
-                     died shows as interrupted), step, cumulative stage times
+                     died shows as interrupted), step, cumulative stage times, hardware
+                     (device, precision, parallel mode, world size)
     history.jsonl    training losses and periodic evaluations
     checkpoint.json  manifest of the latest resumable checkpoint (in checkpoints/)
     metrics.json     final metrics, flat floats (written last, atomically)
@@ -57,6 +58,7 @@ from typing import Any
 from moopt.runner.atomic import write_json_atomic
 from moopt.runner.checkpoint import checkpoint_step, has_checkpoint, seed_everything
 from moopt.runner.config import ConfigError, RunConfig
+from moopt.runner.devices import resolve_hardware
 from moopt.runner.loop import (
     TrainResult,
     is_main_process,
@@ -66,7 +68,7 @@ from moopt.runner.loop import (
     train,
 )
 from moopt.runner.rundir import STATUS_NAME, OpenedRunDir, check_run_dir, open_run_dir, read_status
-from moopt.runner.task import RunContext, TaskAdapter, TrainingSetup
+from moopt.runner.task import ReportSection, RunContext, TaskAdapter, TrainingSetup
 
 _UNSET: Any = object()
 
@@ -162,13 +164,22 @@ def run_task(
     """
     if cfg.task is None and task.name:
         cfg = cfg.model_copy(update={"task": task.name})
+    # Device, precision and process group first: asking for CUDA where there is none is
+    # an error before anything is created.
+    hardware = resolve_hardware(cfg)
     task.validate(cfg)
     check_config(cfg)
     run_dir = Path(cfg.out) if cfg.out is not None else None
     main = is_main_process()
+    refusal = None
     if run_dir is not None and main:
-        check_run_dir(run_dir, cfg, resume=resume, overwrite=overwrite)
+        try:
+            check_run_dir(run_dir, cfg, resume=resume, overwrite=overwrite)
+        except Exception as err:
+            refusal = err
+    _raise_everywhere(refusal, run_dir)
     ctx = ctx or make_context(cfg, run_dir)
+    ctx.hardware = hardware
     with cpu_threads(cfg.threads), stop_on_sigterm():
         setup = _prepare_and_build(task, cfg, ctx, prepared)
         check_setup(setup, cfg)
@@ -179,6 +190,23 @@ def run_task(
         finally:
             if opened is not None:
                 opened.release()
+
+
+def _raise_everywhere(failure: BaseException | None, run_dir: Path | None) -> None:
+    """Rank 0's refusal of the run directory raises on every rank (the others would wait
+    for rank 0 in the next collective until its timeout)."""
+    from moopt import distributed as mdist
+
+    error = None
+    if mdist.world_size() > 1 and run_dir is not None:
+        error = mdist.broadcast_object(
+            None if failure is None else f"{type(failure).__name__}: {failure}")
+    if failure is not None:
+        raise failure
+    if error is not None:
+        from moopt.runner.rundir import RunDirError
+
+        raise RunDirError(f"rank 0 could not open the run directory: {error}")
 
 
 def _prepare_and_build(task: TaskAdapter, cfg: RunConfig, ctx: RunContext,
@@ -252,10 +280,13 @@ def _train_and_report(task: TaskAdapter, cfg: RunConfig, ctx: RunContext,
         return _add(earlier, ctx.timings,
                     {"train": spent - eval_seconds, "evaluate": eval_seconds})
 
+    hardware = ctx.hardware.describe() if ctx.hardware is not None else {}
+
     def status(state: str, **extra: Any) -> None:
         if writes:
             write_json_atomic(run_dir / STATUS_NAME,
-                              {"status": state, "mode": mode, "pid": os.getpid(), **extra})
+                              {"status": state, "mode": mode, "pid": os.getpid(),
+                               "hardware": hardware, **extra})
 
     def on_checkpoint(step: int, eval_seconds: float) -> None:
         status("running", step=step, timings=timings(eval_seconds))
@@ -264,7 +295,7 @@ def _train_and_report(task: TaskAdapter, cfg: RunConfig, ctx: RunContext,
     try:
         result = train(setup, cfg, evaluate=lambda: task.evaluate(setup, cfg, ctx),
                        run_dir=run_dir, resume=mode == "resume", stop_after=stop_after,
-                       log=ctx.log, on_checkpoint=on_checkpoint)
+                       log=ctx.log, on_checkpoint=on_checkpoint, hardware=ctx.hardware)
     except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM
         status("stopped", step=_checkpoint_step(run_dir), timings=timings(),
                reason=str(err) or "interrupted")
@@ -289,7 +320,7 @@ def _train_and_report(task: TaskAdapter, cfg: RunConfig, ctx: RunContext,
 
             flat = dict(metrics)
             flat.update({f"time_{k}_s": v for k, v in total.items()})
-            extras = task.report_extras(setup, cfg, ctx)
+            extras = [hardware_section(hardware), *task.report_extras(setup, cfg, ctx)]
             write_run_report(run_dir, cfg, flat, result.history, total, extras, plots=plots)
             write_json_atomic(run_dir / "metrics.json", flat)
     except BaseException as err:
@@ -297,6 +328,12 @@ def _train_and_report(task: TaskAdapter, cfg: RunConfig, ctx: RunContext,
         raise
     status("finished" if result.finished else "stopped", step=result.step, timings=total)
     return out
+
+
+def hardware_section(hardware: dict[str, Any]) -> ReportSection:
+    """The report's record of where the run computed (device, precision, ranks)."""
+    rows = "\n".join(f"- {key}: `{value}`" for key, value in hardware.items())
+    return ReportSection("Hardware", rows or "- not recorded")
 
 
 def _checkpoint_step(run_dir: Path | None) -> int | None:

@@ -57,11 +57,16 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from torch import Tensor, nn
 
 from moopt.runner.config import RunConfig
+
+if TYPE_CHECKING:
+    import torch
+
+    from moopt.runner.devices import Hardware
 
 
 @dataclass
@@ -133,7 +138,10 @@ class RunContext:
     ``cache_dir``: where ``prepare`` may cache expensive artefacts across runs.
     ``prepared``: the return value of ``prepare``. ``is_main``: False on non-zero ranks of a
     distributed run; hooks must not write files then. ``timings``: seconds per stage, filled
-    by :meth:`stage` and shown in the report.
+    by :meth:`stage` and shown in the report. ``hardware``: the run's resolved device,
+    precision and parallel mode (``None`` outside the runner); the runner places the
+    setup's model itself, other modules a task builds (a frozen reference model) go
+    through :meth:`place`, and tensors it makes for evaluation to :attr:`device`.
     """
 
     run_dir: Path | None
@@ -142,6 +150,24 @@ class RunContext:
     is_main: bool = True
     timings: dict[str, float] = field(default_factory=dict)
     log_fn: Callable[[str], None] | None = None
+    hardware: Hardware | None = None
+
+    @property
+    def device(self) -> torch.device:
+        """The run's device (the CPU when no hardware was resolved)."""
+        import torch
+
+        return self.hardware.device if self.hardware is not None else torch.device("cpu")
+
+    def place(self, module: nn.Module) -> nn.Module:
+        """Move ``module`` to the run's device, in bfloat16 when ``precision`` is ``bf16``
+        (in place, as ``Module.to``; returned for chaining)."""
+        if self.hardware is None:
+            return module
+        import torch
+
+        dtype = self.hardware.param_dtype
+        return module.to(self.hardware.device, dtype if dtype != torch.float32 else None)
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:

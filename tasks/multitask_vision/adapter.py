@@ -130,8 +130,8 @@ class MultitaskVisionTask(TaskAdapter):
             images = _accuracy_plot(accs, single, ctx)
             sections.append(ReportSection("Single-task baselines", body + table, images))
         images = next(iter(_first_batch(data)))
-        report = optimizer_memory(setup.model, data.task_names, cfg.policy, cfg.storage,
-                                  images[:1], **cfg.optimizer_options)
+        report = optimizer_memory(_cpu_twin(cfg, data), data.task_names, cfg.policy,
+                                  cfg.storage, images[:1], **cfg.optimizer_options)
         rows = [["total", report["total_bytes"]], ["bytes per parameter",
                 report["bytes_per_param"]], ["parameters", report["num_params"]]]
         rows += [[f"role {k}", v] for k, v in report["by_role"].items()]
@@ -167,6 +167,17 @@ def _accuracy_plot(
     fig.savefig(ctx.run_dir / "accuracy.png", dpi=110, bbox_inches="tight")
     plt.close(fig)
     return ["accuracy.png"]
+
+
+def _cpu_twin(cfg: MultitaskVisionConfig, data: Any) -> Any:
+    """A new float32 CPU model of the run's architecture: the optimizer state's size depends
+    only on the shapes, the policy and the storage, and the trained model may be on a GPU,
+    in bfloat16 or wrapped for ddp / fsdp (which cannot be copied)."""
+    import torch
+    from moopt.tasks.multitask_vision.setup import make_model
+
+    with torch.random.fork_rng(devices=[]):
+        return make_model(cfg.model_copy(update={"model": None}), data)
 
 
 def _first_batch(data: Any):

@@ -36,11 +36,13 @@ from moopt.runner.config import validate_config
 from moopt.runner.loop import train
 
 CACHE_VERSION = 1
-# Fields that define a baseline besides the data (``threads`` too: it can change the
-# floating-point bits); policy, storage, mode, weights and lr ratios are multi-task choices
-# and deliberately absent.
+# Fields that define a baseline besides the data (``threads``, ``device`` and ``parallel``
+# too: they can change the floating-point bits); policy, storage, mode, weights and lr
+# ratios are multi-task choices and deliberately absent. A baseline trains on the run's
+# device, precision and ranks.
 BUDGET_FIELDS = ("seed", "steps", "epochs", "batch_size", "lr", "betas", "eps",
-                 "weight_decay", "max_grad_norm", "model", "threads")
+                 "weight_decay", "max_grad_norm", "model", "threads", "device", "precision",
+                 "grad_accum", "parallel")
 
 
 def baseline_config(cfg: MultitaskVisionConfig, task: str) -> MultitaskVisionConfig:
@@ -96,7 +98,9 @@ class BaselineCache:
         metrics = train_baseline(cfg, data, task)
         self.trained += 1
         self.memory[key] = metrics
-        if path is not None:
+        from moopt.distributed import is_main_process
+
+        if path is not None and is_main_process():  # every rank trained it; one writes
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(path.name + ".tmp")
             tmp.write_text(json.dumps({"task": task, "metrics": metrics}, indent=1))

@@ -34,7 +34,9 @@ def _batches(data: Any, batch_size: int):
 
 @torch.no_grad()
 def evaluate_model(model: nn.Module, data: Any, *, batch_size: int = 500) -> dict[str, float]:
-    """``acc_<task>`` for every task; ``f1_<task>`` for binary tasks (F1 of class 1)."""
+    """``acc_<task>`` for every task; ``f1_<task>`` for binary tasks (F1 of class 1).
+    Batches go to the device of the model's parameters, images in their dtype."""
+    param = next(model.parameters(), None)
     was_training = model.training
     model.eval()
     correct: dict[str, int] = {}
@@ -42,6 +44,9 @@ def evaluate_model(model: nn.Module, data: Any, *, batch_size: int = 500) -> dic
     total = 0
     try:
         for images, labels in _batches(data, batch_size):
+            if param is not None:
+                images = images.to(param.device, param.dtype)
+                labels = {t: y.to(param.device) for t, y in labels.items()}
             logits = model(images)
             total += images.shape[0]
             for task, out in logits.items():

@@ -71,6 +71,7 @@ def answer_nll(model: nn.Module, tokenizer: Any, questions: list[str], answers: 
 
     from moopt.objectives.lm_utils import mean_token_nll
 
+    device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     try:
@@ -78,6 +79,7 @@ def answer_nll(model: nn.Module, tokenizer: Any, questions: list[str], answers: 
         for s in range(0, len(questions), batch_size):
             batch = encode_batch(tokenizer, questions[s:s + batch_size],
                                  answers[s:s + batch_size], max_length, fmt)
+            batch = {k: v.to(device) for k, v in batch.items()}
             vals += mean_token_nll(model, batch).tolist()
     finally:
         model.train(was_training)

@@ -191,8 +191,8 @@ class UnlearningTask(TaskAdapter):
         needs_ref = [o.name for o in (forget_obj, retain_obj) if o.info.needs_reference]
         model = prepared.load_target(load_dtype(cfg))
         ref = None
-        if needs_ref:
-            ref = copy.deepcopy(model).eval()
+        if needs_ref:  # on the run's device; the runner places the trained model itself
+            ref = ctx.place(copy.deepcopy(model)).eval()
             for p in ref.parameters():
                 p.requires_grad_(False)
         # LoRA wraps the model after the reference copy, which stays the plain base model.

@@ -22,7 +22,6 @@ Example:
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import torch
@@ -30,13 +29,11 @@ from torch import nn
 
 
 def run_device(cfg: Any) -> torch.device:
-    """The device of the run fields (``cpu`` when the config has no ``device``)."""
-    value = str(getattr(cfg, "device", None) or "cpu")
-    if value == "auto":
-        value = "cuda" if torch.cuda.is_available() else "cpu"
-    if value == "cuda" and "LOCAL_RANK" in os.environ:
-        value = f"cuda:{int(os.environ['LOCAL_RANK'])}"
-    return torch.device(value)
+    """The device of the run fields, resolved as the runner resolves it (``cpu`` when the
+    config has no ``device``)."""
+    from moopt.runner.devices import resolve_device
+
+    return resolve_device(str(getattr(cfg, "device", None) or "cpu"))
 
 
 def load_dtype(cfg: Any) -> torch.dtype:

@@ -61,6 +61,20 @@ def run_ranks(fn: Callable[..., Any], out_dir: Path, *args: Any, world_size: int
     return time.perf_counter() - start
 
 
+def run_ranks_to_marker(fn: Callable[..., Any], out_dir: Path, marker: str, *args: Any,
+                        world_size: int = 2, timeout_s: float = 120.0) -> None:
+    """:func:`run_ranks` for a job whose every rank writes ``<marker>-rank<r>.json`` as its
+    last act: an abort in the process-group teardown after that (torch 2.14's gloo aborts
+    at exit in about 1 of 10 runs, without moopt too) is tolerated; any other failure, or
+    an abort before every marker exists, raises."""
+    try:
+        run_ranks(fn, out_dir, *args, world_size=world_size, timeout_s=timeout_s)
+    except mp.ProcessExitedException as exc:
+        done = all((out_dir / f"{marker}-rank{r}.json").is_file() for r in range(world_size))
+        if not (done and "SIGABRT" in str(exc)):
+            raise
+
+
 def write_result(out_dir: Path, rank: int, data: dict[str, Any], name: str) -> None:
     (out_dir / f"{name}-rank{rank}.json").write_text(json.dumps(data))
 

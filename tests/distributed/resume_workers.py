@@ -12,7 +12,7 @@ from moopt import distributed as mdist
 from moopt.integrity import CheckpointError
 from moopt.runner import checkpoint as ckpt
 from moopt.runner import finite
-from moopt.runner.loop import TrainingError, _finite_losses
+from moopt.runner.loop import TrainingError, _reported_losses
 from tests.distributed import workers
 from tests.distributed.harness import write_result
 
@@ -71,7 +71,7 @@ def agreement(rank: int, world: int, out: Path) -> None:
     # 3. A NaN loss on rank 1 only; a NaN parameter on rank 1 only.
     value = float("nan") if rank == 1 else 1.0
     try:
-        _finite_losses({"a": torch.tensor(value)}, 5)
+        _reported_losses({"a": torch.tensor(value)}, world, 5)
         results["loss"] = "no error"
     except TrainingError as exc:
         results["loss"] = str(exc)

@@ -4,7 +4,6 @@ cost on a small machine; the full policy x storage x mode matrix is marked slow.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -15,44 +14,16 @@ import moopt
 from moopt import distributed as mdist
 from moopt.errors import StateMismatchError
 from tests.distributed import workers
-from tests.distributed.harness import read_results, run_ranks
+from tests.distributed.conftest import JOB_TIMEOUT_S, STEPS, run_job
+from tests.distributed.harness import read_results
 
 pytestmark = [pytest.mark.distributed,
               pytest.mark.skipif(not torch.distributed.is_available()
                                  or not torch.distributed.is_gloo_available(),
                                  reason="torch.distributed with gloo is not available")]
 
-STEPS = 4
 F64_REL = 1e-10  # measured <= 5e-12 (bridged joint); plain rounding differences otherwise
 F32_REL = 1e-4  # measured ~4e-6: bridged's residual second moment amplifies fp32 rounding
-
-
-JOB_TIMEOUT_S = 240.0
-
-
-def _run(tmp_path_factory: pytest.TempPathFactory, full: bool) -> tuple[Path, str, float]:
-    """Run the whole job; it must end with rank 1's deliberate failure (see workers)."""
-    out = tmp_path_factory.mktemp("full" if full else "default")
-    start = time.perf_counter()
-    try:
-        run_ranks(workers.everything, out, STEPS, full,
-                  timeout_s=2 * JOB_TIMEOUT_S if full else JOB_TIMEOUT_S)
-        error = "the job finished without the deliberate failure"
-    except Exception as exc:  # inspected by the tests below
-        error = f"{type(exc).__name__}: {exc}"
-    if not (out / "done-rank0.json").exists():
-        pytest.fail(f"the distributed job failed before its end: {error}")
-    return out, error, time.perf_counter() - start
-
-
-@pytest.fixture(scope="module")
-def ran(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, float]:
-    return _run(tmp_path_factory, full=False)
-
-
-@pytest.fixture(scope="module")
-def job(ran: tuple[Path, str, float]) -> Path:
-    return ran[0]
 
 
 def _check_equivalence(results: dict[str, Any]) -> None:
@@ -215,7 +186,7 @@ def test_init_process_group_needs_a_launcher(monkeypatch: pytest.MonkeyPatch) ->
 
 @pytest.mark.slow
 def test_full_matrix(tmp_path_factory: pytest.TempPathFactory) -> None:
-    out, error, _ = _run(tmp_path_factory, full=True)
+    out, error, _ = run_job(tmp_path_factory, full=True)
     assert "rank 1 fails on purpose" in error, error
     rank0, _ = read_results(out, "ddp")
     _check_equivalence({k: v for k, v in rank0.items() if "joint_backward" not in k})

@@ -1,10 +1,13 @@
 """`moopt run` under torchrun (2 gloo ranks): a run killed with SIGKILL and resumed with
 --resume equals an uninterrupted run, and the ranks agree on resuming.
 
-The runner gives every rank the same batches and averages the gradients, and (g + g) / 2
-is g exactly, so a 2-rank run equals a single-process run bit for bit: the reference is an
-in-process run. Before the ranks agreed, only rank 0 resumed: in joint mode the run then
-"finished" with wrong metrics, in alternating mode it stopped with a mismatch error.
+Each rank trains on its share of every batch (with its own dropout draws), so the reference
+is an uninterrupted run of the same command under torchrun, and the killed-and-resumed run
+must equal it bit for bit (parameters, metrics, history): every rank restores its own RNG
+states. (Equality of 2-rank runs with one process, to rounding, is tested in
+test_runner_parallel.py.) Before the ranks agreed, only rank 0 resumed: in joint mode the
+run then "finished" with wrong metrics, in alternating mode it stopped with a mismatch
+error.
 """
 
 from __future__ import annotations
@@ -19,10 +22,9 @@ import pytest
 import torch
 
 from moopt.runner import checkpoint as ckpt
-from moopt.runner.run import run_task
 from tests.distributed import resume_workers
 from tests.distributed.harness import free_port, read_results, run_ranks
-from tests.distributed.runner_tasks import ResumeConfig, ResumeToy
+from tests.distributed.runner_tasks import ResumeConfig
 
 pytestmark = [pytest.mark.distributed,
               pytest.mark.skipif(not torch.distributed.is_available()
@@ -60,14 +62,27 @@ def _torchrun(cfg: ResumeConfig, *extra: str, kill_at: int = 0) -> subprocess.Co
                           timeout=300)
 
 
+def _finished(proc: subprocess.CompletedProcess, out: Path) -> bool:
+    """The run finished; an abort in gloo's teardown afterwards (torch 2.14 aborts at exit
+    in about 1 of 10 two-rank runs, without moopt too) is tolerated."""
+    if proc.returncode == 0:
+        return True
+    try:
+        done = json.loads((out / "run.json").read_text())["status"] == "finished"
+    except (OSError, ValueError, KeyError):
+        done = False
+    return done and "SIGABRT" in proc.stdout + proc.stderr
+
+
 def _history(out: Path) -> list[dict]:
     return [json.loads(x) for x in (out / "history.jsonl").read_text().splitlines()]
 
 
 def _kill_and_resume(tmp_path: Path, mode: str, storage: str) -> None:
     cache = tmp_path / "cache"
-    reference = run_task(ResumeToy(), _config(mode, storage, tmp_path / "ref", cache),
-                         plots=False)
+    ref_cfg = _config(mode, storage, tmp_path / "ref", cache)
+    reference = _torchrun(ref_cfg)
+    assert _finished(reference, ref_cfg.out), reference.stdout[-3000:] + reference.stderr[-3000:]
     cfg = _config(mode, storage, tmp_path / "run", cache)
     # Killed in step 7 (its 7th loss; joint steps evaluate two): the checkpoint is step 6.
     killed = _torchrun(cfg, kill_at=7 if mode == "alternating" else 13)
@@ -76,13 +91,17 @@ def _kill_and_resume(tmp_path: Path, mode: str, storage: str) -> None:
     assert status["status"] == "running" and status["step"] == 6, status  # as left by SIGKILL
     assert ckpt.checkpoint_step(cfg.out) == 6
     resumed = _torchrun(cfg, "--resume")
-    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
-    metrics = json.loads((cfg.out / "metrics.json").read_text())
-    want = {k: v for k, v in reference.metrics.items()}
-    assert {k: v for k, v in metrics.items() if not k.startswith("time_")} == want
-    assert _history(cfg.out) == _history(tmp_path / "ref")
+    assert _finished(resumed, cfg.out), resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    def metrics(out: Path) -> dict[str, float]:
+        got = json.loads((out / "metrics.json").read_text())
+        return {k: v for k, v in got.items() if not k.startswith("time_")}
+
+    assert metrics(cfg.out) == metrics(ref_cfg.out)
+    assert _history(cfg.out) == _history(ref_cfg.out)
     final = ckpt.load_checkpoint(cfg.out)["model"]
-    for name, value in reference.setup.model.state_dict().items():
+    want = ckpt.load_checkpoint(ref_cfg.out)["model"]
+    assert final.keys() == want.keys()
+    for name, value in want.items():
         assert torch.equal(final[name], value), name
 
 
@@ -109,6 +128,6 @@ def test_ranks_agree_on_resuming_and_stopping(tmp_path: Path) -> None:
         assert "rank 1 cannot resume" in got["unshared"] and \
             "checkpoint.json: missing" in got["unshared"], (r, got)
         assert got["shared_step"] == 3, (r, got)
-        assert got["loss"] == ("another rank got a non-finite loss at step 5" if r == 0 else
-                               "objective 'a' gave a non-finite loss nan at step 5"), (r, got)
+        # The reported loss is summed over the ranks: every rank sees the NaN and names it.
+        assert got["loss"] == "objective 'a' gave a non-finite loss nan at step 5", (r, got)
         assert got["params"] is True, (r, got)

@@ -19,6 +19,7 @@ from moopt import distributed as mdist
 from moopt.errors import NonFiniteGradientError, StateMismatchError
 from moopt.schedules import Alternating
 from tests.distributed.harness import write_result
+from tests.distributed.runner_workers import RUNNER_CASES, run_cases
 
 OBJECTIVES = ("forget", "retain")
 GLOBAL_BATCH = 8
@@ -337,7 +338,8 @@ def everything(rank: int, world: int, out: Path, steps: int, full: bool) -> None
                        ("nonfinite", lambda: nonfinite_checks(rank, world, out)),
                        ("ddp", lambda: ddp_equivalence(rank, world, out, steps, full)),
                        ("fsdp", lambda: fsdp_equivalence(rank, world, out, steps, full)),
-                       ("checkpoint", lambda: fsdp_checkpoint(rank, world, out, steps, full))):
+                       ("checkpoint", lambda: fsdp_checkpoint(rank, world, out, steps, full)),
+                       ("runner", lambda: run_cases(rank, world, out / "runner", RUNNER_CASES))):
         start = time.perf_counter()
         call()
         seconds[part] = round(time.perf_counter() - start, 2)
