@@ -265,8 +265,7 @@ def test_every_registered_storage_is_in_the_matrix():
         assert name in STORAGE_SPECS
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(),
-                    reason="needs a CUDA device (Triton kernels); the device check runs it")
+@pytest.mark.cuda  # skipped without a CUDA device (tests/conftest.py); make device-check
 @pytest.mark.parametrize("storage", ["fp32", "bf16", "int8"])
 @pytest.mark.parametrize("policy", POLICY_NAMES, indirect=True)
 @MODES
