@@ -15,9 +15,10 @@ $(STAMP): pyproject.toml setup.py
 setup: $(STAMP)
 
 test: $(STAMP)
-	# Compiled kernels are exercised by the slow suite; here they would only burn CPU in
-	# background compiles. The native CPU kernels build in about a second: sync makes every
-	# test take the same path from its first step. Doctests of moopt/ run too (pyproject).
+	# MOOPT_COMPILE=0: the fused path runs eagerly (compiling every kernel would take
+	# minutes; the slow suite compiles them all, the default run one). The native CPU
+	# kernels build in about a second, before the first step (MOOPT_NATIVE=sync is the
+	# default; kept for clarity). Doctests of moopt/ run too (pyproject).
 	MOOPT_COMPILE=0 MOOPT_NATIVE=sync $(PY) -m pytest -q -m "not slow"
 
 test-slow: $(STAMP)

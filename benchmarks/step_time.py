@@ -14,20 +14,30 @@ caches, which the other optimizer's step has just gone through, as a forward and
 pass would). ``ratio_to_fused_adamw_row`` in the JSON divides by the "AdamW fused" row instead.
 Every moopt configuration runs with its defaults (which, like torch's AdamW, do not look for
 NaN/inf gradients); for N = 2 each also runs "checked" (``nonfinite="raise"``: every gradient
-read once more before anything is written), and the policies in joint mode (both
-objectives' gradients every step), fp32 and int8.
+read once more before anything is written), the policies in joint mode (both objectives'
+gradients every step), "compiled" (``MOOPT_NATIVE=0``: the built-in policies on the
+torch.compile'd fused path instead of the native kernels, in both modes), and the example
+policy of ``examples/custom_policy.py`` (``shared_v``: compiled, as any registered policy).
+Each row records which path stepped it (``kernel_report``) and how long its first step took
+(``first_step_ms``: a compiled kernel is built then, unless inductor's disk cache has it).
+``--compile-cost`` instead measures the first step of a few configurations in fresh
+processes, with empty caches and then again with warm ones.
 Writes ``step_time.json`` and ``step_time.png`` (bar chart; needs matplotlib) to ``--out``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
+import importlib.util
 import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -39,14 +49,20 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import moopt  # noqa: E402
-import moopt.states.bf16  # noqa: E402,F401  (registers "bf16")
-import moopt.states.int8  # noqa: E402,F401  (registers "int8")
-from moopt.states.fast import compiled, native, with_fast_path  # noqa: E402
-from moopt.states.policy import SharingPolicy, get_policy  # noqa: E402
+from moopt.states.fast import compiled, native  # noqa: E402
 
 POLICIES = ("shared", "decoupled", "bridged")
 STORAGES = ("fp32", "bf16", "int8")
 SIZES = {"1M": 1 << 20, "8M": 8 << 20, "64M": 64 << 20}
+EXAMPLE = ROOT / "examples" / "custom_policy.py"
+CUSTOM = "shared_v"  # the policy examples/custom_policy.py registers
+
+
+def register_example_policy() -> None:
+    """Run examples/custom_policy.py as a module: it registers ``shared_v``."""
+    if CUSTOM not in moopt.list_policies():
+        spec = importlib.util.spec_from_file_location("custom_policy", EXAMPLE)
+        spec.loader.exec_module(importlib.util.module_from_spec(spec))
 
 
 def make_params(total: int, seed: int = 0) -> list[torch.nn.Parameter]:
@@ -74,14 +90,6 @@ def objective_cycle(n: int) -> list[str]:
     if n == 2:
         return ["o0"] + ["o1"] * 5
     return names
-
-
-def default_policy(name: str) -> SharingPolicy:
-    """The policy as a user gets it; wired to moopt's fast path if the class is not yet."""
-    policy = get_policy(name)
-    if type(policy).fast_step is SharingPolicy.fast_step:
-        return with_fast_path(name)
-    return policy
 
 
 Config = tuple[str, dict, Callable[[list[torch.nn.Parameter]], tuple]]
@@ -115,6 +123,8 @@ def configurations(n_objectives: list[int], reference: bool) -> list[Config]:
         return (label, {"family": "moopt", "policy": policy, "storage": storage, "N": n,
                         "path": path}, build)
 
+    register_example_policy()
+
     for n in n_objectives:
         for policy in POLICIES:
             for storage in STORAGES:
@@ -135,6 +145,24 @@ def configurations(n_objectives: list[int], reference: bool) -> list[Config]:
             if reference:
                 configs.append(moopt_config("bridged", "fp32", n, "joint reference",
                                             joint_builder("bridged", "fp32", n, fast=False)))
+            # The built-in policies on the compiled fused path (what they run where the
+            # native kernels do not: GPUs, no C compiler), against their native rows above.
+            for policy in POLICIES:
+                for storage in STORAGES:
+                    configs.append(moopt_config(
+                        policy, storage, n, "compiled",
+                        alternating_builder(policy, storage, n, native=False)))
+                for storage in ("fp32", "int8"):
+                    configs.append(moopt_config(
+                        policy, storage, n, "joint compiled",
+                        joint_builder(policy, storage, n, fast=True, native=False)))
+            # A registered policy (examples/custom_policy.py): the compiled path.
+            for storage in STORAGES:
+                configs.append(moopt_config(CUSTOM, storage, n, "default",
+                                            alternating_builder(CUSTOM, storage, n)))
+            for storage in ("fp32", "int8"):
+                configs.append(moopt_config(CUSTOM, storage, n, "joint",
+                                            joint_builder(CUSTOM, storage, n, fast=True)))
         if reference:
             for policy in POLICIES:
                 configs.append(moopt_config(policy, "fp32", n, "reference",
@@ -143,26 +171,53 @@ def configurations(n_objectives: list[int], reference: bool) -> list[Config]:
     return configs
 
 
-def alternating_builder(policy: str, storage: str, n: int, **options):
+@contextlib.contextmanager
+def native_kernels(enabled: bool):
+    """``MOOPT_NATIVE=0`` while a configuration without the native kernels steps."""
+    saved = os.environ.get("MOOPT_NATIVE")
+    if not enabled:
+        os.environ["MOOPT_NATIVE"] = "0"
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("MOOPT_NATIVE", None)
+        else:
+            os.environ["MOOPT_NATIVE"] = saved
+
+
+def without_native(opt, step: Callable[[int], None], native: bool):
+    """``step`` run with the native kernels off unless ``native``."""
+    if native:
+        return opt, step
+
+    def run(i: int) -> None:
+        with native_kernels(False):
+            step(i)
+    return opt, run
+
+
+def alternating_builder(policy: str, storage: str, n: int, *, native: bool = True,
+                        **options):
     """An alternating-mode configuration (objectives as in :func:`objective_cycle`);
-    ``options`` go to the optimizer (``nonfinite``, ``fast_path``)."""
+    ``options`` go to the optimizer (``nonfinite``, ``fast_path``); ``native=False`` turns
+    the native kernels off (the compiled fused path steps)."""
     cycle = objective_cycle(n)
 
     def build(params):
-        opt = moopt.MultiObjectiveOptimizer(params, [f"o{i}" for i in range(n)],
-                                            default_policy(policy), storage, lr=1e-3,
-                                            **options)
-        return opt, lambda i: opt.step(objective=cycle[i % len(cycle)])
+        opt = moopt.MultiObjectiveOptimizer(params, [f"o{i}" for i in range(n)], policy,
+                                            storage, lr=1e-3, **options)
+        return without_native(opt, lambda i: opt.step(objective=cycle[i % len(cycle)]),
+                              native)
     return build
 
 
-def joint_builder(policy: str, storage: str, n: int, *, fast: bool):
+def joint_builder(policy: str, storage: str, n: int, *, fast: bool, native: bool = True):
     """A joint-mode configuration: objective i's gradient is the parameter's ``.grad`` times
     ``(-0.5)^i`` (made once, outside the timing); each timed step stashes them all and steps."""
     def build(params):
-        opt = moopt.MultiObjectiveOptimizer(params, [f"o{i}" for i in range(n)],
-                                            default_policy(policy), storage, lr=1e-3,
-                                            fast_path=fast)
+        opt = moopt.MultiObjectiveOptimizer(params, [f"o{i}" for i in range(n)], policy,
+                                            storage, lr=1e-3, fast_path=fast)
         own = [p.grad for p in params]
         grads = [[g if i == 0 else g * (-0.5) ** i for g in own] for i in range(n)]
 
@@ -174,24 +229,22 @@ def joint_builder(policy: str, storage: str, n: int, *, fast: bool):
             opt.step()
             for p, g in zip(params, own):  # the next configuration finds the gradients
                 p.grad = g
-        return opt, step
+        return without_native(opt, step, native)
     return build
 
 
 def time_config(build, params, warmup: int, steps: int,
-                partner: Callable[[], None]) -> tuple[list[float], list[float], int]:
+                partner: Callable[[], None]) -> dict:
     """Step times of one configuration and of the fused-AdamW ``partner`` step taken just
-    before each of them (on its own tensors), and the configuration's state bytes."""
+    before each of them (on its own tensors), its state bytes, the duration of its first
+    step (kernels are built then: synchronously, before the step) and the paths that
+    stepped it."""
     opt, step = build(params)
-    for i in range(warmup):
+    start = time.perf_counter()
+    step(0)
+    first = time.perf_counter() - start
+    for i in range(1, warmup):
         step(i)
-    if compiled.pending() or (native.mode() != "off" and native.library() is None
-                              and native.failure() is None):
-        # Builds run in the background; a warm run uses their result.
-        compiled.wait()
-        native.library(sync=True)
-        for i in range(warmup):
-            step(i)
     times, partner_times = [], []
     for i in range(steps):
         start = time.perf_counter()
@@ -200,9 +253,12 @@ def time_config(build, params, warmup: int, steps: int,
         step(warmup + i)
         times.append(time.perf_counter() - middle)
         partner_times.append(middle - start)
-    nbytes = state_bytes(opt)
+    paths = sorted({e["path"] for e in opt.kernel_report()}) if hasattr(
+        opt, "kernel_report") else []
+    result = {"times": times, "partner_times": partner_times, "bytes": state_bytes(opt),
+              "first_step": first, "paths": paths}
     del opt
-    return times, partner_times, nbytes
+    return result
 
 
 def machine() -> dict:
@@ -222,10 +278,10 @@ def machine() -> dict:
 
 
 def _native_status() -> str:
-    """Which CPU kernels moopt's fast path used: the native library or torch's."""
+    """Whether the native CPU kernels were available to the default rows."""
     if native.mode() == "off":
         return "off (MOOPT_NATIVE=0)"
-    lib = native.library(sync=True)
+    lib = native.library()
     return f"loaded {lib._name}" if lib is not None else f"unavailable: {native.failure()}"
 
 
@@ -249,15 +305,18 @@ def run(args: argparse.Namespace) -> dict:
         samples: dict[str, list[float]] = {label: [] for label, _, _ in configs}
         partners: dict[str, list[float]] = {label: [] for label, _, _ in configs}
         memory: dict[str, int] = {}
+        first: dict[str, list[float]] = {label: [] for label, _, _ in configs}
+        paths: dict[str, list[str]] = {}
         for repeat in range(args.repeats):
             for label, _, build in configs:
                 slow = "reference" in label or label.startswith("bnb")
                 steps = max(2, args.steps // 3) if slow else args.steps
-                times, partner_times, nbytes = time_config(build, params, args.warmup, steps,
-                                                           partner_opt.step)
-                samples[label].extend(times)
-                partners[label].extend(partner_times)
-                memory[label] = nbytes
+                got = time_config(build, params, args.warmup, steps, partner_opt.step)
+                samples[label].extend(got["times"])
+                partners[label].extend(got["partner_times"])
+                memory[label] = got["bytes"]
+                first[label].append(got["first_step"])
+                paths[label] = got["paths"]
                 gc.collect()
             print(f"[{size}] repeat {repeat + 1}/{args.repeats} done", file=sys.stderr)
         base = statistics.median(samples["AdamW fused"])
@@ -269,19 +328,24 @@ def run(args: argparse.Namespace) -> dict:
                             "ratio_to_fused_adamw": med / statistics.median(partners[label]),
                             "ratio_to_fused_adamw_row": med / base,
                             "state_bytes_per_param": memory[label] / numel,
-                            "timed_steps": len(samples[label])})
+                            "timed_steps": len(samples[label]),
+                            # the first repeat's first step: kernels are built then
+                            "first_step_ms": first[label][0] * 1e3,
+                            "paths": paths[label]})
         del params, partner_opt
         gc.collect()
-    return {"machine": machine(), "settings": vars(args), "results": results}
+    return {"machine": machine(), "settings": vars(args), "results": results,
+            "compile_seconds": compiled.build_seconds()}
 
 
 def print_table(report: dict) -> str:
-    lines = [f"{'size':>4} {'configuration':<28} {'median ms':>10} {'min ms':>9} "
-             f"{'x fused':>8} {'B/param':>8}"]
+    lines = [f"{'size':>4} {'configuration':<34} {'median ms':>10} {'min ms':>9} "
+             f"{'x fused':>8} {'B/param':>8} {'1st ms':>9}  path"]
     for r in report["results"]:
-        lines.append(f"{r['size']:>4} {r['label']:<28} {r['median_ms']:>10.2f} "
+        lines.append(f"{r['size']:>4} {r['label']:<34} {r['median_ms']:>10.2f} "
                      f"{r['min_ms']:>9.2f} {r['ratio_to_fused_adamw']:>8.2f} "
-                     f"{r['state_bytes_per_param']:>8.2f}")
+                     f"{r['state_bytes_per_param']:>8.2f} {r.get('first_step_ms', 0):>9.1f}"
+                     f"  {','.join(r.get('paths', []))}")
     text = "\n".join(lines)
     print(text)
     return text
@@ -301,7 +365,8 @@ def plot(report: dict, path: Path) -> None:
     for ax, size in zip(axes[:, 0], sizes):
         rows = [r for r in report["results"] if r["size"] == size]
         shade = {"reference": "tab:red", "checked": "tab:cyan", "joint": "tab:purple",
-                 "joint reference": "tab:red"}
+                 "joint reference": "tab:red", "compiled": "tab:olive",
+                 "joint compiled": "tab:olive"}
         colors = ["tab:gray" if r["family"] != "moopt" else shade.get(r.get("path"), "tab:blue")
                   for r in rows]
         ax.bar(range(len(rows)), [r["ratio_to_fused_adamw"] for r in rows], color=colors)
@@ -314,6 +379,59 @@ def plot(report: dict, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+# Configurations whose first step builds something: (policy, storage, environment).
+FIRST_USE = {
+    "shared_v fp32 N=2 (compiled)": (CUSTOM, "fp32", {}),
+    "bridged fp32 N=2 (native library)": ("bridged", "fp32", {}),
+    "bridged fp32 N=2 compiled": ("bridged", "fp32", {"MOOPT_NATIVE": "0"}),
+    "bridged int8 N=2 compiled": ("bridged", "int8", {"MOOPT_NATIVE": "0"}),
+}
+
+
+def first_step(policy: str, storage: str, size: str) -> dict:
+    """Seconds of the first and the second alternating step of a fresh optimizer (this
+    process has not built anything yet), and the paths they took."""
+    register_example_policy()
+    params = make_params(SIZES[size])
+    opt = moopt.MultiObjectiveOptimizer(params, ["o0", "o1"], policy, storage, lr=1e-3)
+    times = []
+    for k in ("o0", "o1"):
+        start = time.perf_counter()
+        opt.step(objective=k)
+        times.append(time.perf_counter() - start)
+    return {"first_step_s": times[0], "second_step_s": times[1],
+            "paths": sorted({e["path"] for e in opt.kernel_report()})}
+
+
+def compile_cost(size: str) -> dict:
+    """The first step of each :data:`FIRST_USE` configuration in a fresh process with empty
+    caches (inductor's, triton's, moopt's native library), then in another process with the
+    caches the first one filled."""
+    rows = {}
+    for label, (policy, storage, extra) in FIRST_USE.items():
+        with tempfile.TemporaryDirectory() as cache:
+            env = {k: v for k, v in os.environ.items()
+                   if k not in ("MOOPT_NATIVE", "MOOPT_COMPILE")}
+            env.update(extra, MOOPT_CACHE_DIR=f"{cache}/moopt",
+                       TORCHINDUCTOR_CACHE_DIR=f"{cache}/inductor",
+                       TRITON_CACHE_DIR=f"{cache}/triton")
+            row = {}
+            for phase in ("cold", "warm"):
+                done = subprocess.run(
+                    [sys.executable, __file__, "--out", cache, "--first-step", policy, storage,
+                     "--sizes", size, "--threads", str(torch.get_num_threads())],
+                    env=env, capture_output=True, text=True, timeout=1800)
+                if done.returncode != 0:
+                    raise RuntimeError(f"{label} ({phase}): {done.stderr[-2000:]}")
+                row[phase] = json.loads(done.stdout.strip().splitlines()[-1])
+            rows[label] = row
+            print(f"{label:<36} first step cold {row['cold']['first_step_s']:7.2f} s, warm "
+                  f"{row['warm']['first_step_s']:6.2f} s (second step "
+                  f"{row['warm']['second_step_s'] * 1e3:.1f} ms; {row['cold']['paths']})",
+                  file=sys.stderr)
+    return {"machine": machine(), "size": size, "first_use": rows}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -331,6 +449,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch intra-op threads for every configuration (default 1: "
                              "stable timings on a shared machine)")
+    parser.add_argument("--compile-cost", action="store_true",
+                        help="measure first-use build time in fresh processes, empty and "
+                             "warm caches (writes compile_cost.json)")
+    parser.add_argument("--first-step", nargs=2, metavar=("POLICY", "STORAGE"),
+                        help=argparse.SUPPRESS)  # one --compile-cost measurement
     args = parser.parse_args(argv)
     for sz in args.sizes.split(","):
         if sz and sz not in SIZES:
@@ -340,6 +463,15 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
+    size = args.sizes.split(",")[-1]
+    if args.first_step:
+        print(json.dumps(first_step(*args.first_step, size)))
+        return 0
+    if args.compile_cost:
+        report = compile_cost(size)
+        (args.out / "compile_cost.json").write_text(json.dumps(report, indent=2))
+        print(f"wrote {args.out / 'compile_cost.json'}", file=sys.stderr)
+        return 0
     report = run(args)
     report["table"] = print_table(report)
     settings = dict(report["settings"])

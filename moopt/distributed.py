@@ -105,7 +105,7 @@ from torch import Tensor
 
 from moopt import state_format as fmt
 from moopt.errors import MooptError, StateMismatchError
-from moopt.states.fast.tensors import is_distributed, local
+from moopt.states.tensors import is_distributed, local
 
 __all__ = [
     "DistributedMismatchError", "StepGuard", "average_gradients", "barrier", "broadcast_object",

@@ -1,19 +1,10 @@
-"""Exceptions raised by moopt. Every message names the offending value."""
+"""Exceptions raised by moopt (public name; defined in :mod:`moopt.base.errors`)."""
 
-from __future__ import annotations
+from moopt.base.errors import (
+    MooptError,
+    NonFiniteGradientError,
+    StateMismatchError,
+    UnknownNameError,
+)
 
-
-class MooptError(Exception):
-    """Base class for moopt errors."""
-
-
-class UnknownNameError(MooptError, ValueError):
-    """A name was looked up in a registry that does not hold it."""
-
-
-class StateMismatchError(MooptError, ValueError):
-    """A saved optimizer state does not fit the optimizer it is loaded into."""
-
-
-class NonFiniteGradientError(MooptError, FloatingPointError):
-    """A gradient holds NaN or infinity and the optimizer is set to refuse it."""
+__all__ = ["MooptError", "NonFiniteGradientError", "StateMismatchError", "UnknownNameError"]

@@ -31,15 +31,11 @@ from moopt import state_format as fmt
 from moopt import validation as check
 from moopt.errors import NonFiniteGradientError, StateMismatchError
 from moopt.states.fast import native
-from moopt.states.policy import (
-    BufferSpec,
-    BufferView,
-    GroupBatch,
-    SharingPolicy,
-    StepContext,
-    get_policy,
-    normalized,
-)
+from moopt.states.fast.stepper import FastPath
+from moopt.states.layout import buffer_of, counter_key
+from moopt.states.policy import BufferSpec, SharingPolicy, StepInfo, get_policy, normalized
+from moopt.states.reference import ParamStep, reference_step
+from moopt.states.rule import Rule
 from moopt.states.storage import StorageBackend, compute_dtype, resolve_storage
 
 NONFINITE_MODES = ("raise", "skip", "ignore")
@@ -71,7 +67,9 @@ class MultiObjectiveOptimizer(Optimizer):
             skips the whole step; both read every gradient before writing anything, so
             nothing is written to parameters or state, at the cost of that extra read (a
             sixth to a fifth of a fused AdamW step on a CPU, docs/benchmarks.md).
-        fast_path: use the policy's multi-tensor fast path where it has one (default). With
+        fast_path: step parameters through the fused paths derived from the policy's
+            declaration (default): the native CPU kernels of the built-in policies, else the
+            compiled (or eager) fused function; :meth:`kernel_report` says which ran. With
             False every parameter takes the readable per-tensor reference path.
     """
 
@@ -94,13 +92,16 @@ class MultiObjectiveOptimizer(Optimizer):
     ) -> None:
         self.objectives = check.check_objectives(objectives)
         self.policy = get_policy(policy)
-        self.policy_name = self.policy.name or type(self.policy).__name__
+        self.policy_name = self.policy.label()
         self.storage = resolve_storage(storage, self.policy.roles())
         self._specs: dict[str, BufferSpec] = self.policy.buffer_specs()
         if nonfinite not in NONFINITE_MODES:
             raise ValueError(f"nonfinite must be one of {NONFINITE_MODES}, got {nonfinite!r}")
         self.nonfinite = nonfinite
         self.fast_path = bool(fast_path)
+        self._fast = FastPath(self.policy, self.storage) if self.fast_path else None
+        self._reference_paths: dict[int, dict[str, Any]] = {}
+        self._scalar_cache: dict[tuple, tuple[float, ...]] = {}
         self.skipped_steps = 0
         self._joint_grads: dict[str, dict[Tensor, Tensor]] = {}
         defaults = dict(lr=lr, betas=tuple(betas), base_betas=tuple(base_betas), eps=eps,
@@ -263,19 +264,15 @@ class MultiObjectiveOptimizer(Optimizer):
             self._refuse_nonfinite(f"a gradient of objective {objective!r}")
             return
         for group, params, grads in work:
-            states, contexts = [], []
-            for p in params:
+            items = []
+            for p, g in zip(params, grads):
                 state = self._state_of(p)
                 state["T"] += 1
-                state[f"t/{objective}"] += 1
-                states.append(state)
-                contexts.append(self._context(group, state, p, objective=objective))
-            batch = GroupBatch(params, grads, None, states, contexts, self.storage,
-                               group["weight_decay"])
-            if self.fast_path and self.policy.fast_step(batch):
-                continue
-            for p, g, state, ctx in zip(params, grads, states, contexts):
-                self._reference_update(p, state, ctx, grad=g)
+                state[counter_key(objective)] += 1
+                items.append(ParamStep(p, [g], (objective,),
+                                       self._scalars(group, state, p, (objective,), (1.0,)),
+                                       state))
+            self._run(group, items)
 
     def _joint_step(self, weights: dict[str, float]) -> None:
         pending = {k: grads for k, grads in self._joint_grads.items() if weights[k] > 0}
@@ -284,36 +281,37 @@ class MultiObjectiveOptimizer(Optimizer):
             self._refuse_nonfinite(f"a gradient of objectives {sorted(pending)}")
             return
         for group in self.param_groups:
-            params, states, contexts = [], [], []
-            joint: dict[str, list[Tensor | None]] = {k: [] for k in pending}
+            items = []
             for p in group["params"]:
-                present = [k for k in self.objectives if k in pending and p in pending[k]]
+                present = tuple(k for k in self.objectives if k in pending and p in pending[k])
                 if not present:
                     continue
                 state = self._state_of(p)
                 state["T"] += 1
                 for k in present:
-                    state[f"t/{k}"] += 1
-                for k in pending:
-                    joint[k].append(pending[k].get(p))
-                params.append(p)
-                states.append(state)
-                contexts.append(self._context(group, state, p,
-                                              weights=normalized(weights, present)))
-            if not params:
-                continue
-            def reference(i: int, params=params, states=states, contexts=contexts,
-                          joint=joint) -> None:
-                grads = {k: joint[k][i] for k in contexts[i].weights}
-                self._reference_update(params[i], states[i], contexts[i], joint_grads=grads)
-
-            batch = GroupBatch(params, None, joint, states, contexts, self.storage,
-                               group["weight_decay"], reference)
-            if self.fast_path and self.policy.fast_step(batch):
-                continue
-            for i in range(len(params)):
-                reference(i)
+                    state[counter_key(k)] += 1
+                a = normalized(weights, present)
+                items.append(ParamStep(p, [pending[k][p] for k in present], present,
+                                       self._scalars(group, state, p, present,
+                                                     tuple(a[k] for k in present)),
+                                       state))
+            if items:
+                self._run(group, items)
         self._joint_grads.clear()
+
+    def _run(self, group: dict[str, Any], items: list[ParamStep]) -> None:
+        """Step ``items`` (one param group) through the fast path, or the reference path."""
+        index = next(i for i, g in enumerate(self.param_groups) if g is group)
+        if self._fast is not None:
+            self._fast.step(index, items, self._reference)
+            return
+        for item in items:
+            self._reference(item)
+        self._reference_paths[index] = {
+            "reference": {"params": len(items), "why": {"fast_path=False"}}}
+
+    def _reference(self, item: ParamStep) -> None:
+        reference_step(Rule.of(self.policy, len(item.objectives)), item, self.storage)
 
     def _state_of(self, p: Tensor) -> dict[str, Any]:
         state = self.state[p]
@@ -321,54 +319,32 @@ class MultiObjectiveOptimizer(Optimizer):
             state.update(fmt.new_state(p, self._specs, self.objectives, self.storage))
         return state
 
-    def _context(self, group: dict[str, Any], state: dict[str, Any], p: Tensor, *,
-                 objective: str | None = None,
-                 weights: dict[str, float] | None = None) -> StepContext:
+    def _scalars(self, group: dict[str, Any], state: dict[str, Any], p: Tensor,
+                 objectives: tuple[str, ...], weights: tuple[float, ...]) -> tuple[float, ...]:
+        """The rule's scalar vector of one parameter's step, in float64 (parameters with the
+        same counters, weights and storage precision share it; computed once per step)."""
+        u = max(backend.unit_roundoff(p) for backend in self.storage.values())
+        dtype = compute_dtype(p)
+        counters = tuple(state[counter_key(k)] for k in objectives)
+        key = (id(group), state["T"], counters, objectives, weights, u, dtype)
+        cached = self._scalar_cache.get(key)
+        if cached is not None:
+            return cached
         ratios = group["lr_ratios"]
-        return StepContext(
-            T=state["T"],
-            t={k: state[f"t/{k}"] for k in self.objectives},
-            lrs={k: group["lr"] * ratios[k] for k in self.objectives},
-            betas=group["betas"],
-            base_betas=group["base_betas"],
-            eps=group["eps"],
-            guard=group["bridge_guard"],
-            unit_roundoff=max(b.unit_roundoff(p) for b in self.storage.values()),
-            objective=objective,
-            weights=weights or {},
-            group=group,
-        )
 
-    def _reference_update(self, p: Tensor, state: dict[str, Any], ctx: StepContext, *,
-                          grad: Tensor | None = None,
-                          joint_grads: Mapping[str, Tensor] | None = None) -> None:
-        """The readable per-tensor path: weight decay, then the policy's rule."""
-        cdt = compute_dtype(p)
-        work = p if p.dtype == cdt else p.detach().to(cdt)
-        if ctx.objective is not None:
-            lr = ctx.lr
-        else:
-            lr = sum(ctx.weights[k] * ctx.lrs[k] for k in ctx.weights)
-        wd = ctx.group["weight_decay"]
-        if wd != 0:
-            work.mul_(1 - lr * wd)
+        def info(k: str | None) -> StepInfo:
+            return StepInfo(T=state["T"], t=None if k is None else state[counter_key(k)],
+                            objective=k, betas=group["betas"], base_betas=group["base_betas"],
+                            eps=group["eps"], guard=group["bridge_guard"], unit_roundoff=u,
+                            dtype=dtype, group=group)
 
-        def read(spec: BufferSpec, obj: str | None) -> Tensor:
-            parts = fmt.gather_parts(state, spec.key(obj))
-            return self.storage[spec.role].read(parts, p, signed=spec.signed)
-
-        def write(spec: BufferSpec, obj: str | None, value: Tensor) -> None:
-            parts = fmt.gather_parts(state, spec.key(obj))
-            self.storage[spec.role].write(parts, value, signed=spec.signed)
-
-        view = BufferView(self._specs, read, write, ctx.objective)
-        if joint_grads is None:
-            self.policy.alternating(work, grad.to(cdt), view, ctx)
-        else:
-            self.policy.joint(work, {k: g.to(cdt) for k, g in joint_grads.items()}, view, ctx)
-        view.commit()
-        if work is not p:
-            p.copy_(work)
+        values = Rule.of(self.policy, len(objectives)).scalars(
+            objectives, weights, [group["lr"] * ratios[k] for k in objectives],
+            group["weight_decay"], info)
+        if len(self._scalar_cache) > 64:  # one step's worth is all that is ever reused
+            self._scalar_cache.clear()
+        self._scalar_cache[key] = values
+        return values
 
     # ----------------------------------------------------------------- checkpoints
     def _meta(self) -> dict[str, Any]:
@@ -453,8 +429,7 @@ class MultiObjectiveOptimizer(Optimizer):
             for key, value in state.items():
                 if not isinstance(value, Tensor):
                     continue
-                buffer_key = key.split("#", 1)[0]
-                name, _, objective = buffer_key.partition("/")
+                name, objective = buffer_of(key)
                 nbytes = fmt.tensor_bytes(value)
                 total += nbytes
                 by_role[self._specs[name].role] += nbytes
@@ -467,6 +442,25 @@ class MultiObjectiveOptimizer(Optimizer):
             "num_params": num_params,
             "bytes_per_param": total / num_params if num_params else 0.0,
         }
+
+    def kernel_report(self) -> list[dict[str, Any]]:
+        """Which path stepped each param group's parameters in the last step that touched
+        the group: one entry per (group, path) with ``"group"`` (index), ``"path"``
+        (``"native"``, ``"compiled"``, ``"eager"`` or ``"reference"``), ``"params"`` (how
+        many) and ``"why"`` (for ``"eager"`` and ``"reference"``: the reasons, joined).
+
+        Example:
+            >>> import torch, moopt
+            >>> p = torch.nn.Parameter(torch.ones(3, dtype=torch.float64))
+            >>> opt = moopt.MultiObjectiveOptimizer([p], ["a"], fast_path=False)
+            >>> p.grad = torch.ones(3, dtype=torch.float64); opt.step()
+            >>> opt.kernel_report()
+            [{'group': 0, 'path': 'reference', 'params': 1, 'why': 'fast_path=False'}]
+        """
+        last = self._fast.last if self._fast is not None else self._reference_paths
+        return [{"group": group, "path": path, "params": entry["params"],
+                 "why": "; ".join(sorted(entry["why"]))}
+                for group, paths in sorted(last.items()) for path, entry in paths.items()]
 
     def __repr__(self) -> str:
         storage = ", ".join(f"{role}={b.name or type(b).__name__}"

@@ -1,10 +1,7 @@
-"""How optimizer state is laid out per parameter, and how a saved state is checked.
+"""How a parameter's optimizer state is made, and how a saved state is checked.
 
-Per parameter the optimizer keeps a flat dict: ``"T"`` (int, steps taken), ``"t/<k>"``
-(int, steps objective k took part in), and each buffer's storage parts under
-``"<buffer key>"`` (a plain tensor) or ``"<buffer key>#<part>"`` (e.g. 8-bit codes and
-scales). Buffer keys are ``"<name>"`` for shared buffers and ``"<name>/<objective>"`` for
-per-objective ones.
+The keys follow :mod:`moopt.states.layout` (counters ``"T"``, ``"t/<k>"``; buffer parts
+``"<buffer key>"`` / ``"<buffer key>#<part>"``); the buffers are the policy's declaration.
 """
 
 from __future__ import annotations
@@ -16,43 +13,19 @@ import torch
 from torch import Tensor
 
 from moopt.errors import StateMismatchError
+from moopt.states.layout import buffer_slots, counter_key, gather_parts, part_key
 from moopt.states.policy import BufferSpec
-from moopt.states.storage import Parts, StorageBackend
+from moopt.states.storage import StorageBackend
 
-
-def part_key(buffer_key: str, part: str) -> str:
-    return buffer_key if part == "" else f"{buffer_key}#{part}"
-
-
-def gather_parts(state: Mapping[str, Any], buffer_key: str) -> Parts:
-    """The storage parts of one buffer, by part name."""
-    prefix = buffer_key + "#"
-    parts: Parts = {}
-    for key, value in state.items():
-        if key == buffer_key:
-            parts[""] = value
-        elif key.startswith(prefix):
-            parts[key[len(prefix):]] = value
-    return parts
-
-
-def buffer_slots(specs: Mapping[str, BufferSpec],
-                 objectives: tuple[str, ...]) -> list[tuple[BufferSpec, str | None]]:
-    """Every (buffer, objective) pair a parameter holds."""
-    slots: list[tuple[BufferSpec, str | None]] = []
-    for spec in specs.values():
-        if spec.per_objective:
-            slots.extend((spec, k) for k in objectives)
-        else:
-            slots.append((spec, None))
-    return slots
+__all__ = ["buffer_slots", "check_saved_state", "clone_state", "describe_storage",
+           "gather_parts", "new_state", "part_key", "tensor_bytes"]
 
 
 def new_state(param: Tensor, specs: Mapping[str, BufferSpec], objectives: tuple[str, ...],
               storage: Mapping[str, StorageBackend]) -> dict[str, Any]:
     """Zero state of one parameter: counters and every buffer's parts."""
     state: dict[str, Any] = {"T": 0}
-    state.update({f"t/{k}": 0 for k in objectives})
+    state.update({counter_key(k): 0 for k in objectives})
     for spec, obj in buffer_slots(specs, objectives):
         parts = storage[spec.role].allocate(param, signed=spec.signed)
         for part, tensor in parts.items():

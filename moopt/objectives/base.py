@@ -24,7 +24,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from moopt.errors import MooptError
+from moopt.base.errors import MooptError
 
 ROLES = ("forget", "retain", "any")
 """Where an objective may be used: as the forget loss, the retain loss, or either."""

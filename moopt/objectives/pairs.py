@@ -10,7 +10,7 @@ Example:
 
 from __future__ import annotations
 
-from moopt.errors import UnknownNameError
+from moopt.base.errors import UnknownNameError
 from moopt.objectives.registry import OBJECTIVES, list_objectives
 
 PAPER_PAIRS = ("me+gd", "idk+ap", "npo+gd", "dpo+gd", "ga+gd")

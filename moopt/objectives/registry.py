@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from moopt.base.registry import Registry
 from moopt.objectives.base import (
     ROLES,
     LossFn,
@@ -25,7 +26,6 @@ from moopt.objectives.base import (
     ObjectiveSpec,
     keyword_defaults,
 )
-from moopt.registry import Registry
 
 OBJECTIVES: Registry[ObjectiveSpec] = Registry("objective")
 """All registered objectives, by name (values are ``ObjectiveSpec``)."""

@@ -3,15 +3,14 @@
 from moopt.states import bf16, bridged, decoupled, int8, shared  # noqa: F401  (registration)
 from moopt.states.policy import (
     BufferSpec,
-    BufferView,
-    GroupBatch,
     SharingPolicy,
-    StepContext,
+    StepInfo,
     get_policy,
     list_policies,
     register_policy,
 )
 from moopt.states.storage import (
+    Codec,
     StorageBackend,
     get_storage,
     list_storages,
@@ -19,7 +18,6 @@ from moopt.states.storage import (
 )
 
 __all__ = [
-    "BufferSpec", "BufferView", "GroupBatch", "SharingPolicy", "StepContext", "StorageBackend",
-    "get_policy", "get_storage", "list_policies", "list_storages", "register_policy",
-    "register_storage",
+    "BufferSpec", "Codec", "SharingPolicy", "StepInfo", "StorageBackend", "get_policy",
+    "get_storage", "list_policies", "list_storages", "register_policy", "register_storage",
 ]

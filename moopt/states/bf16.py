@@ -21,9 +21,16 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from moopt.errors import StateMismatchError
-from moopt.states.fast.tensors import like, local
-from moopt.states.storage import Parts, StorageBackend, compute_dtype, register_storage
+from moopt.base.errors import StateMismatchError
+from moopt.states.storage import (
+    PLAIN,
+    Codec,
+    Parts,
+    StorageBackend,
+    compute_dtype,
+    register_storage,
+)
+from moopt.states.tensors import like, local
 
 _HIGH_HALF = -65536  # int32 0xFFFF0000: keeps sign, exponent and bfloat16's 7 mantissa bits
 
@@ -61,6 +68,12 @@ class BF16Storage(StorageBackend):
     def allocate(self, param: Tensor, *, signed: bool) -> Parts:
         shard = local(param)
         return {"": torch.zeros(shard.shape, dtype=torch.bfloat16, device=shard.device)}
+
+    def codec(self, param: Tensor, *, signed: bool) -> Codec | None:
+        """A plain codec (the copy into the bfloat16 part rounds to nearest even); none with
+        stochastic rounding, whose random bits come from torch's global generator in the order
+        of the reference path's writes."""
+        return None if self.stochastic_rounding else PLAIN
 
     def _stored(self, parts: Parts) -> Tensor:
         stored = parts.get("")

@@ -1,9 +1,19 @@
 """The ``bridged`` policy (DualOptim+): a shared base state plus per-objective deltas.
 
 The base (m_b, v_b) sees every gradient; objective k's delta (m_k, v_k) tracks k's residual
-against the base. The step uses ``(m_k^ + m_b^) / (sqrt(|v_k^ + v_b^|) + eps)``, so the
-optimizer acts like one shared Adam when objectives agree and like separate ones when they
-conflict. Rules: docs/concepts.md (alternating and joint).
+against the base. A step of objective k (T and t_k already counted):
+
+    mb^ = m_b / (1 - b3^(T-1)),  vb^ = v_b / (1 - b4^(T-1))      (mb^ = m_b, vb^ = v_b at T = 1)
+    m_k <- b1 m_k + (1 - b1) (g - mb^) ;  v_k <- b2 v_k + (1 - b2) (g^2 - vb^)
+    mk^ = m_k / (1 - b1^t_k),  vk^ = v_k / (1 - b2^t_k)
+    theta <- theta - lr_k (mk^ + mb^) / (sqrt(|vk^ + vb^|) + eps)      (with the guard below)
+    m_b <- b3 m_b + (1 - b3) g ;  v_b <- b4 v_b + (1 - b4) g^2
+
+so the optimizer acts like one shared Adam when objectives agree and like separate ones when
+they conflict. Joint mode (``joint_mode = "average"``): every objective's delta step reads
+the same base; the parameter moves by ``sum_k a_k lr_k direction_k`` and the base is fed
+``sum_k a_k g_k`` and ``sum_k a_k g_k^2`` (the a_k-weighted mean of the objectives' base
+updates). The formulas are also in docs/concepts.md.
 
 Cancellation guard
 ------------------
@@ -29,6 +39,10 @@ opposite sign when one objective's gradients dwarf another's. The guard has two 
 
 ``bridge_guard=0`` disables both and reproduces the unguarded formula.
 
+The guard is one piece: :func:`guard_settings` / :func:`guard_coefficients` (host) and
+:func:`guarded_direction` (tensors); the native kernel's copy is ``guarded_direction`` in
+``fast/native.c``.
+
 Example:
     >>> import torch, moopt
     >>> p = torch.nn.Parameter(torch.ones(2))
@@ -41,20 +55,12 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 
 import torch
 from torch import Tensor
 
-from moopt.states.policy import (
-    BufferSpec,
-    BufferView,
-    GroupBatch,
-    SharingPolicy,
-    StepContext,
-    builtin_fast_step,
-    register_policy,
-)
+from moopt.states.adam import ema, moment_coefficients
+from moopt.states.policy import BufferSpec, SharingPolicy, StepInfo, register_policy
 
 # Storage coarser than this (bf16, int8) cannot resolve a cancelled v_k^ + v_b^: bridged
 # directions are clipped to LOSSY_STEP_BOUND there instead of floored at its rounding.
@@ -63,15 +69,7 @@ LOSSY_ROUNDOFF = 2.0**-20
 LOSSY_STEP_BOUND = 3.0
 
 
-def base_read(m_b: Tensor, v_b: Tensor, T: int,
-              base_betas: tuple[float, float]) -> tuple[Tensor, Tensor]:
-    """The base moments bias-corrected by T - 1 (the base has not yet seen this gradient)."""
-    if T == 1:
-        return m_b.clone(), v_b.clone()
-    b3, b4 = base_betas
-    return m_b / (1 - b3 ** (T - 1)), v_b / (1 - b4 ** (T - 1))
-
-
+# ---------------------------------------------------------------- the cancellation guard
 def guard_settings(guard: float, unit_roundoff: float,
                    compute_dtype: torch.dtype) -> tuple[float, float]:
     """``(floor, bound)`` of the cancellation guard: the coefficient of
@@ -85,29 +83,24 @@ def guard_settings(guard: float, unit_roundoff: float,
     return guard * unit_roundoff, math.inf
 
 
-def guarded_denominator(vk_hat: Tensor, vb_hat: Tensor, eps: float, floor: float) -> Tensor:
-    """``sqrt(max(|vk^ + vb^|, floor * (|vk^| + |vb^|))) + eps``."""
-    total = (vk_hat + vb_hat).abs_()
-    if floor > 0:
-        total = torch.maximum(total, vk_hat.abs().add_(vb_hat.abs()).mul_(floor))
-    return total.sqrt_().add_(eps)
+def guard_coefficients(info: StepInfo) -> dict[str, float]:
+    """The guard's coefficients of one step: ``guard_u`` (the floor) and ``bound``."""
+    floor, bound = guard_settings(info.guard, info.unit_roundoff, info.dtype)
+    return {"guard_u": floor, "bound": bound}
 
 
-def delta_direction(grad: Tensor, m_k: Tensor, v_k: Tensor, mb_hat: Tensor, vb_hat: Tensor,
-                    t_k: int, ctx: StepContext) -> Tensor:
-    """Steps 3-5 for one objective: update its delta, return its (unscaled) direction."""
-    b1, b2 = ctx.betas
-    m_k.mul_(b1).add_(grad - mb_hat, alpha=1 - b1)
-    v_k.mul_(b2).add_(grad * grad - vb_hat, alpha=1 - b2)
-    mk_hat = m_k / (1 - b1**t_k)
-    vk_hat = v_k / (1 - b2**t_k)
-    floor, bound = guard_settings(ctx.guard, ctx.unit_roundoff, vk_hat.dtype)
-    direction = mk_hat.add_(mb_hat).div_(guarded_denominator(vk_hat, vb_hat, ctx.eps, floor))
-    if math.isfinite(bound):
-        direction.clamp_(-bound, bound)
-    return direction
+def guarded_direction(mk_hat: Tensor, vk_hat: Tensor, mb_hat: Tensor, vb_hat: Tensor,
+                      eps: Tensor | float, guard_u: Tensor | float,
+                      bound: Tensor | float) -> Tensor:
+    """``(mk^ + mb^) / (sqrt(max(|vk^ + vb^|, guard_u (|vk^| + |vb^|))) + eps)``, clipped to
+    ``[-bound, bound]``. ``guard_u = 0`` and ``bound = inf`` give the unguarded formula."""
+    total = (vk_hat + vb_hat).abs()
+    floor = (vk_hat.abs() + vb_hat.abs()) * guard_u
+    denom = torch.maximum(total, floor).sqrt() + eps
+    return torch.clamp((mk_hat + mb_hat) / denom, -bound, bound)
 
 
+# ------------------------------------------------------------------------- the policy
 @register_policy("bridged")
 class BridgedPolicy(SharingPolicy):
     """Shared base (m_b, v_b) + per-objective residual deltas (m_k, v_k): 2 + 2N buffers."""
@@ -120,34 +113,24 @@ class BridgedPolicy(SharingPolicy):
         BufferSpec("v", per_objective=True, signed=True, role="delta"),
     )
 
-    def alternating(self, param: Tensor, grad: Tensor, state: BufferView,
-                    ctx: StepContext) -> None:
-        m_b, v_b = state["m_base"], state["v_base"]
-        mb_hat, vb_hat = base_read(m_b, v_b, ctx.T, ctx.base_betas)
-        direction = delta_direction(grad, state["m"], state["v"], mb_hat, vb_hat, ctx.t_k, ctx)
-        param.sub_(direction, alpha=ctx.lr)
-        b3, b4 = ctx.base_betas
-        m_b.mul_(b3).add_(grad, alpha=1 - b3)
-        v_b.mul_(b4).addcmul_(grad, grad, value=1 - b4)
+    def coefficients(self, info: StepInfo) -> dict[str, float]:
+        b3, b4 = (float(b) for b in info.base_betas)
+        seen = info.T - 1  # the base has not yet seen this gradient
+        return {
+            **moment_coefficients(info.betas, info.t),
+            "b3": b3, "a3": 1.0 - b3, "b4": b4, "a4": 1.0 - b4,
+            "cb1": 1.0 / (1.0 - b3**seen) if seen > 0 else 1.0,
+            "cb2": 1.0 / (1.0 - b4**seen) if seen > 0 else 1.0,
+            "eps": float(info.eps),
+            **guard_coefficients(info),
+        }
 
-    def joint(self, param: Tensor, grads: Mapping[str, Tensor], state: BufferView,
-              ctx: StepContext) -> None:
-        m_b, v_b = state["m_base"], state["v_base"]
-        mb_hat, vb_hat = base_read(m_b, v_b, ctx.T, ctx.base_betas)
-        update = torch.zeros_like(param)
-        mean_g = torch.zeros_like(param)
-        mean_g2 = torch.zeros_like(param)
-        for k, g in grads.items():
-            a_k = ctx.weights[k]
-            direction = delta_direction(g, state.of("m", k), state.of("v", k), mb_hat, vb_hat,
-                                        ctx.t[k], ctx)
-            update.add_(direction, alpha=a_k * ctx.lrs[k])
-            mean_g.add_(g, alpha=a_k)
-            mean_g2.addcmul_(g, g, value=a_k)
-        param.sub_(update)
-        b3, b4 = ctx.base_betas
-        m_b.mul_(b3).add_(mean_g, alpha=1 - b3)
-        v_b.mul_(b4).add_(mean_g2, alpha=1 - b4)
-
-    def fast_step(self, batch: GroupBatch) -> bool:
-        return builtin_fast_step(self, BridgedPolicy, "bridged", batch)
+    def update(self, grad, state, coef):
+        mb_hat, vb_hat = state.m_base * coef.cb1, state.v_base * coef.cb2
+        g2 = grad * grad
+        m = ema(state.m, grad - mb_hat, coef.b1, coef.a1)
+        v = ema(state.v, g2 - vb_hat, coef.b2, coef.a2)
+        direction = guarded_direction(m * coef.c1, v * coef.c2, mb_hat, vb_hat, coef.eps,
+                                      coef.guard_u, coef.bound)
+        return direction, {"m": m, "v": v, "m_base": ema(state.m_base, grad, coef.b3, coef.a3),
+                           "v_base": ema(state.v_base, g2, coef.b4, coef.a4)}

@@ -1,6 +1,12 @@
 """The ``decoupled`` policy (DualOptim): one independent Adam state per objective.
 
-A step of objective k reads and writes only k's moments, bias-corrected by k's own counter.
+A step of objective k reads and writes only k's moments, bias-corrected by k's own counter:
+
+    m_k <- b1 m_k + (1 - b1) g ;  v_k <- b2 v_k + (1 - b2) g^2
+    theta <- theta - lr_k * (m_k / (1 - b1^t_k)) / (sqrt(v_k / (1 - b2^t_k)) + eps)
+
+Joint mode: every objective updates its own state with its gradient and the parameter moves
+by ``sum_k a_k lr_k direction_k``.
 
 Example:
     >>> import torch, moopt
@@ -15,47 +21,18 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
-import torch
-from torch import Tensor
-
-from moopt.states.policy import (
-    BufferSpec,
-    BufferView,
-    GroupBatch,
-    SharingPolicy,
-    StepContext,
-    builtin_fast_step,
-    register_policy,
-)
-from moopt.states.shared import adam_direction, ema_
+from moopt.states.adam import adam_coefficients, adam_moments, adam_update
+from moopt.states.policy import SharingPolicy, StepInfo, register_policy
 
 
 @register_policy("decoupled")
 class DecoupledPolicy(SharingPolicy):
     """Per-objective (m_k, v_k); the step of k uses k's counter t_k."""
 
-    buffers = (
-        BufferSpec("m", per_objective=True, signed=True, role="delta"),
-        BufferSpec("v", per_objective=True, signed=False, role="delta"),
-    )
+    buffers = adam_moments(per_objective=True, role="delta")
 
-    def alternating(self, param: Tensor, grad: Tensor, state: BufferView,
-                    ctx: StepContext) -> None:
-        ema_(state["m"], state["v"], grad, ctx.betas)
-        direction = adam_direction(state["m"], state["v"], ctx.t_k, ctx.betas, ctx.eps)
-        param.sub_(direction, alpha=ctx.lr)
+    def coefficients(self, info: StepInfo) -> dict[str, float]:
+        return adam_coefficients(info.betas, info.t, info.eps)
 
-    def joint(self, param: Tensor, grads: Mapping[str, Tensor], state: BufferView,
-              ctx: StepContext) -> None:
-        update = torch.zeros_like(param)
-        for k, g in grads.items():
-            m, v = state.of("m", k), state.of("v", k)
-            ema_(m, v, g, ctx.betas)
-            update.add_(adam_direction(m, v, ctx.t[k], ctx.betas, ctx.eps),
-                        alpha=ctx.weights[k] * ctx.lrs[k])
-        param.sub_(update)
-
-    def fast_step(self, batch: GroupBatch) -> bool:
-        return builtin_fast_step(self, DecoupledPolicy, "decoupled", batch)
+    def update(self, grad, state, coef):
+        return adam_update(grad, state, coef)

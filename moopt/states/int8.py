@@ -10,8 +10,8 @@ local shard.
 
 Example:
     >>> import torch
-    >>> from moopt.states.storage import get_storage
-    >>> backend = get_storage("int8")
+    >>> from moopt.states.int8 import Int8Storage
+    >>> backend = Int8Storage(block_size=256)
     >>> p = torch.zeros(8192)
     >>> parts = backend.allocate(p, signed=True)
     >>> sorted((k, v.dtype, tuple(v.shape)) for k, v in parts.items())
@@ -27,17 +27,25 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from moopt.errors import StateMismatchError
+from moopt.base.errors import StateMismatchError
 from moopt.states.fast import native
-from moopt.states.fast.tensors import like, local
 from moopt.states.quantization import (
+    BlockCodec,
     QuantMap,
     dequantize_blockwise,
     get_map,
     num_blocks,
     quantize_blockwise,
 )
-from moopt.states.storage import Parts, StorageBackend, compute_dtype, register_storage
+from moopt.states.storage import (
+    PLAIN,
+    Codec,
+    Parts,
+    StorageBackend,
+    compute_dtype,
+    register_storage,
+)
+from moopt.states.tensors import like, local
 
 
 def _native_ok(codes: Tensor, absmax: Tensor) -> bool:
@@ -95,6 +103,9 @@ class Int8Storage(StorageBackend):
             "absmax": torch.zeros(num_blocks(n, self.block_size), dtype=torch.float32,
                                   device=shard.device),
         }
+
+    def codec(self, param: Tensor, *, signed: bool) -> Codec:
+        return BlockCodec(self.qmap(signed), self.block_size) if self.quantizes(param) else PLAIN
 
     def _check(self, parts: Parts, n: int) -> None:
         if "codes" not in parts or "absmax" not in parts:

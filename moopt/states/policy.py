@@ -1,65 +1,78 @@
-"""Sharing policies: which optimizer-state buffers exist and how one step updates them.
+"""Sharing policies, declared once: their buffers and their elementwise update in torch ops.
 
-A policy declares its buffers (:class:`BufferSpec`) and implements the per-tensor update of
-one parameter — the readable reference, float64-exact. The optimizer does everything that is
-common to every policy: validation, counters, weight decay, dtype handling, storage, and
-dispatch.
+A policy is a :class:`SharingPolicy` subclass with three parts:
 
-Contract of the reference path
-------------------------------
-``alternating(param, grad, state, ctx)`` and ``joint(param, grads, state, ctx)`` receive:
+* ``buffers``: its state buffers (:class:`BufferSpec`: name, one copy per objective or one
+  shared copy, signed or not, storage role);
+* ``coefficients(info)``: every scalar the update multiplies by, computed on the host in
+  float64 from a :class:`StepInfo` (counters and hyperparameters) and returned by name;
+* ``update(grad, state, coef)``: one objective's step in elementwise torch ops. ``state``
+  holds the buffers' current values (``state.m``; a per-objective buffer is the stepping
+  objective's copy) and ``coef`` the coefficients as 0-d tensors (``coef.b1``). It returns
+  ``(direction, new_values)``: the parameter moves by ``-lr * direction`` (after weight
+  decay), and ``new_values`` maps buffer names to their new values (buffers it leaves out
+  keep theirs). It must not modify its inputs in place.
 
-* ``param``: the parameter in the compute dtype (float32, or float64 for float64
-  parameters), weight decay already applied. Update it in place.
-* ``grad`` / ``grads``: the gradient(s) in the compute dtype. In joint mode ``grads`` maps
-  each objective that has a gradient for this parameter to that gradient.
-* ``state``: a :class:`BufferView`. ``state["m"]`` is buffer ``m`` — for a per-objective
-  buffer, the driving objective's copy (alternating); ``state.of("m", k)`` names the
-  objective. Values are compute-dtype tensors; update them in place, or assign a new tensor
-  with ``state["m"] = value``. The optimizer stores them back through the storage backend.
-* ``ctx``: a :class:`StepContext` (learning rates, betas, counters already incremented...).
+Everything else derives from that declaration: the reference path, the fused path
+(compiled, every storage and device), the native CPU kernels' argument tables, state keys,
+checkpoints, memory accounting and distributed layouts (:mod:`moopt.states.rule` says how).
 
-Fast paths
-----------
-A policy may also implement ``fast_step(batch: GroupBatch) -> bool``: the whole step of a
-list of parameters at once (weight decay included, counters already incremented). It returns
-``False`` when it cannot take the batch (e.g. an unsupported storage backend or tensor type);
-the optimizer then runs the reference path for that batch. Tests must hold every fast path
-equal to the reference path.
+Joint mode (every objective's gradient in one step, weights ``a_k`` normalised over the
+objectives present) follows ``joint_mode``:
 
-The built-in policies (exactly these classes, not subclasses, whose math may differ) delegate
-to ``moopt.states.fast.dispatch(kind, batch) -> bool`` with ``kind`` one of ``"shared"``,
-``"decoupled"``, ``"bridged"``; it is imported lazily on the first step and returns False for
-anything it does not handle (its absence means no fast path).
+* ``"average"`` (default): every objective takes its step from the same read of the state;
+  its per-objective buffers keep their results, the shared buffers take
+  ``sum_k a_k new_k`` and the parameter ``-sum_k a_k lr_k direction_k``;
+* ``"mix"``: one step on the mixed gradient ``sum_k a_k g_k`` with ``lr = sum_k a_k lr_k``.
 
-Example (a complete custom policy; also in docs/extending.md):
+Write coefficients such as ``1 - beta`` in ``coefficients`` (float64), not in ``update``:
+there a tensor scalar would round beta to float32 first.
+
+Example (a complete policy; ``examples/custom_policy.py`` trains one):
     >>> import torch, moopt
     >>> from moopt.states.policy import BufferSpec, SharingPolicy
     >>> @moopt.register_policy("signsgd_momentum", overwrite=True)
     ... class SignMomentum(SharingPolicy):
     ...     buffers = (BufferSpec("m", per_objective=True, signed=True, role="delta"),)
-    ...     def alternating(self, param, grad, state, ctx):
-    ...         state["m"].mul_(ctx.betas[0]).add_(grad, alpha=1 - ctx.betas[0])
-    ...         param.add_(state["m"].sign(), alpha=-ctx.lr)
+    ...     def coefficients(self, info):
+    ...         b1 = info.betas[0]
+    ...         return {"b1": b1, "a1": 1 - b1}
+    ...     def update(self, grad, state, coef):
+    ...         m = state.m * coef.b1 + grad * coef.a1
+    ...         return m.sign(), {"m": m}
     >>> p = torch.nn.Parameter(torch.ones(3))
     >>> opt = moopt.MultiObjectiveOptimizer([p], objectives=["a", "b"],
     ...                                     policy="signsgd_momentum", lr=0.1)
     >>> p.grad = torch.ones(3); opt.step(objective="a")
     >>> p.detach()
     tensor([0.9000, 0.9000, 0.9000])
+    >>> POLICIES.unregister("signsgd_momentum")  # (keeps the registry as it was)
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+import collections
+import functools
+import keyword
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import torch
 from torch import Tensor
 
-from moopt.registry import Registry, decorator_for
+from moopt.base.registry import Registry, decorator_for
 
 ROLES = ("shared", "base", "delta")
+JOINT_MODES = ("average", "mix")
+
+
+def _identifier(kind: str, name: object) -> str:
+    if not isinstance(name, str) or not name.isidentifier() or keyword.iskeyword(name) \
+            or name.startswith("_"):
+        raise ValueError(f"{kind} name {name!r} must be a Python identifier not starting "
+                         "with '_' (it is read as an attribute, e.g. state.m)")
+    return name
 
 
 @dataclass(frozen=True)
@@ -79,135 +92,72 @@ class BufferSpec:
     def __post_init__(self) -> None:
         if self.role not in ROLES:
             raise ValueError(f"buffer {self.name!r}: role {self.role!r} is not one of {ROLES}")
-        if not self.name or "/" in self.name or "#" in self.name:
-            raise ValueError(f"buffer name {self.name!r} must be non-empty without '/' or '#'")
+        _identifier("buffer", self.name)
 
     def key(self, objective: str | None) -> str:
         """The state-dict key of this buffer (for ``objective`` if per-objective)."""
         return f"{self.name}/{objective}" if self.per_objective else self.name
 
 
-@dataclass
-class StepContext:
-    """Everything a policy's per-tensor update needs besides tensors.
+@dataclass(frozen=True)
+class StepInfo:
+    """What a policy's ``coefficients`` may depend on, for one objective's step.
 
-    Alternating mode: ``objective`` drives the step, ``lr`` is its learning rate
-    (``group lr * lr_ratio``) and ``t_k`` its counter. Joint mode: ``objective`` is None and
-    ``lrs`` / ``weights`` (normalised over the objectives present) describe every objective.
-    Counters are already incremented for this step: ``T`` counts all steps of the parameter,
-    ``t[k]`` the steps objective ``k`` took part in.
+    ``T`` counts the parameter's steps and ``t`` the stepping objective's (both already
+    incremented for this step). In a ``"mix"`` joint step no single objective steps:
+    ``objective`` and ``t`` are None. ``group`` is the parameter group (any custom
+    hyperparameter a policy reads), ``guard`` the group's ``bridge_guard`` and
+    ``unit_roundoff`` the largest relative rounding error of the parameter's storage, and
+    ``dtype`` the compute dtype (float32, or float64 for float64 parameters).
     """
 
     T: int
-    t: dict[str, int]
-    lrs: dict[str, float]
+    t: int | None
+    objective: str | None
     betas: tuple[float, float]
     base_betas: tuple[float, float]
     eps: float
     guard: float
     unit_roundoff: float
-    objective: str | None = None
-    weights: dict[str, float] = field(default_factory=dict)
-    group: Mapping[str, Any] = field(default_factory=dict)
-
-    @property
-    def lr(self) -> float:
-        """Learning rate of the driving objective (alternating mode)."""
-        if self.objective is None:
-            raise RuntimeError("ctx.lr is only defined in alternating mode; use ctx.lrs[k]")
-        return self.lrs[self.objective]
-
-    @property
-    def t_k(self) -> int:
-        """Counter of the driving objective (alternating mode)."""
-        if self.objective is None:
-            raise RuntimeError("ctx.t_k is only defined in alternating mode; use ctx.t[k]")
-        return self.t[self.objective]
+    dtype: torch.dtype = torch.float32
+    group: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
 
-class BufferView:
-    """Read/write access to one parameter's buffers in the compute dtype.
-
-    Reads go through the storage backend once and are cached; :meth:`commit` writes every
-    buffer that was read back through its backend (a no-op for aliasing fp32 storage).
-    """
-
-    def __init__(
-        self,
-        specs: Mapping[str, BufferSpec],
-        read: Callable[[BufferSpec, str | None], Tensor],
-        write: Callable[[BufferSpec, str | None, Tensor], None],
-        objective: str | None,
-    ) -> None:
-        self._specs = specs
-        self._read = read
-        self._write = write
-        self._objective = objective
-        self._cache: dict[tuple[str, str | None], Tensor] = {}
-
-    def _slot(self, name: str, objective: str | None) -> tuple[BufferSpec, str | None]:
-        try:
-            spec = self._specs[name]
-        except KeyError:
-            raise KeyError(f"policy has no buffer {name!r}; buffers: {list(self._specs)}") from None
-        if not spec.per_objective:
-            return spec, None
-        if objective is None:
-            raise KeyError(f"buffer {name!r} is per objective: use state.of({name!r}, objective)")
-        return spec, objective
-
-    def of(self, name: str, objective: str | None) -> Tensor:
-        spec, obj = self._slot(name, objective)
-        key = (name, obj)
-        if key not in self._cache:
-            self._cache[key] = self._read(spec, obj)
-        return self._cache[key]
-
-    def set(self, name: str, objective: str | None, value: Tensor) -> None:
-        spec, obj = self._slot(name, objective)
-        self._cache[(name, obj)] = value
-
-    def __getitem__(self, name: str) -> Tensor:
-        return self.of(name, self._objective)
-
-    def __setitem__(self, name: str, value: Tensor) -> None:
-        self.set(name, self._objective, value)
-
-    def commit(self) -> None:
-        for (name, obj), value in self._cache.items():
-            self._write(self._specs[name], obj, value)
-        self._cache.clear()
+SAMPLE_INFO = StepInfo(T=3, t=2, objective="sample", betas=(0.9, 0.95), base_betas=(0.9, 0.95),
+                       eps=1e-8, guard=8.0, unit_roundoff=2.0**-24)
 
 
-@dataclass
-class GroupBatch:
-    """The input of a policy's optional ``fast_step``: one step of many parameters.
-
-    ``params`` are the parameters themselves (any dtype); ``grads`` their gradients
-    (alternating) and ``joint_grads`` maps objective -> list of gradients or None (joint).
-    ``states`` are the raw per-parameter state dicts (buffers stored as parts under
-    ``"<key>"`` / ``"<key>#<part>"``); ``contexts`` the per-parameter :class:`StepContext`
-    (counters already incremented); ``storage`` maps role -> backend; ``weight_decay`` is
-    the group's decoupled weight decay, still to be applied by the fast path.
-    ``reference(i)``, when given, steps parameter ``i`` through the reference path (weight
-    decay included): a fast path may hand it the parameters it cannot take.
-    """
-
-    params: list[Tensor]
-    grads: list[Tensor] | None
-    joint_grads: dict[str, list[Tensor | None]] | None
-    states: list[dict[str, Any]]
-    contexts: list[StepContext]
-    storage: Mapping[str, Any]
-    weight_decay: float
-    reference: Callable[[int], None] | None = None
+@functools.cache
+def record_type(kind: str, names: tuple[str, ...]) -> type:
+    """A named tuple type with fields ``names`` (what ``update`` gets as state and coef;
+    torch.compile traces named tuples without graph breaks)."""
+    return collections.namedtuple(kind, names)
 
 
 class SharingPolicy:
-    """Base class of sharing policies; subclass, declare ``buffers``, implement updates."""
+    """Base class of sharing policies: declare ``buffers``, ``coefficients`` and ``update``."""
 
     name: ClassVar[str] = ""
     buffers: ClassVar[tuple[BufferSpec, ...]] = ()
+    joint_mode: ClassVar[str] = "average"
+
+    def coefficients(self, info: StepInfo) -> dict[str, float]:
+        """The scalars ``update`` multiplies by, in float64, by name (the same names every
+        step)."""
+        raise NotImplementedError(f"policy {self.label()!r} does not declare coefficients()")
+
+    def update(self, grad: Tensor, state: Any, coef: Any) -> tuple[Tensor, Mapping[str, Tensor]]:
+        """One objective's elementwise step: ``(direction, {buffer: new value})``."""
+        raise NotImplementedError(f"policy {self.label()!r} does not declare update()")
+
+    def config(self) -> dict[str, Any]:
+        """Constructor arguments (saved in state_dict, checked on load). Policies with the
+        same class and config must compute the same update (compiled kernels are shared)."""
+        return {}
+
+    # ------------------------------------------------------------- derived from the buffers
+    def label(self) -> str:
+        return self.name or type(self).__name__
 
     @classmethod
     def roles(cls) -> tuple[str, ...]:
@@ -218,39 +168,39 @@ class SharingPolicy:
     def buffer_specs(cls) -> dict[str, BufferSpec]:
         return {spec.name: spec for spec in cls.buffers}
 
-    def alternating(self, param: Tensor, grad: Tensor, state: BufferView,
-                    ctx: StepContext) -> None:
-        """Reference update of one parameter for a step driven by ``ctx.objective``."""
-        raise NotImplementedError(f"policy {self.name or type(self).__name__!r} "
-                                  "does not implement alternating mode")
+    @classmethod
+    def shared_buffers(cls) -> tuple[BufferSpec, ...]:
+        return tuple(spec for spec in cls.buffers if not spec.per_objective)
 
-    def joint(self, param: Tensor, grads: Mapping[str, Tensor], state: BufferView,
-              ctx: StepContext) -> None:
-        """Reference update of one parameter with every objective's gradient at once."""
-        raise NotImplementedError(f"policy {self.name or type(self).__name__!r} "
-                                  "does not implement joint mode")
+    @classmethod
+    def own_buffers(cls) -> tuple[BufferSpec, ...]:
+        return tuple(spec for spec in cls.buffers if spec.per_objective)
 
-    def fast_step(self, batch: GroupBatch) -> bool:
-        """Optional multi-tensor path; return False to fall back to the reference path."""
-        return False
-
-    def config(self) -> dict[str, Any]:
-        """Constructor arguments (saved in state_dict, checked on load)."""
-        return {}
+    def coefficient_names(self) -> tuple[str, ...]:
+        """The names ``coefficients`` returns on a sample step (the native kernels' tables
+        use it; the optimizer takes the names from the first real step)."""
+        return tuple(self.coefficients(SAMPLE_INFO))
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}()"
+        args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
+        return f"{type(self).__name__}({args})"
 
 
-def builtin_fast_step(policy: SharingPolicy, cls: type, kind: str, batch: GroupBatch) -> bool:
-    """Delegate a built-in policy's fast path to ``moopt.states.fast.dispatch``."""
-    if type(policy) is not cls:  # a subclass may change the math: reference path only
-        return False
-    try:
-        from moopt.states.fast import dispatch
-    except ImportError:
-        return False
-    return dispatch(kind, batch)
+def check_declaration(cls: type, name: str) -> None:
+    """Raise with a message naming the problem unless ``cls`` is a complete declaration."""
+    if not (isinstance(cls, type) and issubclass(cls, SharingPolicy)):
+        raise TypeError(f"register_policy({name!r}) expects a SharingPolicy subclass, got {cls!r}")
+    if not cls.buffers:
+        raise ValueError(f"policy {name!r} declares no buffers")
+    names = [spec.name for spec in cls.buffers]
+    if len(set(names)) != len(names):
+        raise ValueError(f"policy {name!r} declares a buffer twice: {names}")
+    if cls.joint_mode not in JOINT_MODES:
+        raise ValueError(f"policy {name!r}: joint_mode {cls.joint_mode!r} is not one of "
+                         f"{JOINT_MODES}")
+    for method in ("coefficients", "update"):
+        if getattr(cls, method) is getattr(SharingPolicy, method):
+            raise TypeError(f"policy {name!r} must define {method}()")
 
 
 POLICIES: Registry[type[SharingPolicy]] = Registry("sharing policy")
@@ -261,11 +211,7 @@ def register_policy(name: str, *, overwrite: bool = False):
     """Class decorator registering a :class:`SharingPolicy` subclass under ``name``."""
 
     def add(cls: type[SharingPolicy]) -> type[SharingPolicy]:
-        if not (isinstance(cls, type) and issubclass(cls, SharingPolicy)):
-            raise TypeError(f"register_policy({name!r}) expects a SharingPolicy subclass, "
-                            f"got {cls!r}")
-        if not cls.buffers:
-            raise ValueError(f"policy {name!r} declares no buffers")
+        check_declaration(cls, name)
         cls.name = name
         return _register(name, overwrite=overwrite)(cls)
 
@@ -275,6 +221,7 @@ def register_policy(name: str, *, overwrite: bool = False):
 def get_policy(spec: str | SharingPolicy) -> SharingPolicy:
     """A policy instance from a registered name or an instance."""
     if isinstance(spec, SharingPolicy):
+        check_declaration(type(spec), spec.label())
         return spec
     if isinstance(spec, str):
         return POLICIES.get(spec)()

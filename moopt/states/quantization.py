@@ -38,6 +38,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from moopt.states.storage import Codec
+
 
 def dynamic_map(signed: bool = True, total_bits: int = 8) -> Tensor:
     """The sorted ``2**total_bits`` entries of the dynamic map, as float32.
@@ -134,26 +136,25 @@ class QuantMap:
     def encode(self, y: Tensor, out: Tensor | None = None) -> Tensor:
         """Codes (uint8) of the entries nearest to the float32 values ``y``."""
         _, code_lo, threshold = self.tables(y.device)
-        y = y.contiguous()
-        key = torch.bitwise_right_shift(y.view(torch.int32), self.KEY_SHIFT)
-        key.bitwise_and_(0xFFFF)
-        key = key.view(-1)
-        codes = torch.index_select(code_lo, 0, key, out=out.view(-1) if out is not None else None)
-        codes.add_(y.view(-1) > torch.index_select(threshold, 0, key))
-        return codes.view(y.shape) if out is None else out
+        codes = nearest_codes(y.reshape(-1), code_lo, threshold).view(y.shape)
+        return codes if out is None else out.copy_(codes)
 
     def decode(self, codes: Tensor) -> Tensor:
         """The float32 entries of ``codes``."""
         values = self.tables(codes.device)[0]
-        return torch.index_select(values, 0, codes.reshape(-1).int()).view(codes.shape)
+        return values[codes.reshape(-1).long()].view(codes.shape)
 
-    def max_abs_error(self) -> float:
-        """The largest ``|x - decode(encode(x))|`` over the map's range (half the widest gap,
-        or the distance from an end of the range to the nearest entry)."""
+    @functools.cached_property
+    def _max_abs_error(self) -> float:
         v = self.values.double()
         low = -1.0 if float(v[0]) < 0 else 0.0
         gaps = [float((v[1:] - v[:-1]).max()) / 2, float(v[0]) - low, 1.0 - float(v[-1])]
         return max(gaps)
+
+    def max_abs_error(self) -> float:
+        """The largest ``|x - decode(encode(x))|`` over the map's range (half the widest gap,
+        or the distance from an end of the range to the nearest entry)."""
+        return self._max_abs_error
 
 
 @functools.cache
@@ -166,16 +167,38 @@ def num_blocks(numel: int, block_size: int) -> int:
     return -(-numel // block_size)
 
 
-def _blocks(flat: Tensor, block_size: int) -> list[tuple[Tensor, slice]]:
-    """The flat tensor as (rows of full blocks, last partial block) 2-D views."""
-    n = flat.numel()
-    full = n // block_size
-    views = []
-    if full:
-        views.append((flat[: full * block_size].view(full, block_size), slice(0, full)))
-    if n > full * block_size:
-        views.append((flat[full * block_size:].view(1, -1), slice(full, full + 1)))
-    return views
+def nearest_codes(y: Tensor, code_lo: Tensor, threshold: Tensor) -> Tensor:
+    """Codes of the map entries nearest to the flat float32 values ``y``, from the map's
+    lookup tables (:meth:`QuantMap.tables`): the top 16 bits of a value's pattern pick the
+    code at the low end of its interval, and one comparison with the midpoint inside it
+    (if any) finishes."""
+    key = torch.bitwise_right_shift(y.contiguous().view(torch.int32), QuantMap.KEY_SHIFT)
+    key = torch.bitwise_and(key, 0xFFFF).long()
+    return code_lo[key] + (y > threshold[key]).to(torch.uint8)
+
+
+def _rows(flat: Tensor, block_size: int) -> Tensor:
+    """``flat`` zero-padded to whole blocks, as ``(blocks, block_size)`` rows (zeros change
+    no block maximum)."""
+    blocks = num_blocks(flat.numel(), block_size)
+    return torch.nn.functional.pad(flat, (0, blocks * block_size - flat.numel())).view(
+        blocks, block_size)
+
+
+def encode_blocks(flat: Tensor, code_lo: Tensor, threshold: Tensor,
+                  block_size: int) -> tuple[Tensor, Tensor]:
+    """The functional 8-bit encoder: ``(codes, absmax)`` of the flat float32 ``flat``, in
+    torch ops only (the fused path compiles it; :func:`quantize_blockwise` wraps it)."""
+    rows = _rows(flat, block_size)
+    absmax = torch.amax(rows.abs(), dim=1)
+    quotients = block_quotients(rows, absmax).view(-1)[:flat.numel()]
+    return nearest_codes(quotients, code_lo, threshold), absmax
+
+
+def decode_blocks(codes: Tensor, absmax: Tensor, values: Tensor, block_size: int) -> Tensor:
+    """The functional 8-bit decoder: the flat float32 values of ``codes`` and ``absmax``."""
+    entries = values[codes.reshape(-1).long()]
+    return (_rows(entries, block_size) * absmax[:, None]).view(-1)[:codes.numel()]
 
 
 def quantize_blockwise(
@@ -191,23 +214,14 @@ def quantize_blockwise(
     ``codes`` / ``absmax`` may be given to write into (shapes ``(numel,)`` and
     ``(ceil(numel / block_size),)``).
     """
-    flat = x.detach().reshape(-1)
-    if flat.dtype != torch.float32:
-        flat = flat.float()
-    n = flat.numel()
-    nb = num_blocks(n, block_size)
-    if absmax is None:
-        absmax = torch.empty(nb, dtype=torch.float32, device=flat.device)
-    if codes is None:
-        codes = torch.empty(n, dtype=torch.uint8, device=flat.device)
-    scaled = torch.empty_like(flat)
-    for rows, blocks in _blocks(flat, block_size):
-        amax = torch.amax(rows.abs(), dim=1)
-        absmax[blocks] = amax
-        out = scaled[blocks.start * block_size:blocks.start * block_size + rows.numel()]
-        block_quotients(rows, amax, out=out.view(rows.shape))
-    qmap.encode(scaled, out=codes.view(-1))
-    return codes, absmax
+    flat = x.detach().reshape(-1).float()
+    _, code_lo, threshold = qmap.tables(flat.device)
+    new_codes, new_absmax = encode_blocks(flat, code_lo, threshold, block_size)
+    if codes is not None:
+        new_codes = codes.copy_(new_codes.view(codes.shape))
+    if absmax is not None:
+        new_absmax = absmax.copy_(new_absmax.view(absmax.shape))
+    return new_codes, new_absmax
 
 
 def block_quotients(rows: Tensor, amax: Tensor, *, out: Tensor | None = None) -> Tensor:
@@ -241,11 +255,35 @@ def dequantize_blockwise(
     out: Tensor | None = None,
 ) -> Tensor:
     """The flat float32 tensor encoded by ``codes`` and ``absmax``."""
-    values = qmap.decode(codes.reshape(-1))
+    values = decode_blocks(codes, absmax, qmap.tables(codes.device)[0], block_size)
     if out is None:
-        out = values
-    for rows, blocks in _blocks(values, block_size):
-        start = blocks.start * block_size
-        torch.mul(rows, absmax[blocks, None], out=out.view(-1)[start:start + rows.numel()]
-                  .view(rows.shape))
+        return values
+    out.view(-1).copy_(values)
     return out
+
+
+class BlockCodec(Codec):
+    """The 8-bit block-wise codec in torch ops (what the fused path compiles): codes and
+    block scales decode through the map's entries; encoding takes each block's absmax, the
+    quotients and the map's lookup tables (:mod:`moopt.states.quantization`)."""
+
+    parts = ("codes", "absmax")
+    elementwise = False  # a block's scale depends on its neighbours
+
+    def __init__(self, qmap: QuantMap, block_size: int) -> None:
+        self.qmap = qmap
+        self.block_size = block_size
+
+    @property
+    def key(self) -> tuple:
+        return ("int8", self.block_size, self.qmap.bits, float(self.qmap.values[0]))
+
+    def constants(self, device: torch.device) -> tuple[Tensor, ...]:
+        return self.qmap.tables(device)
+
+    def decode(self, parts, constants, dtype, numel):
+        codes, absmax = parts
+        return decode_blocks(codes, absmax, constants[0], self.block_size).to(dtype)
+
+    def encode(self, value, constants):
+        return encode_blocks(value.float(), constants[1], constants[2], self.block_size)

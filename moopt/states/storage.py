@@ -23,13 +23,14 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import ClassVar
 
 import torch
 from torch import Tensor
 
-from moopt.registry import Registry, decorator_for
+from moopt.base.registry import Registry, decorator_for
+from moopt.states.tensors import like, local
 
 Parts = dict[str, Tensor]
 
@@ -42,8 +43,48 @@ def compute_dtype(param: Tensor) -> torch.dtype:
     return torch.float64 if param.dtype == torch.float64 else torch.float32
 
 
+class Codec:
+    """How one stored buffer decodes to values and encodes back, in torch ops only.
+
+    The fused path traces these into one compiled region with the policy's update (decode,
+    update, encode: each state byte read and written once). ``parts`` names the stored
+    parts in the order :meth:`decode` takes them and :meth:`encode` returns them (``""``: the
+    buffer is one plain tensor); both see flat (1-D) tensors. ``elementwise`` promises that
+    value ``i`` lives at position ``i`` of every part and nowhere else, so the buffers of
+    several parameters may be concatenated into one call. ``key`` must tell apart codecs
+    that trace differently (it keys compiled kernels). :meth:`constants` are tensors the
+    codec reads (say, a lookup table), passed in on the step's device. Nothing else may vary
+    from call to call: a codec's attributes are constants of its compiled kernels.
+    """
+
+    parts: tuple[str, ...] = ("",)
+    elementwise: bool = True
+
+    @property
+    def key(self) -> tuple:
+        return (type(self).__qualname__,)
+
+    def constants(self, device: torch.device) -> tuple[Tensor, ...]:
+        return ()
+
+    def decode(self, parts: Sequence[Tensor], constants: Sequence[Tensor], dtype: torch.dtype,
+               numel: int) -> Tensor:
+        """The buffer's ``numel`` values (flat, in ``dtype``) from its flat parts."""
+        return parts[0].to(dtype)
+
+    def encode(self, value: Tensor, constants: Sequence[Tensor]) -> tuple[Tensor, ...]:
+        """New contents of the parts (flat) for the flat ``value``; the caller copies them in
+        (a copy into a bfloat16 part rounds to nearest even)."""
+        return (value,)
+
+
+PLAIN = Codec()
+
+
 class StorageBackend:
-    """Base class of storage backends. Subclass, implement the four methods, register.
+    """Base class of storage backends. Subclass, implement ``allocate``, ``unit_roundoff`` and
+    either ``codec`` (torch ops: the backend then gets the fused path, and ``read`` / ``write``
+    come from the codec) or ``read`` / ``write`` (reference path only), and register.
 
     ``aliases = True`` promises that ``read`` returns the stored tensor itself (no copy), so
     in-place updates of the value already update the state and ``write`` is a no-op for it.
@@ -56,13 +97,34 @@ class StorageBackend:
         """Zero-initialised storage for a buffer shaped like ``param``."""
         raise NotImplementedError
 
+    def codec(self, param: Tensor, *, signed: bool) -> Codec | None:
+        """The codec of a buffer shaped like ``param``, or None if there is none in torch ops
+        (then parameters using this backend take the reference path)."""
+        return None
+
     def read(self, parts: Parts, param: Tensor, *, signed: bool) -> Tensor:
         """The buffer as a tensor of ``param``'s shape in ``compute_dtype(param)``."""
-        raise NotImplementedError
+        codec = self._codec_or_fail(param, signed)
+        shard = local(param)
+        flat = codec.decode([local(parts[name]).reshape(-1) for name in codec.parts],
+                            codec.constants(shard.device), compute_dtype(param), shard.numel())
+        return like(flat.view(shard.shape), param)
 
     def write(self, parts: Parts, value: Tensor, *, signed: bool) -> None:
         """Store ``value`` (compute dtype, ``param``'s shape) into ``parts``."""
-        raise NotImplementedError
+        value = local(value)
+        codec = self._codec_or_fail(value, signed)
+        new = codec.encode(value.reshape(-1), codec.constants(value.device))
+        for name, content in zip(codec.parts, new):
+            target = local(parts[name])
+            target.copy_(content.view(target.shape))
+
+    def _codec_or_fail(self, param: Tensor, signed: bool) -> Codec:
+        codec = self.codec(param, signed=signed)
+        if codec is None:
+            raise NotImplementedError(f"storage {self.name or type(self).__name__!r} defines "
+                                      "neither codec() nor read() / write()")
+        return codec
 
     def unit_roundoff(self, param: Tensor) -> float:
         """Relative error of one stored value; used by the bridged cancellation guard."""
@@ -88,12 +150,11 @@ class FP32Storage(StorageBackend):
         return {"": torch.zeros_like(param, dtype=compute_dtype(param),
                                      memory_format=torch.preserve_format)}
 
+    def codec(self, param: Tensor, *, signed: bool) -> Codec:
+        return PLAIN
+
     def read(self, parts: Parts, param: Tensor, *, signed: bool) -> Tensor:
         return parts[""]
-
-    def write(self, parts: Parts, value: Tensor, *, signed: bool) -> None:
-        if value is not parts[""]:
-            parts[""].copy_(value)
 
     def unit_roundoff(self, param: Tensor) -> float:
         return float(torch.finfo(compute_dtype(param)).eps) / 2

@@ -25,8 +25,10 @@ def test_short_run_writes_every_row(quality, tmp_path):
             assert 0 < s["min"] <= s["median"] <= s["max"]
             # Six steps cannot move the end point far: every variant within 5% of fp32.
             assert s["max"] < 1.05 and s["min"] > 0.95, (row["toy"], row["policy"], v, s)
-        # Six steps: float64 and fp32 still agree to a fraction of a percent.
-        assert row["summary"]["float64"]["median"] == pytest.approx(1.0, abs=5e-3)
+        # Six steps: float64 and fp32 still agree to a fraction of a percent (bridged's
+        # guard binds on the coordinates where v_k^ + v_b^ cancels, which last-bit rounding
+        # decides: the multitask toy's bridged ratio sits at 0.994-0.998 over seeds 0-1).
+        assert row["summary"]["float64"]["median"] == pytest.approx(1.0, abs=1e-2)
     assert (tmp_path / "quality.png").stat().st_size > 0
 
 

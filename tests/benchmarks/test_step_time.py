@@ -14,15 +14,24 @@ def step_time():
 
 def test_tiny_run_has_every_row(step_time, monkeypatch):
     monkeypatch.setitem(step_time.SIZES, "1M", 8 * 8192)  # 8 tensors of 8192 values
+    monkeypatch.setenv("MOOPT_COMPILE", "0")  # the compiled rows run eagerly (and say so)
     args = argparse.Namespace(sizes="1M", large=False, objectives="2", repeats=1, steps=2,
-                              warmup=1, no_reference=False, only="AdamW fused,bridged",
-                              threads=1)
+                              warmup=1, no_reference=False,
+                              only="AdamW fused,bridged,shared_v", threads=1)
     report = step_time.run(args)
     rows = {r["label"]: r for r in report["results"]}
     for label in ("AdamW fused", "bridged fp32 N=2", "bridged int8 N=2 checked",
                   "bridged fp32 N=2 joint", "bridged int8 N=2 joint",
-                  "bridged fp32 N=2 joint reference", "bridged fp32 N=2 reference"):
-        assert rows[label]["median_ms"] > 0, label
+                  "bridged fp32 N=2 joint reference", "bridged fp32 N=2 reference",
+                  "bridged int8 N=2 compiled", "bridged fp32 N=2 joint compiled",
+                  "shared_v fp32 N=2", "shared_v int8 N=2 joint"):
+        assert rows[label]["median_ms"] > 0 and rows[label]["first_step_ms"] > 0, label
+    # Each row says which path stepped it.
+    assert rows["bridged fp32 N=2"]["paths"] == ["native"]
+    assert rows["bridged fp32 N=2 joint"]["paths"] == ["native"]
+    assert rows["bridged int8 N=2 compiled"]["paths"] == ["eager"]
+    assert rows["shared_v fp32 N=2"]["paths"] == ["eager"]
+    assert rows["bridged fp32 N=2 reference"]["paths"] == ["reference"]
     assert rows["AdamW fused"]["ratio_to_fused_adamw_row"] == 1.0
     # Paired ratios: each row against the fused-AdamW steps taken beside its own.
     assert all(r["ratio_to_fused_adamw"] > 0 for r in rows.values())
@@ -30,3 +39,12 @@ def test_tiny_run_has_every_row(step_time, monkeypatch):
     assert rows["bridged fp32 N=2 joint"]["state_bytes_per_param"] == 24.0
     assert rows["bridged int8 N=2 joint"]["state_bytes_per_param"] == pytest.approx(
         6 * (1 + 4 / 256))
+
+
+def test_first_step_measurement(step_time, monkeypatch):
+    """What --compile-cost runs in each fresh process."""
+    monkeypatch.setitem(step_time.SIZES, "1M", 8 * 8192)
+    monkeypatch.setenv("MOOPT_COMPILE", "0")
+    got = step_time.first_step("bridged", "int8", "1M")
+    assert got["first_step_s"] > 0 and got["second_step_s"] > 0
+    assert got["paths"] == ["native"]

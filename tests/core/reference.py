@@ -12,6 +12,9 @@ import numpy as np
 
 
 class ReferenceOptimizer:
+    # The policies re-derived here (a registered policy needs its own derivation).
+    POLICIES = ("shared", "decoupled", "bridged")
+
     def __init__(self, theta0: np.ndarray, objectives: Sequence[str], policy: str, *, lr: float,
                  betas=(0.9, 0.95), base_betas=(0.9, 0.95), eps=1e-8, weight_decay=0.0,
                  lr_ratios: Mapping[str, float] | None = None) -> None:

@@ -6,6 +6,7 @@ import torch
 import moopt
 
 
+# The policies that are AdamW with one objective (bridged is not: its base lags a step).
 @pytest.mark.parametrize("policy", ["shared", "decoupled"])
 @pytest.mark.parametrize("fast_path", [True, False])
 @pytest.mark.parametrize("weight_decay", [0.0, 0.1])

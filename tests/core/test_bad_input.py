@@ -71,7 +71,7 @@ def assert_unchanged(opt, p, snap):
         assert torch.equal(torch.as_tensor(v), torch.as_tensor(opt.state[p][k])), k
 
 
-@pytest.mark.parametrize("policy", ["shared", "decoupled", "bridged"])
+@pytest.mark.parametrize("policy", moopt.list_policies())
 def test_unknown_objective_in_step_changes_nothing(policy):
     p = param()
     opt = moopt.MultiObjectiveOptimizer([p], ["forget", "retain"], policy)

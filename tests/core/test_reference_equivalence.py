@@ -7,7 +7,7 @@ import torch
 import moopt
 from tests.core.reference import ReferenceOptimizer
 
-POLICIES = ["shared", "decoupled", "bridged"]
+POLICIES = ReferenceOptimizer.POLICIES
 
 
 def schedule_1_to_5(objectives, steps, rng):

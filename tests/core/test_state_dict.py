@@ -28,7 +28,7 @@ def train(model, opt, schedule, seed):
         opt.step(objective=k)
 
 
-@pytest.mark.parametrize("policy", ["shared", "decoupled", "bridged"])
+@pytest.mark.parametrize("policy", moopt.list_policies())
 def test_save_load_continues_bit_identically(policy):
     schedule = ["f", "r", "r", "r", "r", "r"] * 3
     model_a, opt_a = make(policy)

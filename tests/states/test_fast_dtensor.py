@@ -1,11 +1,13 @@
-"""DTensor (FSDP2-style) parameters (one process, world size 1), with every storage backend:
-the native CPU kernel steps their local shards exactly as it steps plain tensors; without it
-the fast path declines them and the step equals the reference step on plain tensors."""
+"""DTensor (FSDP2-style) parameters on a 1-rank gloo mesh, for every registered policy (and
+the contract suite's toy policy) and every registered storage, in both modes: each path
+steps the local shards exactly as it steps plain tensors (bit for bit), and a DTensor's
+state is stored per shard."""
 
 import pytest
 import torch
 
 import moopt
+from tests.states.toy_policy import POLICY_NAMES
 
 dist = pytest.importorskip("torch.distributed")
 if not dist.is_available() or not dist.is_gloo_available():
@@ -24,7 +26,7 @@ def mesh():
         dist.destroy_process_group()
 
 
-def run_pair(mesh, storage, *, plain_fast_path):
+def run_pair(mesh, policy, storage, *, joint, fast_path):
     from torch.distributed.tensor import DTensor, Shard, distribute_tensor
 
     gen = torch.Generator().manual_seed(0)
@@ -32,42 +34,36 @@ def run_pair(mesh, storage, *, plain_fast_path):
     grads = [torch.randn(80, 64, generator=gen) for _ in range(4)]
     p = torch.nn.Parameter(distribute_tensor(full.clone(), mesh, [Shard(0)]))
     q = torch.nn.Parameter(full.clone())
-    opt_d = moopt.MultiObjectiveOptimizer([p], ["a", "b"], "bridged", storage, lr=1e-2)
-    opt_p = moopt.MultiObjectiveOptimizer([q], ["a", "b"], "bridged", storage, lr=1e-2,
-                                          fast_path=plain_fast_path)
+    opts = [moopt.MultiObjectiveOptimizer([t], ["a", "b"], policy, storage, lr=1e-2,
+                                          fast_path=fast_path) for t in (p, q)]
     for i, g in enumerate(grads):
-        p.grad = distribute_tensor(g, mesh, [Shard(0)])
-        q.grad = g.clone()
-        opt_d.step(objective="a" if i % 2 else "b")
-        opt_p.step(objective="a" if i % 2 else "b")
+        for t, opt in zip((p, q), opts):
+            wrap = (lambda x: distribute_tensor(x, mesh, [Shard(0)])) if t is p else \
+                (lambda x: x.clone())
+            if joint:
+                t.grad = wrap(g)
+                opt.stash_grads("a")
+                t.grad = wrap(-0.25 * g)
+                opt.stash_grads("b")
+                opt.step(weights={"a": 1.0, "b": 2.0})
+            else:
+                t.grad = wrap(g)
+                opt.step(objective="a" if i % 2 else "b")
     assert isinstance(p.data, DTensor)
     assert not torch.equal(q.detach(), full)
-    return p.full_tensor(), q.detach()
+    return p.full_tensor(), q.detach(), opts
 
 
-@pytest.mark.parametrize("storage", ["fp32", "bf16", "int8"])
-def test_dtensor_without_native_kernels_equals_reference(mesh, storage, monkeypatch):
-    monkeypatch.setenv("MOOPT_NATIVE", "0")
-    # The fast path declines DTensors, so the default optimizer's DTensor step must equal
-    # the reference path's step on the plain tensor, bit for bit.
-    got, want = run_pair(mesh, storage, plain_fast_path=False)
-    assert torch.equal(got, want)
-
-
-@pytest.mark.parametrize("storage", ["fp32", "bf16", "int8"])
-def test_dtensor_local_shards_take_the_native_kernel(mesh, storage, monkeypatch):
-    from moopt.states.fast import native
-
+@pytest.mark.parametrize("fast_path", [True, False], ids=["fast", "reference"])
+@pytest.mark.parametrize("joint", [False, True], ids=["alternating", "joint"])
+@pytest.mark.parametrize("storage", moopt.list_storages())
+@pytest.mark.parametrize("policy", POLICY_NAMES, indirect=True)
+def test_dtensor_steps_equal_plain_steps(mesh, policy, storage, joint, fast_path,
+                                         monkeypatch):
+    monkeypatch.setenv("MOOPT_COMPILE", "0")
     monkeypatch.setenv("MOOPT_NATIVE", "sync")
-    assert native.library() is not None
-    calls = []
-    real = native.step
-    monkeypatch.setattr(native, "step", lambda *a, **k: calls.append(1) or real(*a, **k))
-    got, want = run_pair(mesh, storage, plain_fast_path=True)
-    assert torch.equal(got, want)  # the same kernel on the same values
-    assert len(calls) == 8  # 4 steps x (DTensor + plain), none declined
-    _, reference = run_pair(mesh, storage, plain_fast_path=False)
-    # Against the reference path, as in test_fast_paths: ulp differences, amplified only
-    # where bridged's v_k^ + v_b^ cancels.
-    diff = (got - reference).abs() / reference.abs().max()
-    assert diff.max().item() < 1e-3 and diff.mean().item() < 1e-5
+    got, want, (opt_d, opt_p) = run_pair(mesh, policy, storage, joint=joint,
+                                         fast_path=fast_path)
+    assert torch.equal(got, want)
+    # The same path on the local shard as on the plain tensor.
+    assert opt_d.kernel_report() == opt_p.kernel_report()

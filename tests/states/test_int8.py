@@ -88,7 +88,7 @@ def _train(opt, params, gen, steps, names):
         opt.step(objective=names[i % len(names)])
 
 
-@pytest.mark.parametrize("policy", ["shared", "decoupled", "bridged"])
+@pytest.mark.parametrize("policy", moopt.list_policies())
 def test_state_dict_is_compact_and_restores_exactly(policy):
     torch.manual_seed(0)
     params = [torch.nn.Parameter(torch.randn(80, 64)), torch.nn.Parameter(torch.randn(64))]

@@ -39,7 +39,7 @@ def test_example_registers_and_round_trips(int4):
 
 
 def test_example_trains_with_every_policy(int4):
-    for policy in ("shared", "decoupled", "bridged"):
+    for policy in moopt.list_policies():
         torch.manual_seed(0)
         model = torch.nn.Linear(16, 4)
         opt = moopt.MultiObjectiveOptimizer(model.parameters(), ["a", "b"], policy,
@@ -56,3 +56,27 @@ def test_example_trains_with_every_policy(int4):
         assert (model(x) - y).pow(2).mean().item() < 0.9 * first, policy
         if policy != "shared":
             assert any(k.endswith("#packed") for k in opt.state[model.weight])
+
+
+def test_example_codec_takes_the_fused_path(int4, monkeypatch):
+    """The codec in torch ops gives the backend the fused path, equal to the reference path
+    (which reads and writes through the same codec) bit for bit."""
+    monkeypatch.setenv("MOOPT_COMPILE", "0")
+    results = []
+    for fast_path in (True, False):
+        gen = torch.Generator().manual_seed(0)
+        params = [torch.nn.Parameter(torch.randn(33, 7, generator=gen)) for _ in range(2)]
+        opt = moopt.MultiObjectiveOptimizer(params, ["a", "b"], "bridged", "int4", lr=1e-2,
+                                            fast_path=fast_path)
+        for i in range(4):
+            for p in params:
+                p.grad = torch.randn(p.shape, generator=gen)
+            opt.step(objective="ab"[i % 2])
+        results.append((params, opt))
+    (fast, opt_fast), (ref, opt_ref) = results
+    assert {e["path"] for e in opt_fast.kernel_report()} == {"eager"}
+    for a, b in zip(fast, ref):
+        assert torch.equal(a, b)
+        for key, value in opt_ref.state[b].items():
+            assert torch.equal(opt_fast.state[a][key], value) if isinstance(
+                value, torch.Tensor) else opt_fast.state[a][key] == value

@@ -16,7 +16,7 @@ from moopt.states.bridged import LOSSY_STEP_BOUND
 from tests.core.hazard import bridged_steps
 
 LR = 1e-3  # the learning rate hazard.bridged_steps uses
-STORAGES = ["fp32", "bf16", "int8", {"base": "fp32", "delta": "int8"}]
+STORAGES = [*moopt.list_storages(), {"base": "fp32", "delta": "int8"}]
 
 
 @pytest.fixture(scope="module")

@@ -1,18 +1,20 @@
-"""Compiled kernels, built in the background and cached so that no step waits for them.
+"""Compiled fused functions: built synchronously on first use, cached for the process (and
+on disk by inductor's caches), so the kernel that steps a parameter never depends on timing.
 
-``torch.compile`` takes tens of seconds on a CPU (a C++ build) and seconds on a GPU. A step
-that could use a compiled kernel asks :func:`get` for it: the first request starts the
-compilation in a background thread on small stand-in tensors (``dynamic=True``, so the one
-kernel serves every size) and returns None; until it is ready the caller runs the same
-kernel eagerly. Compiled kernels live for the process, and inductor's on-disk cache makes the
-next process's build fast.
+``torch.compile`` takes seconds to tens of seconds per function on a CPU (a C++ build; much
+less once inductor's on-disk cache holds it) and seconds on a GPU. Each function is compiled
+with ``dynamic=True`` (one build serves every tensor size) and ``fullgraph=True``, as its own
+code object so that functions never share dynamo's per-code cache. If a build fails (no C
+compiler, an unsupported device), a warning says why and the function runs eagerly from then
+on: the same inputs always take the same kernel.
 
-Environment: ``MOOPT_COMPILE=0`` never compiles; ``MOOPT_COMPILE=sync`` compiles in the
-calling thread on first use (benchmarks, tests of the compiled path).
+Environment: ``MOOPT_COMPILE=0`` never compiles (the fused function runs eagerly; the test
+suite's setting); anything else compiles on first use (``sync``, the old explicit spelling,
+is accepted).
 
 Example:
     >>> from moopt.states.fast import compiled
-    >>> compiled.mode() in ("background", "sync", "off")
+    >>> compiled.mode() in ("sync", "off")
     True
 """
 
@@ -20,6 +22,8 @@ from __future__ import annotations
 
 import os
 import threading
+import time
+import types
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -27,73 +31,67 @@ from typing import Any
 import torch
 
 _lock = threading.Lock()
-_entries: dict[Any, _Entry] = {}
+_entries: dict[Any, Kernel] = {}
 
 
 def mode() -> str:
-    """"background" (default), "sync" or "off", from ``MOOPT_COMPILE``."""
+    """"sync" (default: compile on first use) or "off", from ``MOOPT_COMPILE``."""
     value = os.environ.get("MOOPT_COMPILE", "1").strip().lower()
-    if value in ("0", "off", "false", "no"):
-        return "off"
-    return "sync" if value == "sync" else "background"
+    return "off" if value in ("0", "off", "false", "no") else "sync"
 
 
-class _Entry:
-    def __init__(self, fn: Callable[..., None]) -> None:
-        self.fn = fn
-        self.compiled: Callable[..., None] | None = None  # set by build(), off the hot path
-        self.ready = threading.Event()
-        self.failed: BaseException | None = None
-        self.thread: threading.Thread | None = None
+class Kernel:
+    """A fused function and, once built, its compiled form.
 
-    def build(self, make_args: Callable[[], tuple]) -> None:
+    ``seconds`` is how long the first call (the build) took; ``failure`` why the build
+    failed, if it did (the eager function runs then).
+    """
+
+    def __init__(self, fn: Callable[..., None], name: str) -> None:
+        code = fn.__code__.replace(co_name=name)  # a code object of its own: its own cache
+        self.fn = types.FunctionType(code, fn.__globals__, name, fn.__defaults__,
+                                     fn.__closure__)
+        self.compiled: Callable[..., None] | None = None
+        self.seconds: float | None = None
+        self.failure: str | None = None
+
+    def __call__(self, *args: Any) -> str:
+        """Run on ``args``; returns "compiled" or "eager" (what ran)."""
+        if self.failure is None and self.compiled is None:
+            self._build_and_run(args)
+            return "compiled" if self.failure is None else "eager"
+        if self.compiled is not None:
+            self.compiled(*args)
+            return "compiled"
+        self.fn(*args)
+        return "eager"
+
+    def _build_and_run(self, args: tuple) -> None:
+        start = time.perf_counter()
         try:
             kernel = torch.compile(self.fn, dynamic=True, fullgraph=True)
-            with torch.no_grad():
-                kernel(*make_args())
+            kernel(*args)  # compiles, then runs: a failure leaves the inputs untouched
+        except Exception as exc:  # no compiler, unsupported device...: eager from now on
+            self.failure = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:300]}"
+            warnings.warn(f"moopt: compiling {self.fn.__name__} failed ({self.failure}); it "
+                          "runs eagerly", RuntimeWarning, stacklevel=3)
+            self.fn(*args)
+        else:
             self.compiled = kernel
-        except Exception as exc:  # no compiler, unsupported device...: stay eager
-            self.failed = exc
-            warnings.warn(f"moopt: compiling a fast kernel failed ({type(exc).__name__}: "
-                          f"{exc}); using the eager kernel", RuntimeWarning, stacklevel=2)
-        finally:
-            self.ready.set()
+        self.seconds = time.perf_counter() - start
 
 
-def get(key: Any, fn: Callable[..., None],
-        make_args: Callable[[], tuple]) -> Callable[..., None] | None:
-    """The compiled ``fn`` for ``key`` if it is built, else None (starting the build).
-
-    ``make_args`` makes small inputs of the same kinds (dtypes, devices, storage layouts)
-    as the real ones, for the build.
-    """
-    how = mode()
-    if how == "off":
-        return None
+def get(key: Any, make: Callable[[], Callable[..., None]]) -> Kernel:
+    """The kernel for ``key``, made by ``make()`` the first time."""
     with _lock:
-        entry = _entries.get(key)
-        if entry is None:
-            entry = _entries[key] = _Entry(fn)
-            if how == "sync":
-                entry.build(make_args)
-            else:
-                entry.thread = threading.Thread(target=entry.build, args=(make_args,),
-                                                name="moopt-compile", daemon=True)
-                entry.thread.start()
-    if entry.ready.is_set() and entry.compiled is not None:
-        return entry.compiled
-    return None
+        kernel = _entries.get(key)
+        if kernel is None:
+            kernel = _entries[key] = Kernel(make(), f"moopt_fused_{len(_entries)}")
+        return kernel
 
 
-def wait(timeout: float | None = None) -> bool:
-    """Block until every started build finished; True if all are ready and none failed."""
+def build_seconds() -> dict[str, float]:
+    """Seconds each compiled kernel's first call took (the build), by kernel name."""
     with _lock:
-        entries = list(_entries.values())
-    done = all(e.ready.wait(timeout) for e in entries)
-    return done and all(e.compiled is not None for e in entries)
-
-
-def pending() -> int:
-    """Number of builds still running."""
-    with _lock:
-        return sum(not e.ready.is_set() for e in _entries.values())
+        return {k.fn.__name__: k.seconds for k in _entries.values() if k.seconds is not None
+                and k.compiled is not None}

@@ -1,20 +1,22 @@
 /* Native CPU kernels of moopt's built-in policies (loaded by moopt/states/fast/native.py).
  *
- * One call updates one float32 parameter in place: its gradient, and 2 (shared, decoupled)
- * or 4 (bridged) state buffers, each stored as float32, bfloat16 or 8-bit block-wise codes.
- * Joint mode adds bridged's delta step without the base update and steps on a weighted sum
- * of several gradients, formed piece by piece in scratch (see STEP_* and moopt_step_mixed).
- * The tensor is cut into chunks (whole quantization blocks); threads take chunks. Within a
- * chunk, low-bit buffers are decoded piece by piece into float32 scratch that stays in the
- * L1 cache, the update runs on plain float arrays (vectorised by the compiler) and keeps each
- * block's absmax, and the scratch is encoded back, so every state byte is read once and
- * written once.
+ * One call updates one float32 parameter in place: its gradient(s), and the policy's state
+ * buffers, each stored as float32, bfloat16 or 8-bit block-wise codes. An alternating step
+ * (one gradient) runs the policy's loop in place; a joint step (several objectives' gradients)
+ * runs every objective's term on each piece in turn and combines them (run_joint), so every
+ * state byte is still read and written once. The tensor is cut into chunks (whole
+ * quantization blocks); threads take chunks. Within a chunk, low-bit buffers are decoded
+ * piece by piece into float32 scratch that stays in the L1 cache, the update runs on plain
+ * float arrays (vectorised by the compiler) and keeps each block's absmax, and the scratch is
+ * encoded back.
  *
- * Bit-exactness: the arithmetic repeats moopt/states/fast/kernels.py operation by operation
- * in float32 (built with -ffp-contract=off, so no fused multiply-adds), the 8-bit codec
- * repeats moopt/states/quantization.py (same lookup tables, same multiply by the rounded
- * reciprocal of the block absmax), and bfloat16 writes round to nearest even like torch. Tests hold the results
- * equal to the eager kernels bit for bit.
+ * The math is the policies' declarations (moopt/states/{adam,bridged}.py, combined by
+ * moopt/states/rule.py), operation by operation in float32, built with -ffp-contract=off (no
+ * fused multiply-adds); scalars and buffers are found by the names the build's -D flags place
+ * (moopt/states/fast/native_tables.py). The 8-bit codec repeats
+ * moopt/states/quantization.py (same lookup tables, same multiply by the rounded reciprocal
+ * of the block absmax), and bfloat16 writes round to nearest even like torch. Tests hold the
+ * states equal to the eager fused path's bit for bit.
  */
 #include <math.h>
 #include <stdint.h>
@@ -337,6 +339,65 @@ static inline float clamp(float x, float bound) {  /* like torch.clamp: NaN stay
     return x > bound ? bound : (x < -bound ? -bound : x);
 }
 
+/* ---------------------------------------------------------------------------------------
+ * The policies' math, element by element, as declared in moopt/states/{adam,bridged}.py.
+ *
+ * Scalars and buffers are found by name: the build defines, from the declarations
+ * (moopt/states/fast/native_tables.py), P_C_<coefficient> (offset in a term block of the
+ * scalar vector, after the term's scale at offset 0), P_S_<buffer> (slot of the buffer in an
+ * alternating step), P_NSHARED, P_NOWN, P_NCOEF and P_MIX for P in SHARED, DECOUPLED,
+ * BRIDGED. The scalar vector (moopt/states/rule.py) is [decay, a_1 .. a_K, term blocks].
+ * --------------------------------------------------------------------------------------- */
+
+/* The cancellation guard of bridged (moopt/states/bridged.py, guarded_direction): the one
+ * place it is written here. */
+static inline float guarded_direction(float mk_hat, float vk_hat, float mb_hat, float vb_hat,
+                                      float eps, float guard_u, float bound) {
+    float total = fabsf(vk_hat + vb_hat);
+    float floor_ = (fabsf(vk_hat) + fabsf(vb_hat)) * guard_u;
+    return clamp((mk_hat + mb_hat) / (sqrtf(maximum(total, floor_)) + eps), bound);
+}
+
+/* Adam (shared, decoupled): adam.adam_update. The coefficients of a term are read into a
+ * local struct first (the compiler cannot know that the arrays do not alias the scalar
+ * vector); loops name it K (one term) or K1, K2 (two). */
+typedef struct { float b1, a1, b2, a2, c1, c2, eps, bound; } AdamCoef;
+#define ADAM_COEF(P, t)                                                                       \
+    ((AdamCoef){(t)[P##_C_b1], (t)[P##_C_a1], (t)[P##_C_b2], (t)[P##_C_a2], (t)[P##_C_c1],    \
+                (t)[P##_C_c2], (t)[P##_C_eps], (t)[P##_C_bound]})
+#define ADAM_SCALARS(P, t) const AdamCoef K = ADAM_COEF(P, t)
+#define ADAM_ELEMENT_K(K, grad, m_old, v_old, m_new, v_new, dir)                              \
+    do {                                                                                      \
+        m_new = (m_old) * (K).b1 + (grad) * (K).a1;                                           \
+        v_new = (v_old) * (K).b2 + (grad) * (grad) * (K).a2;                                  \
+        dir = clamp((m_new * (K).c1) / (sqrtf(v_new * (K).c2) + (K).eps), (K).bound);         \
+    } while (0)
+#define ADAM_ELEMENT(...) ADAM_ELEMENT_K(K, __VA_ARGS__)
+
+/* Bridged: BridgedPolicy.update. */
+typedef struct {
+    float b1, a1, b2, a2, b3, a3, b4, a4, cb1, cb2, c1, c2, eps, guard_u, bound;
+} BridgedCoef;
+#define BRIDGED_COEF(t)                                                                       \
+    ((BridgedCoef){(t)[BRIDGED_C_b1], (t)[BRIDGED_C_a1], (t)[BRIDGED_C_b2], (t)[BRIDGED_C_a2], \
+                   (t)[BRIDGED_C_b3], (t)[BRIDGED_C_a3], (t)[BRIDGED_C_b4], (t)[BRIDGED_C_a4], \
+                   (t)[BRIDGED_C_cb1], (t)[BRIDGED_C_cb2], (t)[BRIDGED_C_c1], (t)[BRIDGED_C_c2], \
+                   (t)[BRIDGED_C_eps], (t)[BRIDGED_C_guard_u], (t)[BRIDGED_C_bound]})
+#define BRIDGED_SCALARS(t) const BridgedCoef K = BRIDGED_COEF(t)
+#define BRIDGED_ELEMENT_K(K, grad, mb_old, vb_old, mk_old, vk_old, mk_new, vk_new, mb_new,     \
+                          vb_new, dir)                                                        \
+    do {                                                                                      \
+        float g2_ = (grad) * (grad);                                                          \
+        float mb_hat = (mb_old) * (K).cb1, vb_hat = (vb_old) * (K).cb2;                       \
+        mk_new = (mk_old) * (K).b1 + ((grad) - mb_hat) * (K).a1;                              \
+        vk_new = (vk_old) * (K).b2 + (g2_ - vb_hat) * (K).a2;                                 \
+        dir = guarded_direction(mk_new * (K).c1, vk_new * (K).c2, mb_hat, vb_hat, (K).eps,    \
+                                (K).guard_u, (K).bound);                                      \
+        mb_new = (mb_old) * (K).b3 + (grad) * (K).a3;                                         \
+        vb_new = (vb_old) * (K).b4 + g2_ * (K).a4;                                            \
+    } while (0)
+#define BRIDGED_ELEMENT(...) BRIDGED_ELEMENT_K(K, __VA_ARGS__)
+
 /* The update loops, written once and instantiated for float32 state (updated in place, or
  * in scratch after decoding) and for bfloat16 state (converted in registers, so that a
  * bf16 step streams every buffer once, side by side, like a float32 one). */
@@ -362,124 +423,222 @@ static inline float clamp(float x, float bound) {  /* like torch.clamp: NaN stay
         }                                                                                     \
     }
 
-/* s: decay, lr, b1, b2, 1/(1-b1^t), 1/(1-b2^t), eps, bound (kernels.adam_scalars). */
-#define DEFINE_ADAM_CHUNK(NAME, T, LD, ST, TOPS)                                              \
+/* Alternating steps, in place: p <- p decay - lr direction, buffers in their slot order
+ * (t: the term block; s[0]: decay). */
+#define DEFINE_ADAM_CHUNK(NAME, P, T, LD, ST, TOPS)                                           \
     static void NAME(float *restrict p, const float *restrict g, T *restrict m,               \
                      T *restrict v, int64_t n, const float *s, int64_t bs,                    \
                      uint32_t *restrict top) {                                                \
-        const float decay = s[0], lr = s[1], b1 = s[2], b2 = s[3], c1 = s[4], c2 = s[5];      \
-        const float eps = s[6], bound = s[7];                                                 \
-        const float a1 = 1.0f - b1, a2 = 1.0f - b2;                                           \
+        const float *t = s + 2;                                                               \
+        const float decay = s[0], lr = t[0];                                                  \
+        ADAM_SCALARS(P, t);                                                                   \
         FOR_BLOCKS(TOPS, 2,                                                                   \
-            float grad = g[i];                                                                \
-            float m_new = LD(m, i) * b1 + grad * a1;                                          \
-            float v_new = LD(v, i) * b2 + grad * grad * a2;                                   \
-            float denom = sqrtf(v_new * c2) + eps;                                            \
-            float direction = clamp((m_new * c1) / denom, bound);                             \
+            float grad = g[i], m_new, v_new, direction;                                       \
+            ADAM_ELEMENT(grad, LD(m, i), LD(v, i), m_new, v_new, direction);                  \
             p[i] = p[i] * decay - lr * direction;                                             \
             ST(m, i, m_new);                                                                  \
             ST(v, i, v_new);                                                                  \
-            if (TOPS) { TRACK(t0, m_new); TRACK(t1, v_new); })                                \
+            if (TOPS) { /* maxima in slot order */                                            \
+                float in_slot[2]; in_slot[P##_S_m] = m_new; in_slot[P##_S_v] = v_new;         \
+                TRACK(t0, in_slot[0]); TRACK(t1, in_slot[1]); })                              \
     }
 
-/* s: decay, lr, b1, b2, b3, b4, cb1, cb2, c1, c2, eps, guard_u, bound
- * (kernels.bridged_scalars); buffers m_base, v_base, m_k, v_k. Without BASE the base is only
- * read (joint mode: every objective's delta step reads the same base, which is then fed the
- * weighted gradients by the EMA loop below). */
-#define DEFINE_BRIDGED_CHUNK(NAME, T, LD, ST, TOPS, BASE)                                     \
+#define DEFINE_BRIDGED_CHUNK(NAME, T, LD, ST, TOPS)                                           \
     static void NAME(float *restrict p, const float *restrict g, T *restrict mb,              \
                      T *restrict vb, T *restrict mk, T *restrict vk, int64_t n,               \
                      const float *s, int64_t bs, uint32_t *restrict top) {                    \
-        const float decay = s[0], lr = s[1], b1 = s[2], b2 = s[3], b3 = s[4], b4 = s[5];      \
-        const float cb1 = s[6], cb2 = s[7], c1 = s[8], c2 = s[9], eps = s[10];                \
-        const float guard_u = s[11], bound = s[12];                                           \
-        const float a1 = 1.0f - b1, a2 = 1.0f - b2, a3 = 1.0f - b3, a4 = 1.0f - b4;           \
-        (void)a3; (void)a4;                                                                   \
+        const float *t = s + 2;                                                               \
+        const float decay = s[0], lr = t[0];                                                  \
+        BRIDGED_SCALARS(t);                                                                   \
         FOR_BLOCKS(TOPS, 4,                                                                   \
-            float grad = g[i];                                                                \
-            float g2 = grad * grad;                                                           \
-            float mb_old = LD(mb, i), vb_old = LD(vb, i);                                     \
-            float mb_hat = mb_old * cb1, vb_hat = vb_old * cb2;                               \
-            float mk_new = LD(mk, i) * b1 + (grad - mb_hat) * a1;                             \
-            float vk_new = LD(vk, i) * b2 + (g2 - vb_hat) * a2;                               \
-            float mk_hat = mk_new * c1, vk_hat = vk_new * c2;                                 \
-            float total = fabsf(vk_hat + vb_hat);                                             \
-            float floor_ = (fabsf(vk_hat) + fabsf(vb_hat)) * guard_u;                         \
-            float denom = sqrtf(maximum(total, floor_)) + eps;                                \
-            float direction = clamp((mk_hat + mb_hat) / denom, bound);                        \
+            float grad = g[i], mk_new, vk_new, mb_new, vb_new, direction;                     \
+            BRIDGED_ELEMENT(grad, LD(mb, i), LD(vb, i), LD(mk, i), LD(vk, i), mk_new, vk_new,  \
+                            mb_new, vb_new, direction);                                       \
             p[i] = p[i] * decay - lr * direction;                                             \
             ST(mk, i, mk_new);                                                                \
             ST(vk, i, vk_new);                                                                \
-            if (TOPS) { TRACK(t2, mk_new); TRACK(t3, vk_new); }                               \
-            if (BASE) {                                                                       \
-                float mb_new = mb_old * b3 + grad * a3, vb_new = vb_old * b4 + g2 * a4;       \
-                ST(mb, i, mb_new);                                                            \
-                ST(vb, i, vb_new);                                                            \
-                if (TOPS) { TRACK(t0, mb_new); TRACK(t1, vb_new); }                           \
-            })                                                                                \
-    }
-
-/* Joint-mode base update from the weighted gradient sums: m_b <- b3 m_b + (1-b3) sum_k a_k g_k
- * and v_b <- b4 v_b + (1-b4) sum_k a_k g_k^2 (given as g and g2); s as for bridged. */
-#define DEFINE_EMA_CHUNK(NAME, T, LD, ST, TOPS)                                               \
-    static void NAME(const float *restrict g, const float *restrict g2, T *restrict mb,       \
-                     T *restrict vb, int64_t n, const float *s, int64_t bs,                   \
-                     uint32_t *restrict top) {                                                \
-        const float b3 = s[4], b4 = s[5], a3 = 1.0f - b3, a4 = 1.0f - b4;                     \
-        FOR_BLOCKS(TOPS, 2,                                                                   \
-            float mb_new = LD(mb, i) * b3 + g[i] * a3;                                        \
-            float vb_new = LD(vb, i) * b4 + g2[i] * a4;                                       \
             ST(mb, i, mb_new);                                                                \
             ST(vb, i, vb_new);                                                                \
-            if (TOPS) { TRACK(t0, mb_new); TRACK(t1, vb_new); })                              \
+            if (TOPS) { /* maxima in slot order */                                            \
+                float in_slot[4];                                                             \
+                in_slot[BRIDGED_S_m_base] = mb_new; in_slot[BRIDGED_S_v_base] = vb_new;       \
+                in_slot[BRIDGED_S_m] = mk_new; in_slot[BRIDGED_S_v] = vk_new;                 \
+                TRACK(t0, in_slot[0]); TRACK(t1, in_slot[1]);                                 \
+                TRACK(t2, in_slot[2]); TRACK(t3, in_slot[3]); })                              \
     }
 
-DEFINE_ADAM_CHUNK(adam_chunk, float, LD_F32, ST_F32, 0)
-DEFINE_ADAM_CHUNK(adam_chunk_bf16, uint16_t, LD_BF16, ST_BF16, 0)
-DEFINE_ADAM_CHUNK(adam_chunk_tops, float, LD_F32, ST_F32, 1)
-DEFINE_BRIDGED_CHUNK(bridged_chunk, float, LD_F32, ST_F32, 0, 1)
-DEFINE_BRIDGED_CHUNK(bridged_chunk_bf16, uint16_t, LD_BF16, ST_BF16, 0, 1)
-DEFINE_BRIDGED_CHUNK(bridged_chunk_tops, float, LD_F32, ST_F32, 1, 1)
-DEFINE_BRIDGED_CHUNK(delta_chunk, float, LD_F32, ST_F32, 0, 0)
-DEFINE_BRIDGED_CHUNK(delta_chunk_bf16, uint16_t, LD_BF16, ST_BF16, 0, 0)
-DEFINE_BRIDGED_CHUNK(delta_chunk_tops, float, LD_F32, ST_F32, 1, 0)
-DEFINE_EMA_CHUNK(ema_chunk, float, LD_F32, ST_F32, 0)
-DEFINE_EMA_CHUNK(ema_chunk_bf16, uint16_t, LD_BF16, ST_BF16, 0)
-DEFINE_EMA_CHUNK(ema_chunk_tops, float, LD_F32, ST_F32, 1)
+DEFINE_ADAM_CHUNK(shared_chunk, SHARED, float, LD_F32, ST_F32, 0)
+DEFINE_ADAM_CHUNK(shared_chunk_bf16, SHARED, uint16_t, LD_BF16, ST_BF16, 0)
+DEFINE_ADAM_CHUNK(shared_chunk_tops, SHARED, float, LD_F32, ST_F32, 1)
+DEFINE_ADAM_CHUNK(decoupled_chunk, DECOUPLED, float, LD_F32, ST_F32, 0)
+DEFINE_ADAM_CHUNK(decoupled_chunk_bf16, DECOUPLED, uint16_t, LD_BF16, ST_BF16, 0)
+DEFINE_ADAM_CHUNK(decoupled_chunk_tops, DECOUPLED, float, LD_F32, ST_F32, 1)
+DEFINE_BRIDGED_CHUNK(bridged_chunk, float, LD_F32, ST_F32, 0)
+DEFINE_BRIDGED_CHUNK(bridged_chunk_bf16, uint16_t, LD_BF16, ST_BF16, 0)
+DEFINE_BRIDGED_CHUNK(bridged_chunk_tops, float, LD_F32, ST_F32, 1)
 
-/* What a step does, by `policy`: 0 Adam-like (shared, decoupled; buffers m, v), 1 bridged
- * (m_base, v_base, m_k, v_k), 2 bridged without the base update (joint mode's per-objective
- * delta step; the base buffers are only read), 3 the joint-mode base update (m_base, v_base
- * from g and g2; no parameter). */
-enum { STEP_ADAM = 0, STEP_BRIDGED = 1, STEP_DELTA = 2, STEP_BASE_EMA = 3 };
+/* Kernel families (native.py FAMILY): the built-in policies. */
+enum { FAMILY_SHARED = 0, FAMILY_DECOUPLED = 1, FAMILY_BRIDGED = 2 };
 
-static int buffers_of(int policy) { return policy == STEP_BRIDGED || policy == STEP_DELTA ? 4 : 2; }
+/* What the rule needs of each family (native_tables.py places these from the declarations):
+ * shared and per-objective buffer counts, coefficients per term, "mix" joint mode. */
+typedef struct { int shared, own, coefficients, mix; } Family;
+static const Family FAMILIES[3] = {
+    {SHARED_NSHARED, SHARED_NOWN, SHARED_NCOEF, SHARED_MIX},
+    {DECOUPLED_NSHARED, DECOUPLED_NOWN, DECOUPLED_NCOEF, DECOUPLED_MIX},
+    {BRIDGED_NSHARED, BRIDGED_NOWN, BRIDGED_NCOEF, BRIDGED_MIX},
+};
 
-/* Whether buffer k is written (the delta step only reads the base). */
-static int writes(int policy, int k) { return policy != STEP_DELTA || k >= 2; }
-
-/* One piece through the loop of `policy` (tops: per-block maxima for 8-bit buffers, or NULL). */
+/* One piece of an alternating step through the loop of `family`, buffers in slot order
+ * (tops: per-block maxima for 8-bit buffers, or NULL). */
 #define DISPATCH(SUFFIX, B)                                                                   \
     do {                                                                                      \
-        switch (policy) {                                                                     \
-        case STEP_ADAM: adam_chunk##SUFFIX(p, g, B[0], B[1], n, s, bs, top); break;           \
-        case STEP_BRIDGED:                                                                    \
-            bridged_chunk##SUFFIX(p, g, B[0], B[1], B[2], B[3], n, s, bs, top); break;        \
-        case STEP_DELTA: delta_chunk##SUFFIX(p, g, B[0], B[1], B[2], B[3], n, s, bs, top); break; \
-        default: ema_chunk##SUFFIX(g, g2, B[0], B[1], n, s, bs, top); break;                  \
+        switch (family) {                                                                     \
+        case FAMILY_SHARED:                                                                   \
+            shared_chunk##SUFFIX(p, g, B[SHARED_S_m], B[SHARED_S_v], n, s, bs, top); break;   \
+        case FAMILY_DECOUPLED:                                                                \
+            decoupled_chunk##SUFFIX(p, g, B[DECOUPLED_S_m], B[DECOUPLED_S_v], n, s, bs, top); \
+            break;                                                                            \
+        default:                                                                              \
+            bridged_chunk##SUFFIX(p, g, B[BRIDGED_S_m_base], B[BRIDGED_S_v_base],             \
+                                  B[BRIDGED_S_m], B[BRIDGED_S_v], n, s, bs, top);             \
+            break;                                                                            \
         }                                                                                     \
     } while (0)
 
-static void run_f32(int policy, float *p, const float *g, const float *g2, float **b, int64_t n,
+static void run_f32(int family, float *p, const float *g, float **b, int64_t n,
                     const float *s, int64_t bs, uint32_t *top) {
     if (top) DISPATCH(_tops, b); else DISPATCH(, b);
 }
 
-static void run_bf16(int policy, float *p, const float *g, const float *g2, uint16_t **h,
-                     int64_t n, const float *s) {
+static void run_bf16(int family, float *p, const float *g, uint16_t **h, int64_t n,
+                     const float *s) {
     int64_t bs = 0;
     uint32_t *top = NULL;
     DISPATCH(_bf16, h);
+}
+
+/* Joint steps: one term of a family on plain float arrays (restrict pointers, so that the
+ * loops vectorise), combined with the terms before it in the same loop (the rule of
+ * moopt/states/rule.py, in its order of operations):
+ *   u = scale * direction (first term) or acc + scale * direction; the last term writes
+ *   p <- p * decay - u, the others keep u in `acc`;
+ *   a shared buffer's new value x: with one term x itself, else x * a (first term) or
+ *   sum + x * a, kept in its accumulator `*_sum` (after the last term: its new value).
+ * The objective's own buffers are updated in place. The math assumes the roles the
+ * declarations give (checked here). */
+_Static_assert(SHARED_NSHARED == 2 && SHARED_NOWN == 0, "shared: m and v are shared");
+_Static_assert(DECOUPLED_NSHARED == 0 && DECOUPLED_NOWN == 2, "decoupled: m and v are own");
+_Static_assert(BRIDGED_NSHARED == 2 && BRIDGED_NOWN == 2 && BRIDGED_S_m_base < 2 &&
+               BRIDGED_S_v_base < 2, "bridged: the base is shared, the deltas own");
+
+/* How a term combines with the others (see above); FIRST and LAST are constants of each
+ * instantiation below, so that every loop vectorises without branches. */
+typedef struct {
+    float scale, a, decay;
+} Term;
+
+#define COMBINE_UPDATE(FIRST, LAST, i, direction)                                              \
+    do {                                                                                      \
+        float u_ = c.scale * (direction);                                                     \
+        if (!(FIRST)) u_ = acc[i] + u_;                                                       \
+        if (LAST) p[i] = p[i] * c.decay - u_; else acc[i] = u_;                               \
+    } while (0)
+#define COMBINE_SHARED(FIRST, LAST, sum, i, value)                                            \
+    do {                                                                                      \
+        float x_ = (value);                                                                   \
+        if (!((FIRST) && (LAST))) x_ = (FIRST) ? x_ * c.a : (sum)[i] + x_ * c.a;              \
+        (sum)[i] = x_;                                                                        \
+    } while (0)
+
+#define DEFINE_TERMS(FIRST, LAST, SUFFIX)                                                     \
+    static void shared_term##SUFFIX(const float *restrict g, int64_t n, const float *t,       \
+                                    Term c, const float *restrict m, const float *restrict v, \
+                                    float *restrict m_sum, float *restrict v_sum,             \
+                                    float *restrict acc, float *restrict p) {                 \
+        ADAM_SCALARS(SHARED, t);                                                              \
+        for (int64_t i = 0; i < n; i++) {                                                     \
+            float m_new, v_new, direction;                                                    \
+            ADAM_ELEMENT(g[i], m[i], v[i], m_new, v_new, direction);                          \
+            COMBINE_UPDATE(FIRST, LAST, i, direction);                                        \
+            COMBINE_SHARED(FIRST, LAST, m_sum, i, m_new);                                                  \
+            COMBINE_SHARED(FIRST, LAST, v_sum, i, v_new);                                                  \
+        }                                                                                     \
+    }                                                                                         \
+    static void decoupled_term##SUFFIX(const float *restrict g, int64_t n, const float *t,    \
+                                       Term c, float *restrict m, float *restrict v,          \
+                                       float *restrict acc, float *restrict p) {              \
+        ADAM_SCALARS(DECOUPLED, t);                                                           \
+        for (int64_t i = 0; i < n; i++) {                                                     \
+            float m_new, v_new, direction;                                                    \
+            ADAM_ELEMENT(g[i], m[i], v[i], m_new, v_new, direction);                          \
+            m[i] = m_new;                                                                     \
+            v[i] = v_new;                                                                     \
+            COMBINE_UPDATE(FIRST, LAST, i, direction);                                        \
+        }                                                                                     \
+    }                                                                                         \
+    static void bridged_term##SUFFIX(const float *restrict g, int64_t n, const float *t,      \
+                                     Term c, const float *restrict mb,                        \
+                                     const float *restrict vb, float *restrict mk,            \
+                                     float *restrict vk, float *restrict mb_sum,              \
+                                     float *restrict vb_sum, float *restrict acc,             \
+                                     float *restrict p) {                                     \
+        BRIDGED_SCALARS(t);                                                                   \
+        for (int64_t i = 0; i < n; i++) {                                                     \
+            float mk_new, vk_new, mb_new, vb_new, direction;                                  \
+            BRIDGED_ELEMENT(g[i], mb[i], vb[i], mk[i], vk[i], mk_new, vk_new, mb_new, vb_new,  \
+                            direction);                                                       \
+            mk[i] = mk_new;                                                                   \
+            vk[i] = vk_new;                                                                   \
+            COMBINE_UPDATE(FIRST, LAST, i, direction);                                        \
+            COMBINE_SHARED(FIRST, LAST, mb_sum, i, mb_new);                                                \
+            COMBINE_SHARED(FIRST, LAST, vb_sum, i, vb_new);                                                \
+        }                                                                                     \
+    }                                                                                         \
+    static void run_term##SUFFIX(int family, const float *g, int64_t n, const float *t,       \
+                                 Term c, float *const *in, float *const *sum,                 \
+                                 float *const *own, float *acc, float *p) {                   \
+        switch (family) {                                                                     \
+        case FAMILY_SHARED:                                                                   \
+            shared_term##SUFFIX(g, n, t, c, in[SHARED_S_m], in[SHARED_S_v], sum[SHARED_S_m],  \
+                                sum[SHARED_S_v], acc, p);                                     \
+            break;                                                                            \
+        case FAMILY_DECOUPLED:                                                                \
+            decoupled_term##SUFFIX(g, n, t, c, own[DECOUPLED_S_m - DECOUPLED_NSHARED],        \
+                                   own[DECOUPLED_S_v - DECOUPLED_NSHARED], acc, p);           \
+            break;                                                                            \
+        default:                                                                              \
+            bridged_term##SUFFIX(g, n, t, c, in[BRIDGED_S_m_base], in[BRIDGED_S_v_base],      \
+                                 own[BRIDGED_S_m - BRIDGED_NSHARED],                          \
+                                 own[BRIDGED_S_v - BRIDGED_NSHARED], sum[BRIDGED_S_m_base],   \
+                                 sum[BRIDGED_S_v_base], acc, p);                              \
+            break;                                                                            \
+        }                                                                                     \
+    }
+
+/* `in`: the shared buffers' current values (slot order), `sum`: their accumulators, `own`:
+ * the term's own buffers (slot order after the shared ones). */
+DEFINE_TERMS(1, 1, _only)
+DEFINE_TERMS(1, 0, _first)
+DEFINE_TERMS(0, 0, _middle)
+DEFINE_TERMS(0, 1, _last)
+
+static void run_term(int family, const float *g, int64_t n, const float *t, Term c, int first,
+                     int last, float *const *in, float *const *sum, float *const *own,
+                     float *acc, float *p) {
+    if (first && last) run_term_only(family, g, n, t, c, in, sum, own, acc, p);
+    else if (first) run_term_first(family, g, n, t, c, in, sum, own, acc, p);
+    else if (last) run_term_last(family, g, n, t, c, in, sum, own, acc, p);
+    else run_term_middle(family, g, n, t, c, in, sum, own, acc, p);
+}
+
+/* The calling thread's index in its parallel region (0 without OpenMP). */
+static inline int thread_id(void) {
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
 }
 
 /* Chunk length: whole blocks of every 8-bit buffer (0 if their block sizes differ). */
@@ -500,40 +659,20 @@ static int64_t chunk_length(const Buf *bufs, int nbuf) {
  * small enough for the scratch to stay in the L1 cache between decoding, updating and
  * encoding (measured: 9% faster than whole 4096-value chunks for 8-bit bridged). */
 #define PIECE 512
+/* Joint steps keep more arrays in scratch per piece. */
+#define JOINT_PIECE 128
 
-/* The gradient a step reads: one array, or (joint mode) the weighted sum of several, formed
- * piece by piece in scratch (sum_k w_k g_k, and sum_k w_k g_k^2 for the base update). */
-typedef struct {
-    const float *g;             /* the gradient, or NULL when mixed */
-    const float *const *parts;  /* mixed: the objectives' gradients */
-    const float *weights;       /* mixed: their weights */
-    int count;                  /* mixed: how many (0: not mixed) */
-} Grad;
-
-static void mix(const Grad *gr, int64_t at, int64_t m, float *restrict sum,
-                float *restrict sum2) {
-    for (int k = 0; k < gr->count; k++) {
-        const float *restrict x = gr->parts[k] + at;
-        const float w = gr->weights[k];
-        if (k == 0) {
-            for (int64_t i = 0; i < m; i++) sum[i] = w * x[i];
-            if (sum2)
-                for (int64_t i = 0; i < m; i++) sum2[i] = w * (x[i] * x[i]);
-        } else {
-            for (int64_t i = 0; i < m; i++) sum[i] = sum[i] + w * x[i];
-            if (sum2)
-                for (int64_t i = 0; i < m; i++) sum2[i] = sum2[i] + w * (x[i] * x[i]);
-        }
-    }
+/* The piece length for a step whose 8-bit buffers have blocks of `qblock` (0: none). */
+static int64_t piece_length(int64_t qblock, int64_t least, int64_t chunk) {
+    int64_t piece = qblock ? qblock : least;
+    while (piece < least) piece += piece;
+    return piece > chunk ? chunk : piece;
 }
 
-/* One step of one parameter (see STEP_*). Returns 0, -1 if the buffers cannot be taken, -2
- * if scratch could not be allocated (nothing changed then). */
-static int run_step(int policy, float *p, const Grad *gr, int64_t n, Buf *bufs, int nbuf,
-                    const float *s, int threads) {
-    if (nbuf != buffers_of(policy) || nbuf > MAX_BUFS) return -1;
-    int mixed = gr->count > 0;  /* only the Adam step and the base update take mixed ones */
-    if (policy == STEP_BASE_EMA ? !mixed : mixed && policy != STEP_ADAM) return -1;
+/* Alternating step of one parameter. Returns 0, -1 if the buffers cannot be taken, -2 if
+ * scratch could not be allocated (nothing changed then). */
+static int run_alternating(int family, float *p, const float *g, int64_t n, Buf *bufs,
+                           int nbuf, const float *s, int threads) {
     int64_t chunk = chunk_length(bufs, nbuf);
     if (chunk <= 0) return -1;
     int64_t nchunks = (n + chunk - 1) / chunk;
@@ -546,18 +685,15 @@ static int run_step(int policy, float *p, const Grad *gr, int64_t n, Buf *bufs, 
         if (bufs[k].kind == KIND_INT8) qblock = bufs[k].block;
     }
     if (all_bf16) lowbit = 0;
-    int mixes = mixed ? (policy == STEP_BASE_EMA ? 2 : 1) : 0;
-    /* Low-bit state and mixed gradients go through scratch in pieces; float32 and bfloat16
-     * state with one gradient is updated in place, a whole chunk at a time. */
-    int64_t piece = qblock ? qblock : PIECE;
-    while (piece < PIECE) piece += piece;
-    if (piece > chunk || !(lowbit || mixes)) piece = chunk;
+    /* Low-bit state goes through scratch in pieces; float32 and bfloat16 state is updated in
+     * place, a whole chunk at a time. */
+    int64_t piece = lowbit ? piece_length(qblock, PIECE, chunk) : chunk;
     if (threads < 1 || nchunks < 2) threads = 1;
-    /* Scratch for every thread (values, per-block maxima, mixed gradients), allocated before
-     * anything is written. */
-    size_t per_thread = (size_t)(piece * (lowbit + MAX_BUFS + mixes));
+    /* Scratch for every thread (values, per-block maxima), allocated before anything is
+     * written. */
+    size_t per_thread = (size_t)(piece * (lowbit + MAX_BUFS));
     float *scratch = NULL;
-    if (lowbit || mixes) {
+    if (lowbit) {
         scratch = (float *)malloc(sizeof(float) * per_thread * (size_t)threads);
         if (!scratch) return -2;
     }
@@ -565,28 +701,20 @@ static int run_step(int policy, float *p, const Grad *gr, int64_t n, Buf *bufs, 
     for (int64_t c = 0; c < nchunks; c++) {
         int64_t start = c * chunk;
         int64_t len = n - start < chunk ? n - start : chunk;
-        int tid = 0;
-#ifdef _OPENMP
-        tid = omp_get_thread_num();
-#endif
+        const int tid = thread_id();
         float *mine = scratch ? scratch + (size_t)tid * per_thread : NULL;
         uint32_t *tops = mine ? (uint32_t *)(mine + piece * lowbit) : NULL;
-        float *sum = mine ? mine + piece * (lowbit + MAX_BUFS) : NULL;
-        float *sum2 = mixes == 2 ? sum + piece : NULL;
         for (int64_t at = start; at < start + len; at += piece) {
             int64_t m = start + len - at < piece ? start + len - at : piece;
-            float *pp = p ? p + at : NULL;
-            const float *g = gr->g ? gr->g + at : sum, *g2 = sum2;
-            if (mixes) mix(gr, at, m, sum, sum2);
             if (!lowbit) {  /* float32 and bfloat16 state: in place, every buffer streamed once */
                 if (all_bf16) {
                     uint16_t *h[MAX_BUFS];
                     for (int k = 0; k < nbuf; k++) h[k] = (uint16_t *)bufs[k].data + at;
-                    run_bf16(policy, pp, g, g2, h, m, s);
+                    run_bf16(family, p + at, g + at, h, m, s);
                 } else {
                     float *f[MAX_BUFS];
                     for (int k = 0; k < nbuf; k++) f[k] = (float *)bufs[k].data + at;
-                    run_f32(policy, pp, g, g2, f, m, s, 0, NULL);
+                    run_f32(family, p + at, g + at, f, m, s, 0, NULL);
                 }
                 continue;
             }
@@ -603,35 +731,207 @@ static int run_step(int policy, float *p, const Grad *gr, int64_t n, Buf *bufs, 
             /* With 8-bit buffers the update also takes every block's absmax. */
             int64_t nb = qblock ? (m + qblock - 1) / qblock : 0;
             uint32_t *t = qblock ? tops : NULL;
-            run_f32(policy, pp, g, g2, ptr, m, s, qblock, t);
+            run_f32(family, p + at, g + at, ptr, m, s, qblock, t);
             for (int k = 0; k < nbuf; k++)
-                if (bufs[k].kind != KIND_F32 && writes(policy, k))
-                    store(&bufs[k], at, m, ptr[k], t ? t + k * nb : NULL);
+                if (bufs[k].kind != KIND_F32) store(&bufs[k], at, m, ptr[k], t ? t + k * nb : NULL);
         }
     }
     free(scratch);
     return 0;
 }
 
-/* One step of one parameter: policy 0 Adam-like (shared, decoupled), 1 bridged, 2 bridged
- * delta step (joint mode). Returns 0, or < 0 if it cannot (nothing changed then). */
-int moopt_step(int policy, float *p, const float *g, int64_t n, Buf *bufs, int nbuf,
-               const float *scalars, int threads) {
-    if (policy != STEP_ADAM && policy != STEP_BRIDGED && policy != STEP_DELTA) return -1;
-    Grad gr = {g, NULL, NULL, 0};
-    return run_step(policy, p, &gr, n, bufs, nbuf, scalars, threads);
+/* A buffer's values [at, at + m) as float32: the array itself (float32 state) or `scratch`
+ * after decoding. */
+static float *view_of(const Buf *b, int64_t at, int64_t m, float *scratch) {
+    if (b->kind == KIND_F32) return (float *)b->data + at;
+    load(b, at, m, scratch);
+    return scratch;
 }
 
-/* Joint mode, one step on the weighted sum of `count` gradients: policy 0 (the shared Adam
- * step on sum_k w_k g_k) or 3 (bridged's base update from sum_k w_k g_k and
- * sum_k w_k g_k^2, buffers m_base, v_base; `p` unused, may be NULL). */
-int moopt_step_mixed(int policy, float *p, const float *const *grads, const float *weights,
-                     int count, int64_t n, Buf *bufs, int nbuf, const float *scalars,
-                     int threads) {
-    if ((policy != STEP_ADAM && policy != STEP_BASE_EMA) || count < 1) return -1;
-    Grad gr = {NULL, grads, weights, count};
-    return run_step(policy, policy == STEP_ADAM ? p : NULL, &gr, n, bufs, nbuf, scalars,
-                    threads);
+/* Joint step of one parameter over `count` objectives, each piece in one pass (the rule of
+ * moopt/states/rule.py): every term reads the same shared values; its own buffers take its
+ * results; the parameter takes p decay - sum_t scale_t direction_t and the shared buffers
+ * sum_t a_t new_t (with one term, new_1 as it is). A "mix" family runs one term on
+ * sum_k a_k g_k. Returns as run_alternating. */
+static int run_joint(int family, float *p, const float *const *grads, int count, int64_t n,
+                     Buf *bufs, int nbuf, const float *s, int threads) {
+    const Family f = FAMILIES[family];
+    const int nsh = f.shared, nown = f.own;
+    const int mix = f.mix, terms = mix ? 1 : count;
+    const int64_t width = 1 + f.coefficients;
+    int64_t chunk = chunk_length(bufs, nbuf);
+    if (chunk <= 0) return -1;
+    int64_t qblock = 0;
+    for (int k = 0; k < nbuf; k++)
+        if (bufs[k].kind == KIND_INT8) qblock = bufs[k].block;
+    int64_t piece = piece_length(qblock, JOINT_PIECE, chunk);
+    int64_t nchunks = (n + chunk - 1) / chunk;
+    if (threads < 1 || nchunks < 2) threads = 1;
+    /* Per thread: the mixed gradient, the update's running sum, and per shared buffer its
+     * decoded value and its running sum; per own buffer a decoded value. */
+    const int arrays = 2 + 2 * nsh + nown;
+    size_t per_thread = (size_t)(piece * arrays);
+    float *scratch = (float *)malloc(sizeof(float) * per_thread * (size_t)threads);
+    if (!scratch) return -2;
+    const float *a = s + 1;
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t c = 0; c < nchunks; c++) {
+        int64_t start = c * chunk;
+        int64_t len = n - start < chunk ? n - start : chunk;
+        const int tid = thread_id();
+        float *mine = scratch + (size_t)tid * per_thread;
+        float *mixed = mine, *acc = mine + piece, *sums = mine + 2 * piece;
+        float *shared_old = sums + nsh * piece, *own_scratch = shared_old + nsh * piece;
+        for (int64_t at = start; at < start + len; at += piece) {
+            int64_t m = start + len - at < piece ? start + len - at : piece;
+            float *in[MAX_BUFS], *sum[MAX_BUFS], *own_values[MAX_BUFS];
+            for (int j = 0; j < nsh; j++) {
+                in[j] = view_of(&bufs[j], at, m, shared_old + j * piece);
+                sum[j] = sums + j * piece;
+            }
+            if (mix) {
+                const float *g0 = grads[0] + at;
+                for (int64_t i = 0; i < m; i++) mixed[i] = g0[i] * a[0];
+                for (int k = 1; k < count; k++) {
+                    const float *gk = grads[k] + at;
+                    const float ak = a[k];
+                    for (int64_t i = 0; i < m; i++) mixed[i] = mixed[i] + gk[i] * ak;
+                }
+            }
+            for (int term = 0; term < terms; term++) {
+                const float *t = s + 1 + count + term * width;
+                Term how = {t[0], a[term], s[0]};
+                Buf *own = bufs + nsh + term * nown;
+                for (int j = 0; j < nown; j++)
+                    own_values[j] = view_of(&own[j], at, m, own_scratch + j * piece);
+                run_term(family, mix ? mixed : grads[term] + at, m, t, how, term == 0,
+                         term == terms - 1, in, sum, own_values, acc, p + at);
+                for (int j = 0; j < nown; j++)
+                    if (own[j].kind != KIND_F32) store(&own[j], at, m, own_values[j], NULL);
+            }
+            for (int j = 0; j < nsh; j++) {
+                if (bufs[j].kind == KIND_F32) {
+                    memcpy((float *)bufs[j].data + at, sum[j], sizeof(float) * (size_t)m);
+                } else {
+                    store(&bufs[j], at, m, sum[j], NULL);
+                }
+            }
+        }
+    }
+    free(scratch);
+    return 0;
+}
+
+/* Joint steps of two objectives with float32 state (the common joint step): both terms in
+ * one loop over the tensor, so every array streams once, side by side (measured against the
+ * piece driver above: it kept fewer arrays in flight and lost to the compiled path's single
+ * loop). The same operations, in the same order, as run_joint. */
+static void bridged_pair(float *restrict p, const float *restrict g1, const float *restrict g2,
+                         float *restrict mb, float *restrict vb, float *restrict m1,
+                         float *restrict v1, float *restrict m2, float *restrict v2,
+                         int64_t n, const float *s) {
+    const int64_t width = 1 + BRIDGED_NCOEF;
+    const float decay = s[0], w1 = s[1], w2 = s[2];
+    const float *t1 = s + 3, *t2 = t1 + width;
+    const float scale1 = t1[0], scale2 = t2[0];
+    const BridgedCoef K1 = BRIDGED_COEF(t1), K2 = BRIDGED_COEF(t2);
+    for (int64_t i = 0; i < n; i++) {
+        float mk1, vk1, mbn1, vbn1, d1, mk2, vk2, mbn2, vbn2, d2;
+        BRIDGED_ELEMENT_K(K1, g1[i], mb[i], vb[i], m1[i], v1[i], mk1, vk1, mbn1, vbn1, d1);
+        BRIDGED_ELEMENT_K(K2, g2[i], mb[i], vb[i], m2[i], v2[i], mk2, vk2, mbn2, vbn2, d2);
+        m1[i] = mk1; v1[i] = vk1; m2[i] = mk2; v2[i] = vk2;
+        p[i] = p[i] * decay - (scale1 * d1 + scale2 * d2);
+        mb[i] = mbn1 * w1 + mbn2 * w2;
+        vb[i] = vbn1 * w1 + vbn2 * w2;
+    }
+}
+
+static void decoupled_pair(float *restrict p, const float *restrict g1,
+                           const float *restrict g2, float *restrict m1, float *restrict v1,
+                           float *restrict m2, float *restrict v2, int64_t n, const float *s) {
+    const int64_t width = 1 + DECOUPLED_NCOEF;
+    const float decay = s[0];
+    const float *t1 = s + 3, *t2 = t1 + width;
+    const float scale1 = t1[0], scale2 = t2[0];
+    const AdamCoef K1 = ADAM_COEF(DECOUPLED, t1), K2 = ADAM_COEF(DECOUPLED, t2);
+    for (int64_t i = 0; i < n; i++) {
+        float mn1, vn1, d1, mn2, vn2, d2;
+        ADAM_ELEMENT_K(K1, g1[i], m1[i], v1[i], mn1, vn1, d1);
+        ADAM_ELEMENT_K(K2, g2[i], m2[i], v2[i], mn2, vn2, d2);
+        m1[i] = mn1; v1[i] = vn1; m2[i] = mn2; v2[i] = vn2;
+        p[i] = p[i] * decay - (scale1 * d1 + scale2 * d2);
+    }
+}
+
+static void shared_pair(float *restrict p, const float *restrict g1, const float *restrict g2,
+                        float *restrict m, float *restrict v, int64_t n, const float *s) {
+    const float decay = s[0], w1 = s[1], w2 = s[2];
+    const float *t = s + 3;
+    const float scale = t[0];
+    const AdamCoef K = ADAM_COEF(SHARED, t);
+    for (int64_t i = 0; i < n; i++) {
+        float grad = g1[i] * w1 + g2[i] * w2, m_new, v_new, direction;
+        ADAM_ELEMENT(grad, m[i], v[i], m_new, v_new, direction);
+        m[i] = m_new; v[i] = v_new;
+        p[i] = p[i] * decay - scale * direction;
+    }
+}
+
+/* Whether a joint step takes the pair loops: two objectives, every buffer float32. */
+static int pairs(int count, const Buf *bufs, int nbuf) {
+    if (count != 2) return 0;
+    for (int k = 0; k < nbuf; k++)
+        if (bufs[k].kind != KIND_F32) return 0;
+    return 1;
+}
+
+static int run_pair(int family, float *p, const float *const *grads, int64_t n, Buf *bufs,
+                    const float *s, int threads) {
+    const int64_t chunk = 4096, nchunks = (n + chunk - 1) / chunk;
+    if (threads < 1 || nchunks < 2) threads = 1;
+#define F(k) ((float *)bufs[k].data + at)
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t c = 0; c < nchunks; c++) {
+        const int64_t at = c * chunk, m = n - at < chunk ? n - at : chunk;
+        const float *g1 = grads[0] + at, *g2 = grads[1] + at;
+        switch (family) {
+        case FAMILY_SHARED:
+            shared_pair(p + at, g1, g2, F(SHARED_S_m), F(SHARED_S_v), m, s);
+            break;
+        case FAMILY_DECOUPLED:  /* slots: objective 1's own buffers, then objective 2's */
+            decoupled_pair(p + at, g1, g2, F(DECOUPLED_S_m), F(DECOUPLED_S_v),
+                           F(DECOUPLED_NOWN + DECOUPLED_S_m), F(DECOUPLED_NOWN + DECOUPLED_S_v),
+                           m, s);
+            break;
+        default:
+            bridged_pair(p + at, g1, g2, F(BRIDGED_S_m_base), F(BRIDGED_S_v_base),
+                         F(BRIDGED_S_m), F(BRIDGED_S_v), F(BRIDGED_NOWN + BRIDGED_S_m),
+                         F(BRIDGED_NOWN + BRIDGED_S_v), m, s);
+            break;
+        }
+    }
+#undef F
+    return 0;
+}
+
+/* One step of one float32 parameter `p` with `count` gradients (1: alternating mode) of the
+ * built-in policy `family`; `bufs` in the rule's slot order (shared buffers, then each
+ * objective's own), `s` its scalar vector of `ns` values. Returns 0, or < 0 if it cannot
+ * (nothing changed then). */
+int moopt_step(int family, float *p, const float *const *grads, int count, int64_t n,
+               Buf *bufs, int nbuf, const float *s, int ns, int threads) {
+    if (family < FAMILY_SHARED || family > FAMILY_BRIDGED || count < 1) return -1;
+    const Family f = FAMILIES[family];
+    const int terms = f.mix && count > 1 ? 1 : count;
+    if (nbuf != f.shared + count * f.own || ns != 1 + count + terms * (1 + f.coefficients))
+        return -1;
+    if (count == 1) {
+        if (nbuf > MAX_BUFS) return -1;
+        return run_alternating(family, p, grads[0], n, bufs, nbuf, s, threads);
+    }
+    if (f.shared + f.own > MAX_BUFS) return -1;
+    if (pairs(count, bufs, nbuf)) return run_pair(family, p, grads, n, bufs, s, threads);
+    return run_joint(family, p, grads, count, n, bufs, nbuf, s, threads);
 }
 
 /* 1 if no value of the float32 array is NaN or inf (exponent bits all ones), else 0. The
@@ -668,27 +968,26 @@ int moopt_all_finite(const float *x, int64_t n, int threads) {
 }
 
 /* Block-wise codec entry points (Int8Storage.read / write and tests): decode or encode the
- * n values of an 8-bit buffer; the buffer's blocks start at value 0. */
-void moopt_decode(const Buf *b, int64_t n, float *out, int threads) {
+ * n values of an 8-bit buffer; the buffer's blocks start at value 0. Chunks of whole blocks
+ * go to the threads. */
+static void codec(const Buf *b, int64_t n, float *out, const float *in, int threads) {
     int64_t chunk = chunk_length(b, 1);
     int64_t nchunks = (n + chunk - 1) / chunk;
     if (threads < 1 || nchunks < 2) threads = 1;
 #pragma omp parallel for num_threads(threads) schedule(static)
     for (int64_t c = 0; c < nchunks; c++) {
-        int64_t start = c * chunk;
-        load(b, start, n - start < chunk ? n - start : chunk, out + start);
+        int64_t start = c * chunk, len = n - start < chunk ? n - start : chunk;
+        if (out) load(b, start, len, out + start);
+        else store(b, start, len, in + start, NULL);
     }
+}
+
+void moopt_decode(const Buf *b, int64_t n, float *out, int threads) {
+    codec(b, n, out, NULL, threads);
 }
 
 /* Returns 0 (the encoder reads `in` as it is: no scratch). */
 int moopt_encode(const Buf *b, int64_t n, const float *in, int threads) {
-    int64_t chunk = chunk_length(b, 1);
-    int64_t nchunks = (n + chunk - 1) / chunk;
-    if (threads < 1 || nchunks < 2) threads = 1;
-#pragma omp parallel for num_threads(threads) schedule(static)
-    for (int64_t c = 0; c < nchunks; c++) {
-        int64_t start = c * chunk;
-        store(b, start, n - start < chunk ? n - start : chunk, in + start, NULL);
-    }
+    codec(b, n, NULL, in, threads);
     return 0;
 }

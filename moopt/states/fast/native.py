@@ -1,27 +1,24 @@
 """Native CPU kernels (``native.c``), built with the system C compiler and cached on disk.
 
-The C file holds one fused step per policy family (Adam-like for shared / decoupled, bridged)
-over float32, bfloat16 and 8-bit block-wise state, the joint-mode variants (bridged's delta
-step without the base update, and steps on a weighted sum of gradients formed inside the
-kernel), the 8-bit codec, and a NaN/inf scan of float32 gradients.
+The C file holds the fused steps of the built-in policies' families (Adam-like for shared /
+decoupled, bridged) over float32, bfloat16 and 8-bit block-wise state, in alternating mode
+and in joint mode (every objective's term in one pass), the 8-bit codec, and a NaN/inf scan
+of float32 gradients. Which scalar and which buffer a kernel reads where comes from the
+policies' declarations: :mod:`moopt.states.fast.native_tables` turns them into ``-D`` flags
+of the build.
 It builds in about a second with ``cc -O3 -march=native -fopenmp`` into
 ``~/.cache/moopt/native/`` (``MOOPT_CACHE_DIR`` moves it), keyed by a hash of the source,
 the flags, the compiler and the CPU, and is loaded with :mod:`ctypes`: no torch headers, no
-build step at install time.
+build step at install time. The first request builds it (or loads it from the cache) before
+it returns, so every step of a run takes the same kernels.
 
-A library already in the cache is loaded by the first request. Otherwise the first request
-starts the build in a background thread and returns None, so no step waits for a compiler;
-callers use the eager kernels meanwhile (the native ones write the same state bits, and
-parameters within an ulp: their square root is correctly rounded, torch's vectorised one not
-always), so a run whose first steps fall into a build can differ in the last bits from a
-later run.
-``MOOPT_NATIVE=0`` never builds or loads it; ``MOOPT_NATIVE=sync`` builds in the calling
-thread (benchmarks, tests); ``MOOPT_NATIVE_ARCH`` replaces ``-march=native``. The code has
-AVX-512, AVX2 and portable paths. Without a working compiler it warns once and stays off.
+``MOOPT_NATIVE=0`` never builds or loads it; ``MOOPT_NATIVE_ARCH`` replaces
+``-march=native``. The code has AVX-512, AVX2 and portable paths. Without a working compiler
+it warns once and stays off (the compiled or eager paths step the parameters then).
 
 Example:
     >>> from moopt.states.fast import native
-    >>> native.mode() in ("background", "sync", "off")
+    >>> native.mode() in ("sync", "off")
     True
 """
 
@@ -58,9 +55,8 @@ def _cpu_flags() -> list[str]:
 
 
 KIND = {"f32": 0, "bf16": 1, "int8": 2}
-# Kernel families of moopt_step: Adam-like, bridged, and bridged without its base update (the
-# per-objective delta step of joint mode; the base then takes step_mixed(..., "base", ...)).
-POLICY = {"adam": 0, "bridged": 1, "delta": 2}
+# Kernel families of moopt_step: one per built-in policy (native_tables.KERNELS).
+FAMILY = {"shared": 0, "decoupled": 1, "bridged": 2}
 # One thread below this many values: a parallel region costs more than it saves.
 PARALLEL_MIN_NUMEL = 1 << 16
 
@@ -75,11 +71,17 @@ class Buf(ctypes.Structure):
 
 
 def mode() -> str:
-    """"background" (default), "sync" or "off", from ``MOOPT_NATIVE``."""
+    """"sync" (default: build or load on first use) or "off", from ``MOOPT_NATIVE``."""
     value = os.environ.get("MOOPT_NATIVE", "1").strip().lower()
-    if value in ("0", "off", "false", "no"):
-        return "off"
-    return "sync" if value == "sync" else "background"
+    return "off" if value in ("0", "off", "false", "no") else "sync"
+
+
+def _table_flags() -> list[str]:
+    """The ``-D`` flags that place the declared scalars and buffers (imported here: the
+    tables read the policy declarations, which must not be imported by the codec's users)."""
+    from moopt.states.fast.native_tables import build_flags
+
+    return build_flags()
 
 
 def _compiler() -> str | None:
@@ -127,7 +129,8 @@ def _build() -> ctypes.CDLL:
     errors = []
     serial = [f for f in FLAGS if f != "-fopenmp"]
     # -march=native is not known to every compiler, OpenMP not installed with every one.
-    for flags in (FLAGS + _cpu_flags(), FLAGS, serial):
+    tables = _table_flags()
+    for flags in (FLAGS + _cpu_flags() + tables, FLAGS + tables, serial + tables):
         path = _library_path(cc, flags)
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -143,15 +146,10 @@ def _build() -> ctypes.CDLL:
             os.replace(tmp, path)
         lib = ctypes.CDLL(str(path))
         lib.moopt_step.restype = ctypes.c_int
-        lib.moopt_step.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p,
+        lib.moopt_step.argtypes = [ctypes.c_int, ctypes.c_void_p,
+                                   ctypes.POINTER(ctypes.c_void_p), ctypes.c_int,
                                    ctypes.c_int64, ctypes.POINTER(Buf), ctypes.c_int,
-                                   ctypes.POINTER(ctypes.c_float), ctypes.c_int]
-        lib.moopt_step_mixed.restype = ctypes.c_int
-        lib.moopt_step_mixed.argtypes = [ctypes.c_int, ctypes.c_void_p,
-                                         ctypes.POINTER(ctypes.c_void_p),
-                                         ctypes.POINTER(ctypes.c_float), ctypes.c_int,
-                                         ctypes.c_int64, ctypes.POINTER(Buf), ctypes.c_int,
-                                         ctypes.POINTER(ctypes.c_float), ctypes.c_int]
+                                   ctypes.POINTER(ctypes.c_float), ctypes.c_int, ctypes.c_int]
         lib.moopt_decode.restype = None
         lib.moopt_decode.argtypes = [ctypes.POINTER(Buf), ctypes.c_int64, ctypes.c_void_p,
                                      ctypes.c_int]
@@ -164,65 +162,36 @@ def _build() -> ctypes.CDLL:
     raise RuntimeError("building native.c failed:\n" + "\n".join(errors))
 
 
-def _already_built() -> bool:
-    """Whether the cache holds the library for this source, compiler, flags and CPU."""
-    cc = _compiler()
-    try:
-        return cc is not None and _library_path(cc, FLAGS + _cpu_flags()).exists()
-    except OSError:
-        return False
-
-
 class _Loader:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.lib: ctypes.CDLL | None = None
-        self.ready = threading.Event()
+        self.done = False
         self.failed: BaseException | None = None
-        self.thread: threading.Thread | None = None
 
-    def run(self) -> None:
-        try:
-            self.lib = _build()
-        except Exception as exc:  # no compiler, no OpenMP...: the eager kernels stay
-            self.failed = exc
-            warnings.warn(f"moopt: the native CPU kernels are unavailable ({exc}); using "
-                          "the torch kernels", RuntimeWarning, stacklevel=2)
-        finally:
-            self.ready.set()
-
-    def get(self, sync: bool) -> ctypes.CDLL | None:
-        if self.ready.is_set():
-            return self.lib
+    def get(self) -> ctypes.CDLL | None:
         with self.lock:
-            if self.thread is None and not self.ready.is_set():
-                # A library already built is loaded at once (milliseconds): the first step
-                # then uses it too, and runs repeat bit for bit; only a build goes to the
-                # background.
-                if sync or _already_built():
-                    self.run()
-                    return self.lib
-                self.thread = threading.Thread(target=self.run, name="moopt-native",
-                                               daemon=True)
-                self.thread.start()
-        if sync:
-            self.ready.wait()
+            if not self.done:
+                try:
+                    self.lib = _build()
+                except Exception as exc:  # no compiler, no OpenMP...: the other paths stay
+                    self.failed = exc
+                    warnings.warn(f"moopt: the native CPU kernels are unavailable ({exc}); "
+                                  "using the compiled or eager kernels", RuntimeWarning,
+                                  stacklevel=3)
+                self.done = True
             return self.lib
-        return None
 
 
 _loader = _Loader()
 
 
-def library(sync: bool | None = None) -> ctypes.CDLL | None:
-    """The loaded library, or None (off, still building, or failed to build).
-
-    ``sync=True`` waits for the build; the default follows ``MOOPT_NATIVE``.
-    """
-    how = mode()
-    if how == "off":
+def library() -> ctypes.CDLL | None:
+    """The loaded library (built or loaded from the disk cache by the first call), or None
+    (off, or the build failed: :func:`failure` says why)."""
+    if mode() == "off":
         return None
-    return _loader.get(how == "sync" if sync is None else sync)
+    return _loader.get()
 
 
 def failure() -> BaseException | None:
@@ -299,39 +268,21 @@ def scalar_array(scalars: list[float]) -> ctypes.Array:
     return (ctypes.c_float * len(scalars))(*scalars)
 
 
-def step(lib: ctypes.CDLL, family: str, p: Tensor, g: Tensor, bufs: list[Buf] | ctypes.Array,
-         scalars: list[float] | ctypes.Array) -> bool:
-    """One in-place step of the contiguous float32 CPU tensor ``p`` with gradient ``g``.
+def step(lib: ctypes.CDLL, family: str, p: Tensor, grads: list[Tensor],
+         bufs: list[Buf] | ctypes.Array, scalars: list[float] | ctypes.Array) -> bool:
+    """One in-place step of the contiguous float32 CPU tensor ``p`` with one contiguous
+    float32 gradient per objective taking part (one: alternating mode).
 
-    ``family`` is "adam" (buffers m, v), "bridged" (m_base, v_base, m_k, v_k) or "delta"
-    (the same buffers; the base is only read), as a list or a :func:`buffer_array`;
-    ``scalars`` as in :mod:`moopt.states.fast.kernels`, as a list or a
+    ``bufs``: the buffer slots (:meth:`moopt.states.rule.Rule.slots`), as a list or a
+    :func:`buffer_array`; ``scalars``: the rule's scalar vector, as a list or a
     :func:`scalar_array`. False if the kernel declined (nothing changed).
     """
     n = p.numel()
     array = bufs if isinstance(bufs, ctypes.Array) else buffer_array(bufs)
     values = scalars if isinstance(scalars, ctypes.Array) else scalar_array(scalars)
-    return lib.moopt_step(POLICY[family], p.data_ptr(), g.data_ptr(), n, array, len(array),
-                          values, _threads(n)) == 0
-
-
-def step_mixed(lib: ctypes.CDLL, family: str, p: Tensor | None, grads: list[Tensor],
-               weights: list[float], bufs: list[Buf] | ctypes.Array,
-               scalars: list[float] | ctypes.Array) -> bool:
-    """One joint-mode step on the weighted sum of ``grads`` (contiguous float32 CPU tensors of
-    ``p``'s size), formed piece by piece inside the kernel: ``family`` "adam" steps ``p`` and
-    (m, v) on ``sum_k w_k g_k``; "base" updates bridged's (m_base, v_base) from
-    ``sum_k w_k g_k`` and ``sum_k w_k g_k^2`` (``p`` unused; scalars as for "bridged").
-    False if the kernel declined (nothing changed)."""
-    n = grads[0].numel()
-    array = bufs if isinstance(bufs, ctypes.Array) else buffer_array(bufs)
-    values = scalars if isinstance(scalars, ctypes.Array) else scalar_array(scalars)
     pointers = (ctypes.c_void_p * len(grads))(*[g.data_ptr() for g in grads])
-    factors = (ctypes.c_float * len(weights))(*weights)
-    policy = {"adam": 0, "base": 3}[family]
-    return lib.moopt_step_mixed(policy, p.data_ptr() if p is not None else None, pointers,
-                                factors, len(grads), n, array, len(array), values,
-                                _threads(n)) == 0
+    return lib.moopt_step(FAMILY[family], p.data_ptr(), pointers, len(grads), n, array,
+                          len(array), values, len(values), _threads(n)) == 0
 
 
 def scannable(t: Tensor) -> bool:

@@ -6,7 +6,7 @@ plain tensors already and need nothing.
 
 Example:
     >>> import torch
-    >>> from moopt.states.fast.tensors import is_distributed, local
+    >>> from moopt.states.tensors import is_distributed, local
     >>> t = torch.ones(3)
     >>> is_distributed(t), local(t) is t
     (False, True)
