@@ -284,7 +284,7 @@ def _print_metrics(metrics: dict[str, float]) -> None:
 
 
 def _print_dry_run(task: Any, cfg: Any, points: list[dict[str, Any]] | None = None) -> int:
-    task.validate(cfg)
+    task.check(cfg)
     print(f"dry run of task {task.name!r}" + (f", preset {cfg.preset!r}" if cfg.preset else "")
           + ": the resolved config is valid; nothing was run or written")
     print(json.dumps(cfg.model_dump(mode="json"), indent=2, sort_keys=True))

@@ -268,7 +268,7 @@ def run_compare(
     run_plots = plots if run_plots is None else run_plots
     if base.task is None and task.name:
         base = base.model_copy(update={"task": task.name})
-    task.validate(base)
+    task.check(base)
     marker = {"base": base.semantic_dict(), "grid": grid.as_dict()}
     main = is_main_process()  # under torch.distributed only rank 0 writes
     if not main:

@@ -51,6 +51,7 @@ from moopt.runner.batches import move_batch
 from moopt.runner.config import ConfigError, RunConfig
 from moopt.runner.devices import Hardware, resolve_hardware
 from moopt.runner.history import History
+from moopt.runner.objective_keys import check_objective_keys
 from moopt.runner.placement import place_model
 from moopt.runner.task import TrainingSetup
 
@@ -100,12 +101,7 @@ def make_optimizer(setup: TrainingSetup, cfg: RunConfig, params: Any = None) -> 
     from moopt.optimizer import MultiObjectiveOptimizer
 
     names = list(setup.objectives)
-    for key, mapping in (("lr_ratios", cfg.lr_ratios), ("weights", cfg.weights or {})):
-        unknown = sorted(set(mapping) - set(names))
-        if unknown:
-            raise ConfigError(
-                f"config key {key!r} names unknown objective(s) {unknown}; objectives: {names}"
-            )
+    check_objective_keys(cfg, names)
     if params is None:
         params = setup.params
     if params is None:
@@ -134,13 +130,7 @@ def make_schedule(cfg: RunConfig, names: list[str]) -> Iterator[str] | None:
         return None
     if spec is None or spec == "round_robin":
         return schedules.RoundRobin(names)
-    unknown = sorted(set(spec) - set(names))
-    missing = sorted(set(names) - set(spec))
-    if unknown or missing:
-        raise ConfigError(
-            f"config key 'schedule' {spec} must give a frequency for exactly the objectives "
-            f"{names} (unknown: {unknown}, missing: {missing})"
-        )
+    check_objective_keys(cfg, names)
     return schedules.Alternating(dict(spec))
 
 

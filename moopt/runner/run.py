@@ -144,6 +144,15 @@ def check_setup(setup: TrainingSetup, cfg: RunConfig) -> None:
     total_steps(cfg, setup)
 
 
+def check_declared_objectives(task: TaskAdapter, cfg: RunConfig, setup: TrainingSetup) -> None:
+    """The objectives ``task.objective_names(cfg)`` declared (and the early checks used)
+    are the ones it built; a mismatch is a bug of the adapter, named as such."""
+    declared = task.objective_names(cfg)
+    if declared is not None and sorted(declared) != sorted(setup.objectives):
+        raise TypeError(f"task {task.name!r}: objective_names() gave {sorted(declared)} but "
+                        f"build() made objectives {sorted(setup.objectives)}")
+
+
 # ------------------------------------------------------------------------------ the run
 def run_task(
     task: TaskAdapter,
@@ -167,7 +176,7 @@ def run_task(
     # Device, precision and process group first: asking for CUDA where there is none is
     # an error before anything is created.
     hardware = resolve_hardware(cfg)
-    task.validate(cfg)
+    task.check(cfg)
     check_config(cfg)
     run_dir = Path(cfg.out) if cfg.out is not None else None
     main = is_main_process()
@@ -182,6 +191,7 @@ def run_task(
     ctx.hardware = hardware
     with cpu_threads(cfg.threads), stop_on_sigterm():
         setup = _prepare_and_build(task, cfg, ctx, prepared)
+        check_declared_objectives(task, cfg, setup)
         check_setup(setup, cfg)
         opened, mode = _open(run_dir, cfg, resume, overwrite, main)
         try:

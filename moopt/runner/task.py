@@ -223,6 +223,24 @@ class TaskAdapter:
         """Cheap checks of ``cfg`` (raise with a clear message), run before the run
         directory is touched, so a typo never leaves a half-made run behind."""
 
+    def objective_names(self, cfg: RunConfig) -> list[str] | None:
+        """The names of the objectives a run of ``cfg`` trains, when the config alone
+        tells them (``None``: only :meth:`build` knows). Known names let ``schedule``,
+        ``weights`` and ``lr_ratios`` be checked before anything runs (``--dry-run``
+        included); they must equal the keys of the built ``TrainingSetup.objectives``."""
+        return None
+
+    def check(self, cfg: RunConfig) -> None:
+        """What the runner checks before anything is built or written: :meth:`validate`,
+        then the objective names of ``schedule``, ``weights`` and ``lr_ratios`` against
+        :meth:`objective_names` where it knows them."""
+        from moopt.runner.objective_keys import check_objective_keys
+
+        self.validate(cfg)
+        names = self.objective_names(cfg)
+        if names is not None:
+            check_objective_keys(cfg, names)
+
     def prepare(self, cfg: RunConfig, ctx: RunContext) -> Any:
         """Expensive, cacheable setup shared by runs; the result lands in ``ctx.prepared``."""
         return None

@@ -55,6 +55,15 @@ class MultitaskVisionTask(TaskAdapter):
     higher_is_better = {"acc_left": True, "acc_right": True, "acc_larger": True,
                         "acc_mean": True, "f1_mean": True, "delta_m": False}
 
+    def objective_names(self, cfg: RunConfig) -> list[str] | None:
+        """One objective per task: ``tasks`` when given, else the MultiMNIST variant's
+        (CelebA's default selection is known once its data is read)."""
+        from moopt.tasks.multitask_vision.multimnist import VARIANTS
+
+        if cfg.tasks is not None:
+            return list(cfg.tasks)
+        return list(VARIANTS[cfg.dataset]) if cfg.dataset in VARIANTS else None
+
     def prepare(self, cfg: RunConfig, ctx: RunContext) -> Prepared:
         return Prepared(BaselineCache(ctx.cache_dir))
 

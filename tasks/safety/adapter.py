@@ -72,6 +72,10 @@ class SafetyTask(TaskAdapter):
         except ValueError as err:
             raise ConfigError(str(err)) from None
 
+    def objective_names(self, cfg: SafetyConfig) -> list[str]:
+        """``safety``, ``utility`` and, with ``no_overrefusal``, ``no_overrefusal``."""
+        return cfg.objective_names()
+
     def prepare(self, cfg: SafetyConfig, ctx: RunContext):
         from moopt.tasks.safety.refusal import get_scorer
         from moopt.tasks.safety.sources import load_safety_data

@@ -150,6 +150,10 @@ class UnlearningTask(TaskAdapter):
         except ValueError as err:
             raise ConfigError(str(err)) from None
 
+    def objective_names(self, cfg: UnlearningConfig) -> list[str]:
+        """Every run trains the objectives ``forget`` and ``retain`` (whatever the loss)."""
+        return ["forget", "retain"]
+
     def prepare(self, cfg: UnlearningConfig, ctx: RunContext):
         from moopt.tasks.unlearning.stage1 import prepare_models
 
