@@ -32,6 +32,7 @@ from moopt.tasks.multitask_vision.config import MultitaskVisionConfig
 from moopt.tasks.multitask_vision.data import TaskData, data_key
 from moopt.tasks.multitask_vision.evaluation import evaluate_model
 
+from moopt.runner.atomic import write_text_atomic
 from moopt.runner.config import validate_config
 from moopt.runner.loop import train
 
@@ -102,7 +103,6 @@ class BaselineCache:
 
         if path is not None and is_main_process():  # every rank trained it; one writes
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(path.name + ".tmp")
-            tmp.write_text(json.dumps({"task": task, "metrics": metrics}, indent=1))
-            tmp.replace(path)
+            # A temp name of its own: two comparisons sharing the cache never write one file.
+            write_text_atomic(path, json.dumps({"task": task, "metrics": metrics}, indent=1))
         return metrics
