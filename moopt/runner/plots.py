@@ -142,26 +142,39 @@ def plot_evals(evals: list[tuple[int, dict[str, float]]], path: Path,
     return path
 
 
-def _error(p: Mapping[str, Any], metric: str) -> float | None:
-    """The error bar of a point: its spread over seeds, none for a single seed."""
-    return p.get(metric + "_std") if p.get("n", 2) >= 2 else None
+def interval_bars(p: Mapping[str, Any], metric: str) -> tuple[float, float] | None:
+    """The error bar of a point as (below, above) its mean: the 95 % bootstrap interval
+    over seeds (``<metric>_low`` / ``_high``, asymmetric); ``None`` for a single seed or a
+    point without an interval."""
+    low, high = p.get(metric + "_low"), p.get(metric + "_high")
+    if p.get("n", 2) < 2 or low is None or high is None:
+        return None
+    mean = p[metric + "_mean"]
+    return max(mean - low, 0.0), max(high - mean, 0.0)
+
+
+def error_bars(errors: Sequence[tuple[float, float] | None]) -> list[list[float]] | None:
+    """``errors`` in matplotlib's (2, N) form; ``None`` when any point has none."""
+    if not errors or any(e is None for e in errors):
+        return None
+    return [[e[0] for e in errors], [e[1] for e in errors]]  # type: ignore[index]
 
 
 def seeds_note(points: Sequence[Mapping[str, Any]]) -> str:
-    """How many seeds each point averages: ``"n = 1 seed, no error bars"`` or ``"mean ± std
-    over n = 3 seeds"`` (a range when the points differ)."""
+    """How many seeds each point averages: ``"n = 1 seed, no error bars"`` or ``"mean, 95 %
+    interval over n = 3 seeds"`` (a range when the points differ)."""
     ns = sorted({int(p.get("n", 1)) for p in points}) or [1]
     if ns == [1]:
         return "n = 1 seed, no error bars"
     n = str(ns[0]) if len(ns) == 1 else f"{ns[0]}-{ns[-1]}"
-    return f"mean ± std over n = {n} seeds"
+    return f"mean, 95 % bootstrap interval over n = {n} seeds"
 
 
 def plot_tradeoff(
     points: list[dict[str, Any]], x: str, y: str, path: Path, *, group_key: str = "group"
 ) -> Path:
     """Metric ``y`` against metric ``x``: one point per config (mean over seeds, error bars
-    one standard deviation; none for a single seed, and the title says n = 1), coloured by
+    its 95 % bootstrap interval; none for a single seed, and the title says n = 1), coloured by
     ``point[group_key]``, labelled by ``point["label"]``; the legend sits outside the axes."""
     plt = require_matplotlib()
     fig, ax = plt.subplots(figsize=(6, 4.5))
@@ -169,8 +182,9 @@ def plot_tradeoff(
     for p in points:
         group = str(p[group_key])
         kwargs = {"color": colors[group]} if group in colors else {"label": group}
-        bars = ax.errorbar(p[x + "_mean"], p[y + "_mean"], xerr=_error(p, x),
-                           yerr=_error(p, y), fmt="o", capsize=3, **kwargs)
+        bars = ax.errorbar(p[x + "_mean"], p[y + "_mean"],
+                           xerr=error_bars([interval_bars(p, x)]),
+                           yerr=error_bars([interval_bars(p, y)]), fmt="o", capsize=3, **kwargs)
         colors.setdefault(group, bars[0].get_color())
         # Colour names the group; the annotation only needs what differs inside it.
         text = f"lr={p['lr']:g}" if "lr" in p else str(p.get("label", ""))
@@ -188,18 +202,17 @@ def plot_tradeoff(
 
 
 def plot_lr_spread(points: list[dict[str, Any]], metrics: list[str], path: Path) -> Path:
-    """Each metric against the learning rate (log scale), one line per group, error bars one
-    standard deviation over seeds: how sensitive each policy is to the learning rate."""
+    """Each metric against the learning rate (log scale), one line per group, error bars the
+    95 % bootstrap interval over seeds: how sensitive each policy is to the learning rate."""
     plt = require_matplotlib()
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.5 * len(metrics), 3.5), squeeze=False)
     groups = sorted({str(p["group"]) for p in points})
     for ax, metric in zip(axes[0], metrics):
         for group in groups:
             pts = sorted((p for p in points if str(p["group"]) == group), key=lambda p: p["lr"])
-            errors = [_error(p, metric) for p in pts]
             ax.errorbar([p["lr"] for p in pts], [p[metric + "_mean"] for p in pts],
-                        yerr=None if None in errors else errors, marker="o", capsize=3,
-                        label=group)
+                        yerr=error_bars([interval_bars(p, metric) for p in pts]), marker="o",
+                        capsize=3, label=group)
         ax.set_xscale("log")
         ax.set_xlabel("lr")
         ax.set_title(f"{metric} ({seeds_note(points)})", fontsize=9)

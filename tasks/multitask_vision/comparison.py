@@ -162,9 +162,15 @@ def baseline_line(row: dict[str, Any], tasks: list[str]) -> str:
 
 
 def plot_delta_m(rows: list[dict[str, Any]], path: Path) -> Path:
-    """Horizontal bars of delta_m (mean ± std over seeds) per configuration, coloured by
-    the first varied field's value (the mode)."""
-    from moopt.runner.plots import legend_outside, require_matplotlib, seeds_note
+    """Horizontal bars of delta_m (mean over seeds, error bars its 95 % bootstrap interval)
+    per configuration, coloured by the first varied field's value (the mode)."""
+    from moopt.runner.plots import (
+        error_bars,
+        interval_bars,
+        legend_outside,
+        require_matplotlib,
+        seeds_note,
+    )
 
     plt = require_matplotlib()
     rows = [r for r in rows if "delta_m_mean" in r]
@@ -174,9 +180,8 @@ def plot_delta_m(rows: list[dict[str, Any]], path: Path) -> Path:
     values = list(dict.fromkeys(str(r[key]) for r in rows))
     fig, ax = plt.subplots(figsize=(7, 0.35 * len(rows) + 1.2))
     ys = list(range(len(rows)))
-    several = all(r.get("n", 2) >= 2 for r in rows)  # one seed: no error bars
-    ax.barh(ys, [r["delta_m_mean"] for r in rows],
-            xerr=[r["delta_m_std"] for r in rows] if several else None,
+    ax.barh(ys, [r["delta_m_mean"] for r in rows],  # one seed: no error bars
+            xerr=error_bars([interval_bars(r, "delta_m") for r in rows]),
             color=[palette[values.index(str(r[key])) % len(palette)] for r in rows])
     ax.set_yticks(ys, [r["config"] for r in rows])
     if len(values) > 1:

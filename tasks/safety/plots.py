@@ -33,7 +33,13 @@ _MARKERS = "osD^vP*Xh<>"
 
 def plot_refusal_tradeoff(rows: Sequence[dict[str, Any]], path: Path) -> Path:
     """Draw the aggregates of a comparison (``results.json["aggregates"]``) into ``path``."""
-    from moopt.runner.plots import legend_outside, require_matplotlib, seeds_note
+    from moopt.runner.plots import (
+        error_bars,
+        interval_bars,
+        legend_outside,
+        require_matplotlib,
+        seeds_note,
+    )
 
     plt = require_matplotlib()
     need = ("refusal_rate_mean", "over_refusal_rate_mean", "utility_mean")
@@ -48,10 +54,11 @@ def plot_refusal_tradeoff(rows: Sequence[dict[str, Any]], path: Path) -> Path:
         members = [r for r in rows if r["group"] == group]
         xs = [r["over_refusal_rate_mean"] for r in members]
         ys = [r["refusal_rate_mean"] for r in members]
-        if all(r.get("n", 2) >= 2 for r in members):  # one seed has no spread to show
-            ax.errorbar(xs, ys, xerr=[r.get("over_refusal_rate_std", 0.0) for r in members],
-                        yerr=[r.get("refusal_rate_std", 0.0) for r in members], fmt="none",
-                        ecolor="0.6", lw=0.8, zorder=1)
+        xerr = error_bars([interval_bars(r, "over_refusal_rate") for r in members])
+        yerr = error_bars([interval_bars(r, "refusal_rate") for r in members])
+        if xerr is not None and yerr is not None:  # one seed has no interval to show
+            ax.errorbar(xs, ys, xerr=xerr, yerr=yerr, fmt="none", ecolor="0.6", lw=0.8,
+                        zorder=1)
         sc = ax.scatter(xs, ys, c=[r["utility_mean"] for r in members], cmap="viridis",
                         vmin=lo, vmax=hi if hi > lo else lo + 1e-9, s=70,
                         marker=_MARKERS[g % len(_MARKERS)], edgecolors="k", label=group,

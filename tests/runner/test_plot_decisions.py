@@ -32,8 +32,8 @@ def test_constant_metrics_get_no_panel():
 
 def test_seeds_note():
     assert seeds_note([{"n": 1}, {"n": 1}]) == "n = 1 seed, no error bars"
-    assert seeds_note([{"n": 3}]) == "mean ± std over n = 3 seeds"
-    assert seeds_note([{"n": 2}, {"n": 3}]) == "mean ± std over n = 2-3 seeds"
+    assert seeds_note([{"n": 3}]) == "mean, 95 % bootstrap interval over n = 3 seeds"
+    assert seeds_note([{"n": 2}, {"n": 3}]) == "mean, 95 % bootstrap interval over n = 2-3 seeds"
 
 
 mpl = pytest.importorskip("matplotlib", reason="plots need moopt[plots]")
@@ -101,8 +101,11 @@ def test_one_seed_draws_no_error_bars(tmp_path, monkeypatch):
     assert len(calls) == 3
     assert all(kw.get("xerr") is None and kw.get("yerr") is None for _, _, kw in calls)
     calls.clear()
-    P.plot_tradeoff([{**rows[0], "n": 2, "a_std": 0.1}], "a", "b", tmp_path / "t.png")
-    assert calls[0][2]["xerr"] == 0.1
+    two = {**rows[0], "n": 2, "a_std": 0.1, "a_low": 0.8, "a_high": 1.5, "b_low": 1.9,
+           "b_high": 2.2}
+    P.plot_tradeoff([two], "a", "b", tmp_path / "t.png")
+    assert calls[0][2]["xerr"] == [[pytest.approx(0.2)], [pytest.approx(0.5)]]  # the interval
+    assert calls[0][2]["yerr"] == [[pytest.approx(0.1)], [pytest.approx(0.2)]]
 
 
 def test_losses_get_a_panel_and_a_scale_each(tmp_path, monkeypatch):
@@ -114,3 +117,21 @@ def test_losses_get_a_panel_and_a_scale_each(tmp_path, monkeypatch):
     scales = [args[0] for _, args, _ in calls]
     assert scales == ["linear", "log"]  # sorted objectives: forget, retain
     assert len({id(ax) for ax, _, _ in calls}) == 2  # two panels, one y axis each
+
+
+def test_error_bars_are_the_bootstrap_interval_not_the_spread():
+    from moopt.runner.plots import error_bars, interval_bars
+    from moopt.runner.stats import mean_interval
+
+    values = [0.1, 0.15, 0.2, 0.9]  # skewed: the interval is not symmetric about the mean
+    iv = mean_interval(values)
+    point = {"n": 4, "m_mean": iv.estimate, "m_low": iv.low, "m_high": iv.high,
+             "m_std": 0.37}
+    below, above = interval_bars(point, "m")
+    assert below == pytest.approx(iv.estimate - iv.low)
+    assert above == pytest.approx(iv.high - iv.estimate)
+    assert below != pytest.approx(above)
+    assert interval_bars({**point, "n": 1}, "m") is None
+    assert interval_bars({"n": 4, "m_mean": 1.0, "m_std": 0.1}, "m") is None  # no interval
+    assert error_bars([(1.0, 2.0), (3.0, 4.0)]) == [[1.0, 3.0], [2.0, 4.0]]
+    assert error_bars([(1.0, 2.0), None]) is None and error_bars([]) is None
