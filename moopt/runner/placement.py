@@ -119,6 +119,32 @@ def _fully_shard(model: nn.Module, device: torch.device) -> None:
     fully_shard(model, mesh=mesh)
 
 
+def place_frozen(module: nn.Module, hw: Any) -> nn.Module:
+    """Place a frozen module (a task's reference model) as the trained model is placed, in
+    place: the run's weight dtype and device; under ``fsdp`` sharded over the ranks like the
+    trained model, so each device holds 1/world of it instead of a full copy (every forward
+    gathers one block at a time and frees it again). Its parameters stop requiring
+    gradients. Every rank must call its forward the same number of times (the losses that
+    use a reference call it once per batch on every rank).
+
+    Example (one process: dtype and device only):
+        >>> import torch
+        >>> from moopt.runner.devices import Hardware
+        >>> hw = Hardware(torch.device("cpu"), "bf16", "none")
+        >>> ref = place_frozen(torch.nn.Linear(2, 1), hw)
+        >>> ref.weight.dtype, ref.weight.requires_grad
+        (torch.bfloat16, False)
+    """
+    for param in module.parameters():
+        param.requires_grad_(False)
+    if hw.param_dtype != torch.float32:
+        module.to(hw.param_dtype)
+    if hw.parallel == "fsdp":
+        _fully_shard(module, hw.device)
+        return module
+    return module.to(hw.device)
+
+
 def _replicate(model: nn.Module, device: torch.device) -> None:
     from torch.distributed._composable import replicate
 

@@ -169,6 +169,17 @@ class RunContext:
         dtype = self.hardware.param_dtype
         return module.to(self.hardware.device, dtype if dtype != torch.float32 else None)
 
+    def place_frozen(self, module: nn.Module) -> nn.Module:
+        """Place a frozen module (a reference model) like the trained model: the run's
+        weight dtype and device, sharded over the ranks under ``parallel: fsdp``
+        (:func:`moopt.runner.placement.place_frozen`); its parameters stop requiring
+        gradients. Without hardware (a context made outside a run) it is returned as is."""
+        if self.hardware is None:
+            return module
+        from moopt.runner.placement import place_frozen
+
+        return place_frozen(module, self.hardware)
+
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
         """Time a stage (``with ctx.stage("finetune"): ...``); times add up per name."""

@@ -196,9 +196,7 @@ class UnlearningTask(TaskAdapter):
         model = prepared.load_target(load_dtype(cfg))
         ref = None
         if needs_ref:  # on the run's device; the runner places the trained model itself
-            ref = ctx.place(copy.deepcopy(model)).eval()
-            for p in ref.parameters():
-                p.requires_grad_(False)
+            ref = ctx.place_frozen(copy.deepcopy(model)).eval()
         # LoRA wraps the model after the reference copy, which stays the plain base model.
         model, lora_params = wrap_if_lora(model, cfg.lora)
         octx = ObjectiveContext(ref_model=ref)
