@@ -101,6 +101,15 @@ def run_ranks_to_marker(fn: Callable[..., Any], out_dir: Path, marker: str, *arg
             raise
 
 
+def full_params(model: Any) -> list[Any]:
+    """The model's parameters as whole tensors (a DTensor shard gathered from every rank)."""
+    out = []
+    for p in model.parameters():
+        t = p.detach()
+        out.append(t.full_tensor() if hasattr(t, "full_tensor") else t)
+    return out
+
+
 def write_result(out_dir: Path, rank: int, data: dict[str, Any], name: str) -> None:
     (out_dir / f"{name}-rank{rank}.json").write_text(json.dumps(data))
 

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from moopt.runner.run import run_task
-from tests.distributed.harness import write_result
+from tests.distributed.harness import full_params, write_result
 from tests.runner.regression_task import RegressionConfig, RegressionTask
 
 STEPS = 6
@@ -61,14 +61,6 @@ class DyingTask(RegressionTask):
 
             spec.loss = loss
         return setup
-
-
-def full_params(model: torch.nn.Module) -> list[torch.Tensor]:
-    out = []
-    for p in model.parameters():
-        t = p.detach()
-        out.append(t.full_tensor() if hasattr(t, "full_tensor") else t)
-    return out
 
 
 def refused_everywhere(rank: int, out: Path) -> str:

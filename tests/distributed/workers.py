@@ -18,7 +18,7 @@ import moopt.states.int8
 from moopt import distributed as mdist
 from moopt.errors import NonFiniteGradientError, StateMismatchError
 from moopt.schedules import Alternating
-from tests.distributed.harness import write_result
+from tests.distributed.harness import full_params, write_result
 from tests.distributed.runner_workers import RUNNER_CASES, run_cases
 
 OBJECTIVES = ("forget", "retain")
@@ -93,14 +93,6 @@ def train(model: torch.nn.Module, opt: Any, steps: range, mode: str, rank: int, 
                 mdist.average_gradients(opt)
             opt.step()
         opt.zero_grad()
-
-
-def full_params(model: torch.nn.Module) -> list[torch.Tensor]:
-    out = []
-    for p in model.parameters():
-        t = p.detach()
-        out.append(t.full_tensor() if hasattr(t, "full_tensor") else t)
-    return out
 
 
 def deviation(a: list[torch.Tensor], b: list[torch.Tensor]) -> dict[str, float]:
