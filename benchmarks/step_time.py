@@ -108,6 +108,8 @@ def configurations(n_objectives: list[int], reference: bool) -> list[Config]:
     configs.append(("AdamW fused", {"family": "torch"}, torch_adamw("fused")))
     configs.append(("AdamW foreach", {"family": "torch"}, torch_adamw("foreach")))
     try:
+        # Offline: bitsandbytes asks the Hugging Face Hub about a CPU kernel when imported.
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
         import bitsandbytes as bnb
 
         for label, cls in (("bnb Adam8bit", bnb.optim.Adam8bit), ("bnb Adam", bnb.optim.Adam)):

@@ -424,6 +424,11 @@ BROKEN_PIPE_STATUS = 141
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``moopt`` console script; returns the exit status."""
+    # moopt reads checkpoints and data from local paths only. Hugging Face libraries would
+    # still reach the Hub on their own (bitsandbytes asks it about a kernel when imported on
+    # CPUs with AVX-512 BF16); offline mode stops that. HF_HUB_OFFLINE=0 in the environment
+    # turns it back on.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
         code = _main(argv)
         sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit

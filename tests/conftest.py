@@ -1,10 +1,17 @@
 """Suite-wide test options: tests marked ``cuda`` skip, with the reason, where no CUDA
-device is visible (``make device-check`` runs them on a machine that has one)."""
+device is visible (``make device-check`` runs them on a machine that has one); Hugging Face
+libraries run in offline mode."""
 
 from __future__ import annotations
 
-import pytest
-import torch
+import os
+
+# Tests never use the network: Hugging Face libraries stay in offline mode (bitsandbytes
+# would ask the Hub about a CPU kernel when imported; tests/test_offline.py holds this).
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
