@@ -23,7 +23,7 @@ different sizes) and unit noise:
   coordinates' second moments to (nearly) zero while their first moments survive.
 
 Each in the schedules forget:retain 1:5 and 1:1. For every registered sharing policy
-(``moopt.list_policies()``) and storage (fp32, bf16, int8; and, for bridged, each of them
+(``moopt.list_policies()``) and storage (fp32, bf16, int8, fp8; and, for bridged, each of them
 with ``bridge_guard=0``) it runs moopt (default settings, float32 parameters, the default
 fast path) and compares the trajectory with the same policy in float64 (float64 parameters
 keep float64 state; ``bridge_guard=0``, i.e. the exact formula):
@@ -61,7 +61,7 @@ if str(ROOT) not in sys.path:
 import moopt  # noqa: E402
 
 OBJECTIVES = ("forget", "retain")
-STORAGES = ("fp32", "bf16", "int8")
+STORAGES = ("fp32", "bf16", "int8", "fp8")
 STREAMS = ("conflict", "well")
 EXTRA_STREAMS = ("quiet",)
 SCHEDULES = {"1:5": (1, 5), "1:1": (1, 1)}

@@ -52,7 +52,9 @@ import moopt  # noqa: E402
 from moopt.states.fast import compiled, native  # noqa: E402
 
 POLICIES = ("shared", "decoupled", "bridged")
-STORAGES = ("fp32", "bf16", "int8")
+STORAGES = ("fp32", "bf16", "int8", "fp8")
+# The compiled path's rows (fp8 compiles like int8: the same codec with another map).
+COMPILED_STORAGES = ("fp32", "bf16", "int8")
 SIZES = {"1M": 1 << 20, "8M": 8 << 20, "64M": 64 << 20}
 EXAMPLE = ROOT / "examples" / "custom_policy.py"
 CUSTOM = "shared_v"  # the policy examples/custom_policy.py registers
@@ -141,7 +143,7 @@ def configurations(n_objectives: list[int], reference: bool) -> list[Config]:
                         alternating_builder(policy, storage, n, nonfinite="raise")))
             # Joint mode (every objective's gradient in each step; opt.stash_grads + step).
             for policy in POLICIES:
-                for storage in ("fp32", "int8"):
+                for storage in ("fp32", "int8", "fp8"):
                     configs.append(moopt_config(policy, storage, n, "joint",
                                                 joint_builder(policy, storage, n, fast=True)))
             if reference:
@@ -150,7 +152,7 @@ def configurations(n_objectives: list[int], reference: bool) -> list[Config]:
             # The built-in policies on the compiled fused path (what they run where the
             # native kernels do not: GPUs, no C compiler), against their native rows above.
             for policy in POLICIES:
-                for storage in STORAGES:
+                for storage in COMPILED_STORAGES:
                     configs.append(moopt_config(
                         policy, storage, n, "compiled",
                         alternating_builder(policy, storage, n, native=False)))
@@ -159,7 +161,7 @@ def configurations(n_objectives: list[int], reference: bool) -> list[Config]:
                         policy, storage, n, "joint compiled",
                         joint_builder(policy, storage, n, fast=True, native=False)))
             # A registered policy (examples/custom_policy.py): the compiled path.
-            for storage in STORAGES:
+            for storage in COMPILED_STORAGES:
                 configs.append(moopt_config(CUSTOM, storage, n, "default",
                                             alternating_builder(CUSTOM, storage, n)))
             for storage in ("fp32", "int8"):

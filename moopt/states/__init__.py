@@ -1,6 +1,6 @@
 """Sharing policies and storage backends (importing this registers the built-in ones)."""
 
-from moopt.states import bf16, bridged, decoupled, int8, shared  # noqa: F401  (registration)
+from moopt.states import bf16, bridged, decoupled, fp8, int8, shared  # noqa: F401  (registration)
 from moopt.states.policy import (
     BufferSpec,
     SharingPolicy,

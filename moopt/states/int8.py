@@ -71,10 +71,10 @@ class Int8Storage(StorageBackend):
 
     def __init__(self, block_size: int = 256, min_size: int = 4096) -> None:
         if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
-            raise ValueError(f"int8 storage: block_size must be a positive int, got "
+            raise ValueError(f"{self.name} storage: block_size must be a positive int, got "
                              f"{block_size!r}")
         if isinstance(min_size, bool) or not isinstance(min_size, int) or min_size < 0:
-            raise ValueError(f"int8 storage: min_size must be a non-negative int, got "
+            raise ValueError(f"{self.name} storage: min_size must be a non-negative int, got "
                              f"{min_size!r}")
         self.block_size = block_size
         self.min_size = min_size
@@ -109,14 +109,15 @@ class Int8Storage(StorageBackend):
 
     def _check(self, parts: Parts, n: int) -> None:
         if "codes" not in parts or "absmax" not in parts:
-            raise StateMismatchError(f"int8 storage expects parts 'codes' and 'absmax' for a "
-                                     f"buffer of {n} values, got parts {sorted(parts)} (state "
-                                     "saved with another backend or min_size?)")
+            raise StateMismatchError(
+                f"{self.name} storage expects parts 'codes' and 'absmax' for a buffer of {n} "
+                f"values, got parts {sorted(parts)} (state saved with another backend or "
+                "min_size?)")
         codes, absmax = parts["codes"], parts["absmax"]
         nb = num_blocks(n, self.block_size)
         if codes.dtype != torch.uint8 or codes.numel() != n or absmax.numel() != nb:
             raise StateMismatchError(
-                f"int8 storage (block_size={self.block_size}) expects {n} uint8 codes and "
+                f"{self.name} storage (block_size={self.block_size}) expects {n} uint8 codes and "
                 f"{nb} scales, got {codes.numel()} {codes.dtype} codes and {absmax.numel()} "
                 "scales")
 
@@ -125,7 +126,7 @@ class Int8Storage(StorageBackend):
         if not self.quantizes(param):
             if "" not in parts:
                 raise StateMismatchError(
-                    f"int8 storage keeps a buffer of {shard.numel()} values (< min_size="
+                    f"{self.name} storage keeps a buffer of {shard.numel()} values (< min_size="
                     f"{self.min_size}) in full precision, got parts {sorted(parts)}")
             return like(parts[""], param)
         self._check(parts, shard.numel())

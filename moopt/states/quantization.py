@@ -74,6 +74,33 @@ def dynamic_map(signed: bool = True, total_bits: int = 8) -> Tensor:
     return out.to(torch.float32)
 
 
+def minifloat_map(signed: bool = True, mantissa_bits: int = 3) -> Tensor:
+    """The sorted entries of an 8-bit "minifloat" map, as float32: zero and the magnitudes
+    ``2^e * (1 + k / 2^M)`` (``M = mantissa_bits``, ``k < 2^M``) whose float32 patterns are
+    the ``n`` consecutive ``M``-bit-mantissa patterns ending at 1.0, with ``n = 127`` and
+    both signs (255 entries) or ``n = 255`` and no sign (256 entries).
+
+    With ``M = 3`` the signed map spans 1.25 * 2^-16 to 1 (16 binary octaves, 8 steps each,
+    like an E4M3 float), the unsigned one 1.25 * 2^-32 to 1 (32 octaves). Every value
+    between two neighbours is nearer the one whose pattern it rounds to, so the nearest
+    entry is found from the float32 pattern with integer adds and shifts
+    (:attr:`QuantMap.minifloat`; the native kernels encode it without a table).
+    """
+    if isinstance(mantissa_bits, bool) or not isinstance(mantissa_bits, int) or not (
+            1 <= mantissa_bits <= 7):
+        raise ValueError(f"mantissa_bits must be an int in [1, 7], got {mantissa_bits!r}")
+    count = 127 if signed else 255
+    shift = 23 - mantissa_bits
+    offset = (0x3F800000 >> shift) - count
+    if offset <= 1 << mantissa_bits:  # the smallest entry must stay a normal float
+        raise ValueError(f"{mantissa_bits} mantissa bits leave too few exponent bits")
+    patterns = (torch.arange(1, count + 1, dtype=torch.int64) + offset) << shift
+    magnitudes = patterns.to(torch.int32).view(torch.float32)
+    zero = torch.zeros(1, dtype=torch.float32)
+    parts = [-magnitudes.flip(0), zero, magnitudes] if signed else [zero, magnitudes]
+    return torch.cat(parts)
+
+
 class QuantMap:
     """A sorted code book of [-1, 1] with a lookup table for exact nearest-entry encoding.
 
@@ -87,13 +114,20 @@ class QuantMap:
 
     KEY_SHIFT = 16  # keep sign, exponent and 7 mantissa bits of the float32 pattern
 
-    def __init__(self, values: Tensor) -> None:
+    def __init__(self, values: Tensor, *, name: str = "custom",
+                 minifloat: tuple[bool, int] | None = None) -> None:
         values = torch.as_tensor(values, dtype=torch.float32).flatten().cpu()
         if not 2 <= values.numel() <= 256:
             raise ValueError(f"a map needs 2..256 entries, got {values.numel()}")
         if bool((values[1:] <= values[:-1]).any()):
             raise ValueError("map entries must be strictly increasing")
         self.values = values
+        self.name = name
+        if minifloat is not None and not torch.equal(values, minifloat_map(*minifloat)):
+            raise ValueError(f"the entries are not minifloat_map{minifloat}")
+        # (signed, mantissa bits) when the entries are minifloat_map's: the native kernels
+        # then encode by arithmetic on the float32 pattern (same codes as the table).
+        self.minifloat = minifloat
         self.midpoints = ((values[1:].double() + values[:-1].double()) / 2).float()
         self._code_lo, self._threshold = self._build_tables()
         self._on_device: dict[torch.device, tuple[Tensor, Tensor, Tensor]] = {}
@@ -160,7 +194,14 @@ class QuantMap:
 @functools.cache
 def get_map(signed: bool = True, total_bits: int = 8) -> QuantMap:
     """The (cached) dynamic map of ``total_bits`` bits, signed or unsigned."""
-    return QuantMap(dynamic_map(bool(signed), int(total_bits)))
+    return QuantMap(dynamic_map(bool(signed), int(total_bits)), name="dynamic")
+
+
+@functools.cache
+def get_minifloat_map(signed: bool = True, mantissa_bits: int = 3) -> QuantMap:
+    """The (cached) 8-bit minifloat map (:func:`minifloat_map`), signed or unsigned."""
+    key = (bool(signed), int(mantissa_bits))
+    return QuantMap(minifloat_map(*key), name=f"minifloat{mantissa_bits}", minifloat=key)
 
 
 def num_blocks(numel: int, block_size: int) -> int:
@@ -276,7 +317,8 @@ class BlockCodec(Codec):
 
     @property
     def key(self) -> tuple:
-        return ("int8", self.block_size, self.qmap.bits, float(self.qmap.values[0]))
+        return ("int8", self.block_size, self.qmap.name, self.qmap.bits,
+                float(self.qmap.values[0]))
 
     def constants(self, device: torch.device) -> tuple[Tensor, ...]:
         return self.qmap.tables(device)

@@ -40,6 +40,9 @@ typedef struct {
     const float *values;      /* int8: the map's entries */
     const int32_t *table;     /* int8: 65536 entries, one per 16-bit key (see store()) */
     const uint8_t *planes;    /* int8: the entries' bytes as 4 planes of 256 (see decode) */
+    int32_t minifloat;        /* int8: 1 / 2 if the map is a signed / unsigned minifloat map
+                               * (see minifloat16), else 0 */
+    int32_t shift;            /* minifloat: 23 - mantissa bits */
 } Buf;
 
 #define MAX_BUFS 4
@@ -238,6 +241,89 @@ HOT int64_t encode_simd(const float *x, Divisor d, const int32_t *table, uint8_t
                        : encode_loop(x, d, table, codes, len, 1);
 }
 
+#if defined(__AVX512F__)
+/* 16 codes of a minifloat map (moopt/states/quantization.py minifloat_map: zero and the
+ * `count` consecutive patterns with `23 - shift` mantissa bits ending at 1.0, both signs if
+ * signed), each in the low byte of a 32-bit lane: the same codes as the table (the entry
+ * nearest to the quotient, ties to the lower entry), by integer arithmetic on the float32
+ * pattern. Between two entries the value is nearer the one its pattern rounds to, so the
+ * magnitude index is round(|pattern| >> shift) - offset: adding half a step minus one rounds
+ * a tie down in magnitude (toward the lower entry for positive values); a negative value's
+ * sign bit adds the one back (a tie goes up in magnitude, again toward the lower entry).
+ * Magnitudes are clamped to 1.0 first (NaN and inf patterns take the entry of +-1 like the
+ * table). Below the smallest entry v1 the index is 1 above v1 / 2 (at v1 / 2 for negative
+ * values), else 0. Codes: 127 +- index (signed maps, zero at 127), the index for positive
+ * values of unsigned maps and 0 for negative ones (zero is their nearest entry). */
+typedef struct { __m512i magnitude, one, bias, half, top; int shift, is_signed; } Minifloat;
+
+HOT Minifloat minifloat_constants(const Buf *b) {
+    const int shift = b->shift;
+    const int32_t count = b->minifloat == 1 ? 127 : 255;
+    const int32_t offset = (0x3F800000 >> shift) - count;
+    Minifloat m;
+    m.magnitude = _mm512_set1_epi32(0x7FFFFFFF);
+    m.one = _mm512_set1_epi32(0x3F800000);
+    m.bias = _mm512_set1_epi32(((1 << (shift - 1)) - 1) - (offset << shift));
+    m.half = _mm512_set1_epi32(((1 + offset) << shift) - (1 << 23));  /* pattern of v1 / 2 */
+    m.top = _mm512_set1_epi32(b->minifloat == 1 ? 127 : 0);
+    m.shift = shift;
+    m.is_signed = b->minifloat == 1;
+    return m;
+}
+
+HOT __m512i minifloat16(__m512i bits, const Minifloat *m) {
+    __mmask16 negative = _mm512_movepi32_mask(bits);
+    __m512i a = _mm512_min_epu32(_mm512_and_si512(bits, m->magnitude), m->one);
+    a = _mm512_add_epi32(a, _mm512_srli_epi32(bits, 31));
+    __m512i index = _mm512_srai_epi32(_mm512_add_epi32(a, m->bias), m->shift);
+    __m512i least = _mm512_maskz_mov_epi32(_mm512_cmpgt_epi32_mask(a, m->half),
+                                           _mm512_set1_epi32(1));
+    index = _mm512_max_epi32(index, least);
+    if (m->is_signed)
+        return _mm512_mask_sub_epi32(_mm512_add_epi32(m->top, index), negative, m->top, index);
+    return _mm512_maskz_mov_epi32(_knot_mask16(negative), index);
+}
+
+/* Minifloat codes of x[0, len) / scale, 64 (VBMI) or 16 at a time; returns how many it did
+ * (the caller finishes with the table). */
+HOT int64_t minifloat_loop(const float *x, Divisor d, const Buf *b, uint8_t *codes,
+                           int64_t len, const int scaled) {
+    const Minifloat m = minifloat_constants(b);
+    const __m512 f = _mm512_set1_ps(d.f), r = _mm512_set1_ps(d.r);
+    int64_t i = 0;
+#define MINI16(at) minifloat16(quotient_bits16(_mm512_loadu_ps(x + (at)), f, r, scaled), &m)
+#if defined(__AVX512VBMI__)
+    if (len >= 64) {
+        const __m512i pick_lo = _mm512_loadu_si512((const void *)PACK_LOW);
+        const __m512i pick_hi = _mm512_loadu_si512((const void *)PACK_HIGH);
+        for (; i + 64 <= len; i += 64) {
+            __m512i low = _mm512_permutex2var_epi8(MINI16(i), pick_lo, MINI16(i + 16));
+            __m512i high = _mm512_permutex2var_epi8(MINI16(i + 32), pick_hi, MINI16(i + 48));
+            _mm512_storeu_si512((void *)(codes + i),
+                                _mm512_mask_blend_epi8(0xFFFFFFFF00000000ull, low, high));
+        }
+    }
+#endif
+    for (; i + 16 <= len; i += 16) {
+        _mm_storeu_si128((__m128i *)(codes + i), _mm512_cvtepi32_epi8(MINI16(i)));
+    }
+#undef MINI16
+    return i;
+}
+#endif
+
+/* Codes of one block: the minifloat arithmetic where the map allows it (AVX-512), else the
+ * table; returns how many it did (the caller finishes). */
+HOT int64_t encode_block(const float *x, Divisor d, const Buf *b, uint8_t *codes,
+                         int64_t len) {
+#if defined(__AVX512F__)
+    if (b->minifloat)
+        return d.f == 1.0f ? minifloat_loop(x, d, b, codes, len, 0)
+                           : minifloat_loop(x, d, b, codes, len, 1);
+#endif
+    return encode_simd(x, d, b->table, codes, len);
+}
+
 /* Values [start, start + n) of `b` as float32 in `out` (n spans whole blocks, or the tail). */
 HOT void load(const Buf *b, int64_t start, int64_t n, float *restrict out) {
     if (b->kind == KIND_BF16) {
@@ -312,7 +398,7 @@ HOT void store(const Buf *b, int64_t start, int64_t n, const float *restrict in,
                 scale = amax * d.f;
             }
             d.r = 1.0f / scale;
-            int64_t i = encode_simd(x, d, table, codes + j, len);
+            int64_t i = encode_block(x, d, b, codes + j, len);
             for (; i < len; i++) {
                 float q = quotient(x[i], d);
                 int32_t bits;

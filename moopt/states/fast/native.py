@@ -67,7 +67,8 @@ class Buf(ctypes.Structure):
     _fields_ = [("kind", ctypes.c_int32), ("block", ctypes.c_int32),
                 ("data", ctypes.c_void_p), ("absmax", ctypes.c_void_p),
                 ("values", ctypes.c_void_p), ("table", ctypes.c_void_p),
-                ("planes", ctypes.c_void_p)]
+                ("planes", ctypes.c_void_p), ("minifloat", ctypes.c_int32),
+                ("shift", ctypes.c_int32)]
 
 
 def mode() -> str:
@@ -238,7 +239,9 @@ def _map_tables(qmap: QuantMap) -> tuple[Tensor, Tensor, Tensor]:
             raise AssertionError("a code above the map's last")
         table = (limit << 16) | (step << 8) | code
         # Byte b of every entry, as 4 planes of 256 bytes (native.c's gather-free decoder).
-        planes = values.contiguous().view(torch.uint8).view(-1, 4).t().contiguous()
+        # Maps of fewer than 256 entries are padded with their last (no code reaches it).
+        padded = torch.cat([values, values[-1:].expand(256 - values.numel())])
+        planes = padded.contiguous().view(torch.uint8).view(-1, 4).t().contiguous()
         entry = (qmap, values.contiguous(), table.contiguous(), planes)
         _tables[id(qmap)] = entry
     return entry[1], entry[2], entry[3]
@@ -254,8 +257,13 @@ def bf16_buffer(t: Tensor) -> Buf:
 
 def int8_buffer(codes: Tensor, absmax: Tensor, qmap: QuantMap, block: int) -> Buf:
     values, table, planes = _map_tables(qmap)
+    # A minifloat map is encoded by arithmetic (native.c minifloat16), others by table.
+    minifloat, shift = 0, 0
+    if qmap.minifloat is not None:
+        signed, mantissa_bits = qmap.minifloat
+        minifloat, shift = (1 if signed else 2), 23 - mantissa_bits
     return Buf(KIND["int8"], block, codes.data_ptr(), absmax.data_ptr(), values.data_ptr(),
-               table.data_ptr(), planes.data_ptr())
+               table.data_ptr(), planes.data_ptr(), minifloat, shift)
 
 
 def buffer_array(bufs: list[Buf]) -> ctypes.Array:

@@ -4,7 +4,7 @@ take, and each parameter's buffer array (built once, reused while its state tens
 Only the built-in policies have native kernels (:data:`moopt.states.fast.native_tables.KERNELS`);
 they take float32 CPU parameters (a DTensor's local shard) with contiguous float32
 gradients and buffers stored by the built-in backends: fp32, bf16 (round to nearest) and
-int8 (one block size for every 8-bit buffer of a step).
+int8 and fp8 (one block size for every 8-bit buffer of a step).
 
 Example:
     >>> from moopt.states.fast.native_step import NativeSteps
@@ -28,6 +28,7 @@ from torch import Tensor
 from moopt.states.bf16 import BF16Storage
 from moopt.states.fast import native
 from moopt.states.fast.native_tables import kernel_of
+from moopt.states.fp8 import Fp8Storage
 from moopt.states.int8 import Int8Storage
 from moopt.states.layout import part_key
 from moopt.states.policy import SharingPolicy
@@ -39,7 +40,7 @@ from moopt.states.tensors import local
 
 def _native_kind(backend: StorageBackend) -> bool:
     """Whether the kernels read and write this backend's buffers."""
-    if type(backend) in (FP32Storage, Int8Storage):
+    if type(backend) in (FP32Storage, Int8Storage, Fp8Storage):
         return True
     return type(backend) is BF16Storage and not backend.stochastic_rounding
 
