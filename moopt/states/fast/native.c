@@ -84,7 +84,7 @@ static const uint8_t PACK_HIGH[64] = {
 /* Vectorised 8-bit codec loops; they return how many values they did (the caller finishes).
  * Written with intrinsics because compilers decline to emit gathers for these loops. */
 HOT int64_t decode_simd(const uint8_t *codes, const float *values, const uint8_t *planes,
-                           float scale, float *out, int64_t len) {
+                           float scale, float *out, int64_t len, const int high_only) {
     int64_t i = 0;
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VBMI__)
     /* 64 codes at a time without gathers: byte b of every entry is looked up in its own
@@ -109,8 +109,13 @@ HOT int64_t decode_simd(const uint8_t *codes, const float *values, const uint8_t
             __mmask64 six = _mm512_test_epi8_mask(c, _mm512_set1_epi8(0x40));
             __mmask64 q1 = _kandn_mask64(high, six), q2 = _kandn_mask64(six, high),
                       q3 = _kand_mask64(high, six);
+            /* The entries of a minifloat map have zero low bytes (`high_only`): two planes. */
             __m512i byte[4];
             for (int b = 0; b < 4; b++) {
+                if (high_only && b < 2) {
+                    byte[b] = _mm512_setzero_si512();
+                    continue;
+                }
                 __m512i r = _mm512_permutexvar_epi8(c, plane[b][0]);
                 r = _mm512_mask_permutexvar_epi8(r, q1, c, plane[b][1]);
                 r = _mm512_mask_permutexvar_epi8(r, q2, c, plane[b][2]);
@@ -144,6 +149,7 @@ HOT int64_t decode_simd(const uint8_t *codes, const float *values, const uint8_t
 #else
     (void)codes; (void)values; (void)scale; (void)out; (void)len;
 #endif
+    (void)high_only;
     return i;
 }
 
@@ -335,10 +341,12 @@ HOT void load(const Buf *b, int64_t start, int64_t n, float *restrict out) {
     const float *restrict values = b->values;
     int64_t bs = b->block;
     const float *scales = b->absmax + start / bs;  /* n spans whole blocks from `start` */
+    const int high_only = b->minifloat != 0;
     for (int64_t j = 0; j < n; j += bs) {
         int64_t len = n - j < bs ? n - j : bs;
         float scale = *scales++;
-        int64_t i = decode_simd(codes + j, values, b->planes, scale, out + j, len);
+        int64_t i = high_only ? decode_simd(codes + j, values, b->planes, scale, out + j, len, 1)
+                              : decode_simd(codes + j, values, b->planes, scale, out + j, len, 0);
         for (; i < len; i++) out[j + i] = values[codes[j + i]] * scale;
     }
 }
