@@ -247,57 +247,67 @@ HOT int64_t encode_simd(const float *x, Divisor d, const int32_t *table, uint8_t
                        : encode_loop(x, d, table, codes, len, 1);
 }
 
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) && defined(__AVX512DQ__)
+#define MINIFLOAT_SIMD 1
 /* 16 codes of a minifloat map (moopt/states/quantization.py minifloat_map: zero and the
  * `count` consecutive patterns with `23 - shift` mantissa bits ending at 1.0, both signs if
  * signed), each in the low byte of a 32-bit lane: the same codes as the table (the entry
  * nearest to the quotient, ties to the lower entry), by integer arithmetic on the float32
- * pattern. Between two entries the value is nearer the one its pattern rounds to, so the
- * magnitude index is round(|pattern| >> shift) - offset: adding half a step minus one rounds
- * a tie down in magnitude (toward the lower entry for positive values); a negative value's
- * sign bit adds the one back (a tie goes up in magnitude, again toward the lower entry).
- * Magnitudes are clamped to 1.0 first (NaN and inf patterns take the entry of +-1 like the
- * table). Below the smallest entry v1 the index is 1 above v1 / 2 (at v1 / 2 for negative
- * values), else 0. Codes: 127 +- index (signed maps, zero at 127), the index for positive
- * values of unsigned maps and 0 for negative ones (zero is their nearest entry). */
-typedef struct { __m512i magnitude, one, bias, half, top; int shift, is_signed; } Minifloat;
+ * pattern of finite quotients q (the caller sends blocks with an infinite scale to the
+ * table). Between two entries the value is nearer the one its pattern rounds to, so the
+ * magnitude index is round(|pattern| >> shift) - offset, with |q| clamped to 1.0 first (one
+ * range instruction: the smaller magnitude, sign cleared): adding half a step minus one
+ * rounds a tie down in magnitude (toward the lower entry for positive values); for a
+ * negative value one more is added (a tie goes up in magnitude, again toward the lower
+ * entry). Below the smallest entry v1 the index is 1 above v1 / 2 (at v1 / 2 for negative
+ * values), else 0: with t = |pattern| + bias (+ 1), that is t > half + bias. Codes:
+ * 127 +- index (signed maps, zero at 127), the index for positive values of unsigned maps
+ * and 0 for negative ones (zero is their nearest entry). */
+typedef struct { __m512 one; __m512i bias, above, unit, top; int shift; } Minifloat;
 
 HOT Minifloat minifloat_constants(const Buf *b) {
     const int shift = b->shift;
     const int32_t count = b->minifloat == 1 ? 127 : 255;
     const int32_t offset = (0x3F800000 >> shift) - count;
+    const int32_t bias = ((1 << (shift - 1)) - 1) - (offset << shift);
+    const int32_t half = ((1 + offset) << shift) - (1 << 23);  /* pattern of v1 / 2 */
     Minifloat m;
-    m.magnitude = _mm512_set1_epi32(0x7FFFFFFF);
-    m.one = _mm512_set1_epi32(0x3F800000);
-    m.bias = _mm512_set1_epi32(((1 << (shift - 1)) - 1) - (offset << shift));
-    m.half = _mm512_set1_epi32(((1 + offset) << shift) - (1 << 23));  /* pattern of v1 / 2 */
-    m.top = _mm512_set1_epi32(b->minifloat == 1 ? 127 : 0);
+    m.one = _mm512_set1_ps(1.0f);
+    m.bias = _mm512_set1_epi32(bias);
+    m.above = _mm512_set1_epi32(half + bias);
+    m.unit = _mm512_set1_epi32(1);
+    m.top = _mm512_set1_epi32(127);
     m.shift = shift;
-    m.is_signed = b->minifloat == 1;
     return m;
 }
 
-HOT __m512i minifloat16(__m512i bits, const Minifloat *m) {
-    __mmask16 negative = _mm512_movepi32_mask(bits);
-    __m512i a = _mm512_min_epu32(_mm512_and_si512(bits, m->magnitude), m->one);
-    a = _mm512_add_epi32(a, _mm512_srli_epi32(bits, 31));
-    __m512i index = _mm512_srai_epi32(_mm512_add_epi32(a, m->bias), m->shift);
-    __m512i least = _mm512_maskz_mov_epi32(_mm512_cmpgt_epi32_mask(a, m->half),
-                                           _mm512_set1_epi32(1));
-    index = _mm512_max_epi32(index, least);
-    if (m->is_signed)
+HOT __m512i minifloat16(__m512 q, const Minifloat *m, const int is_signed) {
+    const __mmask16 negative = _mm512_movepi32_mask(_mm512_castps_si512(q));
+    /* imm 0b1010: the operand of smaller magnitude, sign bit cleared: min(|q|, 1) */
+    const __m512i a = _mm512_castps_si512(_mm512_range_ps(q, m->one, 0x0A));
+    __m512i t = _mm512_add_epi32(a, m->bias);
+    if (is_signed) {
+        t = _mm512_mask_add_epi32(t, negative, t, m->unit);
+        const __mmask16 above = _mm512_cmpgt_epi32_mask(t, m->above);
+        const __m512i index = _mm512_maskz_max_epi32(above, _mm512_srai_epi32(t, m->shift),
+                                                     m->unit);
         return _mm512_mask_sub_epi32(_mm512_add_epi32(m->top, index), negative, m->top, index);
-    return _mm512_maskz_mov_epi32(_knot_mask16(negative), index);
+    }
+    const __mmask16 above = _kandn_mask16(negative, _mm512_cmpgt_epi32_mask(t, m->above));
+    return _mm512_maskz_max_epi32(above, _mm512_srai_epi32(t, m->shift), m->unit);
 }
 
 /* Minifloat codes of x[0, len) / scale, 64 (VBMI) or 16 at a time; returns how many it did
- * (the caller finishes with the table). */
+ * (the caller finishes with the table). `scaled` and `is_signed` are constants at each
+ * call. */
 HOT int64_t minifloat_loop(const float *x, Divisor d, const Buf *b, uint8_t *codes,
-                           int64_t len, const int scaled) {
+                           int64_t len, const int scaled, const int is_signed) {
     const Minifloat m = minifloat_constants(b);
     const __m512 f = _mm512_set1_ps(d.f), r = _mm512_set1_ps(d.r);
     int64_t i = 0;
-#define MINI16(at) minifloat16(quotient_bits16(_mm512_loadu_ps(x + (at)), f, r, scaled), &m)
+#define MINI16(at)                                                                            \
+    minifloat16(_mm512_castsi512_ps(quotient_bits16(_mm512_loadu_ps(x + (at)), f, r, scaled)), \
+                &m, is_signed)
 #if defined(__AVX512VBMI__)
     if (len >= 64) {
         const __m512i pick_lo = _mm512_loadu_si512((const void *)PACK_LOW);
@@ -322,10 +332,15 @@ HOT int64_t minifloat_loop(const float *x, Divisor d, const Buf *b, uint8_t *cod
  * table; returns how many it did (the caller finishes). */
 HOT int64_t encode_block(const float *x, Divisor d, const Buf *b, uint8_t *codes,
                          int64_t len) {
-#if defined(__AVX512F__)
-    if (b->minifloat)
-        return d.f == 1.0f ? minifloat_loop(x, d, b, codes, len, 0)
-                           : minifloat_loop(x, d, b, codes, len, 1);
+#if defined(MINIFLOAT_SIMD)
+    if (b->minifloat && d.r != 0.0f) {  /* r = 0: an infinite scale, NaN quotients */
+        const int is_signed = b->minifloat == 1;
+        if (d.f == 1.0f)
+            return is_signed ? minifloat_loop(x, d, b, codes, len, 0, 1)
+                             : minifloat_loop(x, d, b, codes, len, 0, 0);
+        return is_signed ? minifloat_loop(x, d, b, codes, len, 1, 1)
+                         : minifloat_loop(x, d, b, codes, len, 1, 0);
+    }
 #endif
     return encode_simd(x, d, b->table, codes, len);
 }
