@@ -23,7 +23,8 @@ different sizes) and unit noise:
   coordinates' second moments to (nearly) zero while their first moments survive.
 
 Each in the schedules forget:retain 1:5 and 1:1. For every registered sharing policy
-(``moopt.list_policies()``) and storage (fp32, bf16, int8, fp8; and, for bridged, each of them
+(``moopt.list_policies()``) and storage (fp32, bf16, int8, fp8, fp8 with 4 mantissa bits; and,
+for bridged, each of them
 with ``bridge_guard=0``) it runs moopt (default settings, float32 parameters, the default
 fast path) and compares the trajectory with the same policy in float64 (float64 parameters
 keep float64 state; ``bridge_guard=0``, i.e. the exact formula):
@@ -59,9 +60,10 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import moopt  # noqa: E402
+from moopt.states.fp8 import Fp8Storage  # noqa: E402
 
 OBJECTIVES = ("forget", "retain")
-STORAGES = ("fp32", "bf16", "int8", "fp8")
+STORAGES = ("fp32", "bf16", "int8", "fp8", "fp8 m4")
 STREAMS = ("conflict", "well")
 EXTRA_STREAMS = ("quiet",)
 SCHEDULES = {"1:5": (1, 5), "1:1": (1, 1)}
@@ -107,12 +109,17 @@ def gradient_stream(kind: str, schedule: tuple[int, int], size: int, steps: int,
     return stream
 
 
+def storage_of(label: str) -> str | moopt.StorageBackend:
+    """The storage a :data:`STORAGES` label names (a registered name, or a configured one)."""
+    return Fp8Storage(mantissa_bits=4) if label == "fp8 m4" else label
+
+
 def moopt_steps(stream: Stream, policy: str, storage: str, dtype: torch.dtype,
                 guard: float = 8.0) -> torch.Tensor:
     """Per-step parameter changes (steps x coordinates, float64) of a moopt run."""
     p = torch.nn.Parameter(torch.zeros(stream[0][1].numel(), dtype=dtype))
-    opt = moopt.MultiObjectiveOptimizer([p], list(OBJECTIVES), policy, storage, lr=LR,
-                                        betas=BETAS, base_betas=BETAS, eps=EPS,
+    opt = moopt.MultiObjectiveOptimizer([p], list(OBJECTIVES), policy, storage_of(storage),
+                                        lr=LR, betas=BETAS, base_betas=BETAS, eps=EPS,
                                         bridge_guard=guard)
     steps = []
     for k, g in stream:

@@ -12,10 +12,11 @@ Per toy, policy and seed it trains the fp32 run, the same run in float64 (the ex
 arithmetic), the fp32 run from initial weights perturbed by a relative 1e-6 (how far rounding
 alone moves the end point), and the bf16 and int8 runs: ``int8`` as configured by default
 (tensors under 4,096 values stay fp32: here the 64x64 weights are quantized, biases and heads
-are not), ``int8 all`` (``min_size=0``: every tensor quantized) and ``fp8 all`` (the 8-bit
-minifloat code, every tensor quantized). It prints and saves (JSON,
-PNG) each final loss as a ratio to the fp32 run's. The first two ratios are the band within which a
-low-bit run cannot be told apart from fp32 by a single run.
+are not), ``int8 all`` (``min_size=0``: every tensor quantized), ``fp8 all`` (the 8-bit
+minifloat code, every tensor quantized) and ``fp8 m4 all`` (the same with 4 mantissa bits).
+It prints and saves (JSON, PNG) each final loss as a ratio to the fp32 run's. The first two
+ratios are the band within which a low-bit run cannot be told apart from fp32 by a single
+run.
 
     python benchmarks/quality.py --out runs/quality            # 5 seeds, 500 steps
     python benchmarks/quality.py --out DIR --seeds 2 --steps 100 --toys conflict
@@ -39,7 +40,7 @@ from moopt.states.fp8 import Fp8Storage
 from moopt.states.int8 import Int8Storage
 
 POLICIES = ("shared", "decoupled", "bridged")
-VARIANTS = ("float64", "fp32 perturbed", "bf16", "int8", "int8 all", "fp8 all")
+VARIANTS = ("float64", "fp32 perturbed", "bf16", "int8", "int8 all", "fp8 all", "fp8 m4 all")
 Problem = tuple[nn.Module, torch.Tensor, dict[str, torch.Tensor]]
 
 
@@ -94,7 +95,8 @@ def final_loss(toy: str, policy: str, variant: str, seed: int, steps: int) -> fl
             for p in model.parameters():
                 p.mul_(1 + 1e-6)
     storage = {"bf16": "bf16", "int8": "int8", "int8 all": Int8Storage(min_size=0),
-               "fp8 all": Fp8Storage(min_size=0)}.get(variant, "fp32")
+               "fp8 all": Fp8Storage(min_size=0),
+               "fp8 m4 all": Fp8Storage(min_size=0, mantissa_bits=4)}.get(variant, "fp32")
     opt = moopt.MultiObjectiveOptimizer(model.parameters(), ["a", "b"], policy, storage,
                                         lr=3e-3, weight_decay=0.01, lr_ratios={"a": 0.5})
     names = iter(moopt.schedules.Alternating({"a": 1, "b": 5}))

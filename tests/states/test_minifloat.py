@@ -124,10 +124,12 @@ def _assert_codecs_agree(lib, qmap, x, block):
                                rtol=0, atol=0, equal_nan=True)
 
 
-@pytest.mark.parametrize("block", [256, 64, 100])
-@pytest.mark.parametrize("signed", [True, False])
-def test_native_encoder_equals_the_table_codec(signed, block, lib):
-    qmap = get_minifloat_map(signed)
+@pytest.mark.parametrize(("signed", "block", "mantissa_bits"), [
+    (signed, block, 3) for signed in (True, False) for block in (256, 64, 100)] + [
+    (True, 256, 2), (False, 256, 2), (True, 256, 4), (False, 100, 4), (True, 100, 7),
+    (False, 256, 6)])
+def test_native_encoder_equals_the_table_codec(signed, block, mantissa_bits, lib):
+    qmap = get_minifloat_map(signed, mantissa_bits)
     specials = torch.tensor([0.0, -0.0, 1e-45, -1e-45, 1.0, -1.0, math.nan, -math.nan,
                              math.inf, -math.inf, 1.0000001, -1.0000001, 2.0, -3.0])
     stride = torch.arange(0, 0x3F800100, 9_973, dtype=torch.int64)
@@ -138,10 +140,11 @@ def test_native_encoder_equals_the_table_codec(signed, block, lib):
     _assert_codecs_agree(lib, qmap, _blocks(values, block), block)
 
 
+@pytest.mark.parametrize("mantissa_bits", [3, 4])
 @pytest.mark.parametrize("signed", [True, False])
-def test_native_encoder_at_extreme_scales(signed, lib):
+def test_native_encoder_at_extreme_scales(signed, mantissa_bits, lib):
     """Scales from subnormal to the largest float (the pre-scaled quotient variant)."""
-    qmap = get_minifloat_map(signed)
+    qmap = get_minifloat_map(signed, mantissa_bits)
     gen = torch.Generator().manual_seed(2)
     blocks = []
     for scale in EXTREME_SCALES:
@@ -200,10 +203,39 @@ def test_fp8_storage_trains_like_fp32(policy):
                        for t in targets.values())
 
     fp32 = final_loss("fp32")
-    fp8 = final_loss(Fp8Storage(min_size=0))
-    assert fp8 <= 1.02 * fp32, (fp8, fp32)
-    if policy != "bridged":
-        assert fp8 >= 0.98 * fp32, (fp8, fp32)
+    for mantissa_bits in (3, 4):
+        fp8 = final_loss(Fp8Storage(min_size=0, mantissa_bits=mantissa_bits))
+        assert fp8 <= 1.02 * fp32, (mantissa_bits, fp8, fp32)
+        if policy != "bridged":
+            assert fp8 >= 0.98 * fp32, (mantissa_bits, fp8, fp32)
+
+
+def test_fp8_mantissa_bits_are_checked_and_recorded():
+    """Bad values are named; the setting is part of the storage's config, so a checkpoint
+    of one code book does not load into an optimizer with another."""
+    for bad in (0, 1, 8, True, 3.0, "3"):
+        with pytest.raises(ValueError, match=f"mantissa_bits.*{bad!r}"):
+            Fp8Storage(mantissa_bits=bad)
+    finer = Fp8Storage(mantissa_bits=4)
+    assert finer.config()["mantissa_bits"] == 4
+    # half the largest gap, [1/2, 1) in steps of 2^-(M+1), relative to the block maximum
+    assert finer.qmap(True).max_abs_error() == 2.0**-6
+    assert Fp8Storage().qmap(True).max_abs_error() == 2.0**-5
+
+    def trained(storage):
+        p = torch.nn.Parameter(torch.randn(8192, generator=torch.Generator().manual_seed(0)))
+        opt = moopt.MultiObjectiveOptimizer([p], ["a", "b"], "bridged", storage, lr=1e-3)
+        for k in "ab":
+            p.grad = torch.randn_like(p)
+            opt.step(objective=k)
+        return opt
+
+    saved = trained(Fp8Storage()).state_dict()
+    other = trained(finer)
+    with pytest.raises(moopt.StateMismatchError, match="mantissa_bits"):
+        other.load_state_dict(saved)
+    same = trained(Fp8Storage())
+    same.load_state_dict(saved)
 
 
 @pytest.mark.slow
