@@ -27,6 +27,7 @@ import torch
 
 import moopt
 from moopt.states.bf16 import BF16Storage
+from moopt.states.fp8 import Fp8Storage
 from moopt.states.int8 import Int8Storage
 from moopt.states.layout import buffer_of
 from moopt.states.storage import get_storage
@@ -37,7 +38,8 @@ OBJECTIVES = ["a", "b", "c"]
 
 
 STORAGE_SPECS = [*moopt.list_storages(), {"base": "fp32", "delta": "int8"},
-                 Int8Storage(block_size=64, min_size=0), BF16Storage(stochastic_rounding=True)]
+                 Int8Storage(block_size=64, min_size=0), BF16Storage(stochastic_rounding=True),
+                 Fp8Storage(block_size=64, min_size=0, mantissa_bits=4)]
 
 
 def kernels(monkeypatch, *, native: bool, compile_: bool = False) -> None:
@@ -266,7 +268,7 @@ def test_every_registered_storage_is_in_the_matrix():
 
 
 @pytest.mark.cuda  # skipped without a CUDA device (tests/conftest.py); make device-check
-@pytest.mark.parametrize("storage", ["fp32", "bf16", "int8"])
+@pytest.mark.parametrize("storage", ["fp32", "bf16", "int8", "fp8"])
 @pytest.mark.parametrize("policy", POLICY_NAMES, indirect=True)
 @MODES
 def test_cuda_compiled_matches_reference(policy, storage, joint, monkeypatch):
