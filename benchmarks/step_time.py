@@ -53,8 +53,8 @@ from moopt.states.fast import compiled, native  # noqa: E402
 
 POLICIES = ("shared", "decoupled", "bridged")
 STORAGES = ("fp32", "bf16", "int8", "fp8")
-# The compiled path's rows (fp8 compiles like int8: the same codec with another map).
-COMPILED_STORAGES = ("fp32", "bf16", "int8")
+# The compiled path's rows.
+COMPILED_STORAGES = ("fp32", "bf16", "int8", "fp8")
 SIZES = {"1M": 1 << 20, "8M": 8 << 20, "64M": 64 << 20}
 EXAMPLE = ROOT / "examples" / "custom_policy.py"
 CUSTOM = "shared_v"  # the policy examples/custom_policy.py registers
@@ -156,7 +156,7 @@ def configurations(n_objectives: list[int], reference: bool) -> list[Config]:
                     configs.append(moopt_config(
                         policy, storage, n, "compiled",
                         alternating_builder(policy, storage, n, native=False)))
-                for storage in ("fp32", "int8"):
+                for storage in ("fp32", "int8", "fp8"):
                     configs.append(moopt_config(
                         policy, storage, n, "joint compiled",
                         joint_builder(policy, storage, n, fast=True, native=False)))
@@ -164,7 +164,7 @@ def configurations(n_objectives: list[int], reference: bool) -> list[Config]:
             for storage in COMPILED_STORAGES:
                 configs.append(moopt_config(CUSTOM, storage, n, "default",
                                             alternating_builder(CUSTOM, storage, n)))
-            for storage in ("fp32", "int8"):
+            for storage in ("fp32", "int8", "fp8"):
                 configs.append(moopt_config(CUSTOM, storage, n, "joint",
                                             joint_builder(CUSTOM, storage, n, fast=True)))
         if reference:

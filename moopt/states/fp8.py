@@ -25,9 +25,12 @@ Example:
 
 from __future__ import annotations
 
+from torch import Tensor
+
 from moopt.states.int8 import Int8Storage
+from moopt.states.minifloat_codec import MinifloatCodec
 from moopt.states.quantization import QuantMap, get_minifloat_map
-from moopt.states.storage import register_storage
+from moopt.states.storage import PLAIN, Codec, register_storage
 
 
 @register_storage("fp8")
@@ -74,3 +77,9 @@ class Fp8Storage(Int8Storage):
 
     def qmap(self, signed: bool) -> QuantMap:
         return get_minifloat_map(signed=signed, mantissa_bits=self.mantissa_bits)
+
+    def codec(self, param: Tensor, *, signed: bool) -> Codec:
+        # Arithmetic instead of table lookups: same codes, and torch.compile vectorises it.
+        if not self.quantizes(param):
+            return PLAIN
+        return MinifloatCodec(self.qmap(signed), self.block_size)

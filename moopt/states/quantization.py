@@ -33,6 +33,7 @@ Example:
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -226,20 +227,33 @@ def _rows(flat: Tensor, block_size: int) -> Tensor:
         blocks, block_size)
 
 
+def encode_blocks_with(flat: Tensor, block_size: int,
+                       codes_of: Callable[[Tensor], Tensor]) -> tuple[Tensor, Tensor]:
+    """``(codes, absmax)`` of the flat float32 ``flat``: each block's absmax, the quotients
+    (:func:`block_quotients`) and ``codes_of(quotients)``, in torch ops only."""
+    rows = _rows(flat, block_size)
+    absmax = torch.amax(rows.abs(), dim=1)
+    quotients = block_quotients(rows, absmax).view(-1)[:flat.numel()]
+    return codes_of(quotients), absmax
+
+
+def decode_blocks_with(entries: Tensor, absmax: Tensor, block_size: int) -> Tensor:
+    """The flat float32 values of the flat map ``entries`` of the codes, times their block's
+    ``absmax``."""
+    return (_rows(entries, block_size) * absmax[:, None]).view(-1)[:entries.numel()]
+
+
 def encode_blocks(flat: Tensor, code_lo: Tensor, threshold: Tensor,
                   block_size: int) -> tuple[Tensor, Tensor]:
     """The functional 8-bit encoder: ``(codes, absmax)`` of the flat float32 ``flat``, in
     torch ops only (the fused path compiles it; :func:`quantize_blockwise` wraps it)."""
-    rows = _rows(flat, block_size)
-    absmax = torch.amax(rows.abs(), dim=1)
-    quotients = block_quotients(rows, absmax).view(-1)[:flat.numel()]
-    return nearest_codes(quotients, code_lo, threshold), absmax
+    return encode_blocks_with(flat, block_size,
+                              lambda q: nearest_codes(q, code_lo, threshold))
 
 
 def decode_blocks(codes: Tensor, absmax: Tensor, values: Tensor, block_size: int) -> Tensor:
     """The functional 8-bit decoder: the flat float32 values of ``codes`` and ``absmax``."""
-    entries = values[codes.reshape(-1).long()]
-    return (_rows(entries, block_size) * absmax[:, None]).view(-1)[:codes.numel()]
+    return decode_blocks_with(values[codes.reshape(-1).long()], absmax, block_size)
 
 
 def quantize_blockwise(

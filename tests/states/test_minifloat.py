@@ -3,8 +3,9 @@
 The map is checked against its definition in float64 and against a brute-force nearest
 search; the native kernels' encoder (integer arithmetic on the float32 pattern, no table)
 against the torch codec (the map's lookup table) on every pattern near every midpoint, a
-stride through all patterns, special values and extreme block scales. ``-m slow`` runs all
-float32 patterns of [-1, 1] (and a little beyond) for both maps.
+stride through all patterns, special values and extreme block scales; so is the torch
+arithmetic codec that the fused and compiled paths use (``MinifloatCodec``). ``-m slow``
+runs all float32 patterns of [-1, 1] (and a little beyond) for both maps.
 """
 
 from __future__ import annotations
@@ -17,9 +18,12 @@ import torch
 import moopt
 from moopt.states.fast import native
 from moopt.states.fp8 import Fp8Storage
+from moopt.states.minifloat_codec import MinifloatCodec, minifloat_codes, minifloat_entries
 from moopt.states.quantization import (
+    BlockCodec,
     QuantMap,
     dequantize_blockwise,
+    get_map,
     get_minifloat_map,
     minifloat_map,
     quantize_blockwise,
@@ -210,6 +214,51 @@ def test_fp8_storage_trains_like_fp32(policy):
             assert fp8 >= 0.98 * fp32, (mantissa_bits, fp8, fp32)
 
 
+@pytest.mark.parametrize(("signed", "mantissa_bits"), [(True, 3), (False, 3), (True, 4),
+                                                      (False, 4), (True, 2), (False, 7)])
+def test_torch_arithmetic_codec_equals_the_table_codec(signed, mantissa_bits):
+    """The torch ops of ``MinifloatCodec`` (what torch.compile builds for fp8): every
+    entry decodes to the map's value; codes equal the table's near every midpoint, on a
+    stride through all patterns of [-1, 1] and beyond, and on special values."""
+    qmap = get_minifloat_map(signed, mantissa_bits)
+    codes = torch.arange(qmap.values.numel(), dtype=torch.uint8)
+    assert torch.equal(minifloat_entries(codes, signed, mantissa_bits), qmap.values)
+    stride = torch.arange(0, 0x40000000, 7_919, dtype=torch.int64)
+    pattern = torch.cat([stride, stride | (1 << 31), torch.tensor([0x7F800000, 0xFF800000,
+                                                                   0x7FC00000, 0xFFC00000])])
+    pattern = torch.where(pattern >= 1 << 31, pattern - (1 << 32), pattern)
+    q = torch.cat([_near_midpoints(qmap), -_near_midpoints(qmap),
+                   pattern.to(torch.int32).view(torch.float32)])
+    got, want = minifloat_codes(q, signed, mantissa_bits), qmap.encode(q)
+    bad = (got != want).nonzero()
+    assert bad.numel() == 0, f"{bad.numel()} codes differ, first at {float(q[bad[0, 0]])!r}"
+
+
+def test_fp8_codec_is_the_arithmetic_one_with_the_table_codecs_parts():
+    """fp8's codec (fused and compiled paths) gives the parts the table codec gives, blocks
+    with zero, NaN and infinite scales included."""
+    storage = Fp8Storage(block_size=64, min_size=0)
+    gen = torch.Generator().manual_seed(3)
+    value = torch.randn(64 * 40 + 17, generator=gen) * torch.logspace(-30, 30, 64 * 40 + 17)
+    value[64:128] = 0.0
+    value[130] = math.nan
+    value[200] = -math.inf
+    for signed in (True, False):
+        x = value if signed else value.abs()
+        codec = storage.codec(x, signed=signed)
+        assert isinstance(codec, MinifloatCodec)
+        table = BlockCodec(storage.qmap(signed), 64)
+        got, want = codec.encode(x, ()), table.encode(x, table.constants(x.device))
+        assert torch.equal(got[0], want[0])
+        assert torch.equal(got[1].nan_to_num(), want[1].nan_to_num())
+        torch.testing.assert_close(
+            codec.decode(got, (), torch.float32, x.numel()),
+            table.decode(want, table.constants(x.device), torch.float32, x.numel()),
+            rtol=0, atol=0, equal_nan=True)
+    with pytest.raises(ValueError, match="not a minifloat map"):
+        MinifloatCodec(get_map(True), 256)
+
+
 def test_fp8_mantissa_bits_are_checked_and_recorded():
     """Bad values are named; the setting is part of the storage's config, so a checkpoint
     of one code book does not load into an optimizer with another."""
@@ -241,7 +290,8 @@ def test_fp8_mantissa_bits_are_checked_and_recorded():
 @pytest.mark.slow
 @pytest.mark.parametrize("signed", [True, False])
 def test_native_encoder_on_every_pattern(signed, lib):
-    """All float32 patterns from 0 to just above 1.0, both signs (about 2.1e9 values)."""
+    """All float32 patterns from 0 to just above 1.0, both signs (about 2.1e9 values): the
+    native encoder and the torch arithmetic codec against the table."""
     qmap = get_minifloat_map(signed)
     torch.set_num_threads(2)
     span = 255 * (1 << 16)
@@ -251,3 +301,4 @@ def test_native_encoder_on_every_pattern(signed, lib):
             pattern = torch.where(pattern >= 1 << 31, pattern - (1 << 32), pattern)
             values = pattern.to(torch.int32).view(torch.float32)
             _assert_codecs_agree(lib, qmap, _blocks(values, 256), 256)
+            assert torch.equal(minifloat_codes(values, signed, 3), qmap.encode(values))
