@@ -221,7 +221,10 @@ def nearest_codes(y: Tensor, code_lo: Tensor, threshold: Tensor) -> Tensor:
 
 def _rows(flat: Tensor, block_size: int) -> Tensor:
     """``flat`` zero-padded to whole blocks, as ``(blocks, block_size)`` rows (zeros change
-    no block maximum)."""
+    no block maximum). Whole blocks are a view: under torch.compile a padded (symbolic) size
+    would put a bounds mask and a 64-bit modulo on every vector of the fused loops."""
+    if flat.numel() % block_size == 0:
+        return flat.reshape(-1, block_size)
     blocks = num_blocks(flat.numel(), block_size)
     return torch.nn.functional.pad(flat, (0, blocks * block_size - flat.numel())).view(
         blocks, block_size)
