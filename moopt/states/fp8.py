@@ -44,9 +44,9 @@ class Fp8Storage(Int8Storage):
         mantissa_bits: mantissa bits ``M`` of the map (default 3). Each extra bit halves the
             relative error (``2^-(M+1)``) and the range: the signed map spans about
             ``127 / 2^M`` binades below the block maximum, the unsigned one twice that. With
-            4 bits (16 / 8 binades instead of 32 / 16) the regression toys of
-            ``benchmarks/quality.py`` end inside fp32's band, but blocks whose values span
-            many decades lose their small values (docs/storage.md).
+            4 bits (8 / 16 binades for signed / unsigned buffers instead of 16 / 32) the
+            regression toys of ``benchmarks/quality.py`` end inside fp32's band, but blocks
+            whose values span many decades lose their small values (docs/storage.md).
 
     Example:
         >>> import torch

@@ -261,6 +261,17 @@ def test_compiled_equals_eager(policy, storage, joint, monkeypatch):
     compiled_equals_eager(policy, storage, joint, monkeypatch, big=(300, 300))
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("storage", ["int8", "fp8", Fp8Storage(block_size=64, min_size=0)],
+                         ids=storage_id)
+@pytest.mark.parametrize("policy", ["bridged", "toy"], indirect=True)
+@MODES
+def test_compiled_whole_blocks_equal_eager(policy, storage, joint, monkeypatch):
+    """Buffers of whole 8-bit blocks (256 x 256 values, large enough to compile) take the
+    unpadded row view (quantization._rows) in the compiled graphs: still equal to eager."""
+    compiled_equals_eager(policy, storage, joint, monkeypatch, big=(256, 256))
+
+
 def test_every_registered_storage_is_in_the_matrix():
     for name in moopt.list_storages():
         assert isinstance(get_storage(name), moopt.StorageBackend)
