@@ -2,7 +2,7 @@
 
 1. The tests marked ``cuda`` (``pytest -m cuda``): the optimizer step on CUDA equals the
    CPU step for every policy and storage, joint and alternating; the runner on CUDA.
-2. A short step-time benchmark on the device: every policy with fp32 and int8 state
+2. A short step-time benchmark on the device: every policy with fp32, int8 and fp8 state
    (N = 2 objectives, alternating) against ``torch.optim.AdamW(fused=True)`` on tensors
    of the same size, each timed step paired with an AdamW step just before it (CUDA
    events, medians), and the ratio of the medians.
@@ -97,7 +97,7 @@ def bench_steps(numel: int = 16 * 2**20, steps: int = 20, warmup: int = 5) -> li
     adamw = torch.optim.AdamW(ref_params, lr=1e-4, fused=True)
     rows = []
     for policy in moopt.list_policies():
-        for storage in ("fp32", "int8"):
+        for storage in ("fp32", "int8", "fp8"):
             if storage not in moopt.list_storages():
                 continue
             params = tensors()
