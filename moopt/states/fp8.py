@@ -38,9 +38,8 @@ class Fp8Storage(Int8Storage):
     """Block-wise 8-bit minifloat storage.
 
     Args:
-        block_size: values per block sharing one float32 absmax (default 256).
-        min_size: tensors with fewer values stay in full precision (default 4096; 0 quantizes
-            everything).
+        block_size, min_size: as for :class:`~moopt.states.int8.Int8Storage` (defaults 256
+            and 4096).
         mantissa_bits: mantissa bits ``M`` of the map (default 3). Each extra bit halves the
             relative error (``2^-(M+1)``) and the range: the signed map spans about
             ``127 / 2^M`` binades below the block maximum, the unsigned one twice that. With

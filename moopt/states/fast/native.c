@@ -189,6 +189,34 @@ HOT __m512i codes16(__m512i bits, const int32_t *table) {
 }
 #endif
 
+#if defined(__AVX512F__)
+/* Stores the codes CODE16(at) (16 per vector, each in the low byte of a 32-bit lane) of
+ * positions [i, len) into `codes`, advancing `i` to where it stopped (fewer than 16 left):
+ * with VBMI 64 at a time, the low bytes of four vectors packed by two byte permutes, then 16
+ * at a time. Shared by the table and the minifloat encoders. */
+#if defined(__AVX512VBMI__)
+#define STORE_CODES64(CODE16)                                                                 \
+    if (len >= 64) {                                                                          \
+        const __m512i pick_lo = _mm512_loadu_si512((const void *)PACK_LOW);                   \
+        const __m512i pick_hi = _mm512_loadu_si512((const void *)PACK_HIGH);                  \
+        for (; i + 64 <= len; i += 64) {                                                      \
+            __m512i low = _mm512_permutex2var_epi8(CODE16(i), pick_lo, CODE16(i + 16));       \
+            __m512i high = _mm512_permutex2var_epi8(CODE16(i + 32), pick_hi, CODE16(i + 48)); \
+            _mm512_storeu_si512((void *)(codes + i),                                          \
+                                _mm512_mask_blend_epi8(0xFFFFFFFF00000000ull, low, high));    \
+        }                                                                                     \
+    }
+#else
+#define STORE_CODES64(CODE16)
+#endif
+#define STORE_CODES(CODE16)                                                                   \
+    do {                                                                                      \
+        STORE_CODES64(CODE16)                                                                 \
+        for (; i + 16 <= len; i += 16)                                                        \
+            _mm_storeu_si128((__m128i *)(codes + i), _mm512_cvtepi32_epi8(CODE16(i)));        \
+    } while (0)
+#endif
+
 /* Codes of x[0, len) / scale; returns how many it did (the caller finishes). Intrinsics:
  * compilers decline to emit gathers for this loop. Instantiated with and without the
  * pre-scaling multiply (`scaled`, a constant at each call). */
@@ -198,22 +226,7 @@ HOT int64_t encode_loop(const float *x, Divisor d, const int32_t *table, uint8_t
 #if defined(__AVX512F__)
     const __m512 f = _mm512_set1_ps(d.f), r = _mm512_set1_ps(d.r);
 #define CODES16(at) codes16(quotient_bits16(_mm512_loadu_ps(x + (at)), f, r, scaled), table)
-#if defined(__AVX512VBMI__)
-    /* 64 at a time: the low bytes of four vectors of codes packed by two byte permutes. */
-    if (len >= 64) {
-        const __m512i pick_lo = _mm512_loadu_si512((const void *)PACK_LOW);
-        const __m512i pick_hi = _mm512_loadu_si512((const void *)PACK_HIGH);
-        for (; i + 64 <= len; i += 64) {
-            __m512i low = _mm512_permutex2var_epi8(CODES16(i), pick_lo, CODES16(i + 16));
-            __m512i high = _mm512_permutex2var_epi8(CODES16(i + 32), pick_hi, CODES16(i + 48));
-            _mm512_storeu_si512((void *)(codes + i),
-                                _mm512_mask_blend_epi8(0xFFFFFFFF00000000ull, low, high));
-        }
-    }
-#endif
-    for (; i + 16 <= len; i += 16) {
-        _mm_storeu_si128((__m128i *)(codes + i), _mm512_cvtepi32_epi8(CODES16(i)));
-    }
+    STORE_CODES(CODES16);
 #undef CODES16
 #elif defined(__AVX2__)
     const __m256 f = _mm256_set1_ps(d.f), r = _mm256_set1_ps(d.r);
@@ -308,21 +321,7 @@ HOT int64_t minifloat_loop(const float *x, Divisor d, const Buf *b, uint8_t *cod
 #define MINI16(at)                                                                            \
     minifloat16(_mm512_castsi512_ps(quotient_bits16(_mm512_loadu_ps(x + (at)), f, r, scaled)), \
                 &m, is_signed)
-#if defined(__AVX512VBMI__)
-    if (len >= 64) {
-        const __m512i pick_lo = _mm512_loadu_si512((const void *)PACK_LOW);
-        const __m512i pick_hi = _mm512_loadu_si512((const void *)PACK_HIGH);
-        for (; i + 64 <= len; i += 64) {
-            __m512i low = _mm512_permutex2var_epi8(MINI16(i), pick_lo, MINI16(i + 16));
-            __m512i high = _mm512_permutex2var_epi8(MINI16(i + 32), pick_hi, MINI16(i + 48));
-            _mm512_storeu_si512((void *)(codes + i),
-                                _mm512_mask_blend_epi8(0xFFFFFFFF00000000ull, low, high));
-        }
-    }
-#endif
-    for (; i + 16 <= len; i += 16) {
-        _mm_storeu_si128((__m128i *)(codes + i), _mm512_cvtepi32_epi8(MINI16(i)));
-    }
+    STORE_CODES(MINI16);
 #undef MINI16
     return i;
 }
