@@ -2,11 +2,13 @@
 
     python benchmarks/step_time.py --out runs/bench            # 1M and 8M parameters
     python benchmarks/step_time.py --out runs/bench --large    # adds 64M
+    python benchmarks/step_time.py --out runs/bench --sizes 1M-small  # 512 small tensors
 
-Every configuration steps the same 8 equal float32 tensors with fixed gradients (the step
-alone is timed, not a backward pass), alternating objectives 1:5 for N = 2 and round-robin
-for N = 8. Configurations are interleaved: each repeat builds every optimizer afresh, warms it
-up, then times ``--steps`` steps; min and median are over all timed steps of all repeats.
+Every configuration steps the same float32 tensors with fixed gradients (8 equal tensors, or
+512 of 2048 values for "1M-small"; the step alone is timed, not a backward pass), alternating
+objectives 1:5 for N = 2 and round-robin for N = 8. Configurations are interleaved: each
+repeat builds every optimizer afresh, warms it up, then times ``--steps`` steps; min and
+median are over all timed steps of all repeats.
 Every timed step is paired with a step of ``torch.optim.AdamW(fused=True)`` on tensors of its
 own, taken just before it: a configuration's ratio divides its median by the median of its
 partner steps, so both sides of a ratio see the same moments of a noisy host (and the same
@@ -55,7 +57,9 @@ POLICIES = ("shared", "decoupled", "bridged")
 STORAGES = ("fp32", "bf16", "int8", "fp8")
 # The compiled path's rows.
 COMPILED_STORAGES = ("fp32", "bf16", "int8", "fp8")
-SIZES = {"1M": 1 << 20, "8M": 8 << 20, "64M": 64 << 20}
+# Parameter sets: (tensors, values per tensor). "1M-small" is a model of many small tensors
+# (biases, norms, LoRA factors), where per-tensor overhead shows.
+SIZES = {"1M": (8, 1 << 17), "8M": (8, 1 << 20), "64M": (8, 1 << 23), "1M-small": (512, 2048)}
 EXAMPLE = ROOT / "examples" / "custom_policy.py"
 CUSTOM = "shared_v"  # the policy examples/custom_policy.py registers
 
@@ -67,13 +71,15 @@ def register_example_policy() -> None:
         spec.loader.exec_module(importlib.util.module_from_spec(spec))
 
 
-def make_params(total: int, seed: int = 0) -> list[torch.nn.Parameter]:
+def make_params(size: tuple[int, int], seed: int = 0) -> list[torch.nn.Parameter]:
+    """``size`` = (tensors, values per tensor) float32 parameters with fixed gradients."""
+    count, per = size
     gen = torch.Generator().manual_seed(seed)
-    rows = total // 8 // 1024
+    shape = (per // 1024, 1024) if per % 1024 == 0 else (per,)
     params = []
-    for _ in range(8):
-        p = torch.nn.Parameter(torch.randn(rows, 1024, generator=gen) * 0.02)
-        p.grad = torch.randn(rows, 1024, generator=gen) * 1e-3
+    for _ in range(count):
+        p = torch.nn.Parameter(torch.randn(shape, generator=gen) * 0.02)
+        p.grad = torch.randn(shape, generator=gen) * 1e-3
         params.append(p)
     return params
 
@@ -324,7 +330,7 @@ def run(args: argparse.Namespace) -> dict:
                 gc.collect()
             print(f"[{size}] repeat {repeat + 1}/{args.repeats} done", file=sys.stderr)
         base = statistics.median(samples["AdamW fused"])
-        numel = SIZES[size]
+        numel = SIZES[size][0] * SIZES[size][1]
         for label, info, _ in configs:
             med = statistics.median(samples[label])
             results.append({"size": size, "label": label, **info,
@@ -441,7 +447,8 @@ def compile_cost(size: str) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, type=Path, help="directory for JSON and PNG")
-    parser.add_argument("--sizes", default="1M,8M", help="comma list of 1M, 8M, 64M")
+    parser.add_argument("--sizes", default="1M,8M",
+                        help=f"comma list of {', '.join(SIZES)} (1M-small: 512 tensors)")
     parser.add_argument("--large", action="store_true", help="also 64M parameters")
     parser.add_argument("--objectives", default="2,8", help="comma list of N")
     parser.add_argument("--repeats", type=int, default=3)

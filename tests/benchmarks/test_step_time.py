@@ -13,7 +13,7 @@ def step_time():
 
 
 def test_tiny_run_has_every_row(step_time, monkeypatch):
-    monkeypatch.setitem(step_time.SIZES, "1M", 8 * 8192)  # 8 tensors of 8192 values
+    monkeypatch.setitem(step_time.SIZES, "1M", (8, 8192))  # 8 tensors of 8192 values
     monkeypatch.setenv("MOOPT_COMPILE", "0")  # the compiled rows run eagerly (and say so)
     args = argparse.Namespace(sizes="1M", large=False, objectives="2", repeats=1, steps=2,
                               warmup=1, no_reference=False,
@@ -43,8 +43,15 @@ def test_tiny_run_has_every_row(step_time, monkeypatch):
 
 def test_first_step_measurement(step_time, monkeypatch):
     """What --compile-cost runs in each fresh process."""
-    monkeypatch.setitem(step_time.SIZES, "1M", 8 * 8192)
+    monkeypatch.setitem(step_time.SIZES, "1M", (8, 8192))
     monkeypatch.setenv("MOOPT_COMPILE", "0")
     got = step_time.first_step("bridged", "int8", "1M")
     assert got["first_step_s"] > 0 and got["second_step_s"] > 0
     assert got["paths"] == ["native"]
+
+
+def test_many_small_tensors(step_time):
+    """The "1M-small" set: 512 tensors of 2048 values, each with a gradient."""
+    params = step_time.make_params(step_time.SIZES["1M-small"])
+    assert len(params) == 512
+    assert all(p.numel() == 2048 and p.grad.shape == p.shape for p in params)

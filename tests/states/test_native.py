@@ -41,13 +41,17 @@ def lib():
     return library
 
 
+SHAPES = [(300, 257), (5000,), (7,), (64, 3)]
+# Enough small tensors (80 000 values) for moopt_step_many to share them among threads.
+MANY_SMALL = [(40, 50), (2000,), (1,), (33, 3)] * 20
+
+
 def run(policy, storage, *, use_native, monkeypatch, steps=6, threads=1, seed=0,
-        joint=False):
+        joint=False, shapes=SHAPES):
     monkeypatch.setenv("MOOPT_NATIVE", "sync" if use_native else "0")
     monkeypatch.setenv("MOOPT_COMPILE", "0")
     torch.set_num_threads(threads)
     gen = torch.Generator().manual_seed(seed)
-    shapes = [(300, 257), (5000,), (7,), (64, 3)]
     params = [torch.nn.Parameter(torch.randn(s, generator=gen)) for s in shapes]
     opt = moopt.MultiObjectiveOptimizer(params, ["a", "b"], policy, storage, lr=1e-2,
                                         weight_decay=0.1, lr_ratios={"a": 0.5})
@@ -76,16 +80,18 @@ STORAGES = ["fp32", "bf16", "int8", Int8Storage(block_size=64, min_size=0),
             {"base": "bf16", "delta": "fp32"}]
 
 
+@pytest.mark.parametrize("shapes", [SHAPES, MANY_SMALL], ids=["mixed", "many-small"])
 @pytest.mark.parametrize("joint", [False, True], ids=["alternating", "joint"])
 @pytest.mark.parametrize("storage", STORAGES, ids=repr)
 @pytest.mark.parametrize("policy", BUILTIN)
-def test_native_step_equals_eager_kernels(policy, storage, joint, lib, monkeypatch):
+def test_native_step_equals_eager_kernels(policy, storage, joint, shapes, lib, monkeypatch):
     """Block sizes and per-role mixes beyond the contract suite's (and the check the other
-    instruction sets run, below)."""
+    instruction sets run, below), on a few tensors and on many small ones (stepped side by
+    side on torch's threads)."""
     fast, opt_fast = run(policy, storage, use_native=True, monkeypatch=monkeypatch,
-                         joint=joint)
+                         joint=joint, shapes=shapes)
     ref, opt_ref = run(policy, storage, use_native=False, monkeypatch=monkeypatch,
-                       joint=joint)
+                       joint=joint, shapes=shapes)
     assert {e["path"] for e in opt_fast.kernel_report()} == {"native"}
     for a, b in zip(fast, ref):
         assert (a - b).abs().max() <= 6 * 2 * EPS32 * b.detach().abs().max()
@@ -98,17 +104,20 @@ def test_native_step_equals_eager_kernels(policy, storage, joint, lib, monkeypat
                 assert sa[key] == sb[key]
 
 
+@pytest.mark.parametrize("shapes", [SHAPES, MANY_SMALL], ids=["mixed", "many-small"])
 @pytest.mark.parametrize("storage", ["int8", "fp32"])
 @pytest.mark.parametrize("joint", [False, True], ids=["alternating", "joint"])
 @pytest.mark.parametrize("policy", BUILTIN)
-def test_threads_do_not_change_results(policy, joint, storage, lib, monkeypatch):
-    """(fp32 joint steps of two objectives take the pair loops, int8 ones the piece driver.)"""
+def test_threads_do_not_change_results(policy, joint, storage, shapes, lib, monkeypatch):
+    """(fp32 joint steps of two objectives take the pair loops, int8 ones the piece driver;
+    many small tensors are shared among the threads.)"""
     threads = torch.get_num_threads()
     try:
         one, _ = run(policy, storage, use_native=True, monkeypatch=monkeypatch, threads=1,
-                     joint=joint)
-        two, _ = run(policy, storage, use_native=True, monkeypatch=monkeypatch, threads=2,
-                     joint=joint)
+                     joint=joint, shapes=shapes)
+        two, opt = run(policy, storage, use_native=True, monkeypatch=monkeypatch, threads=2,
+                       joint=joint, shapes=shapes)
+        assert {e["path"] for e in opt.kernel_report()} == {"native"}
     finally:
         torch.set_num_threads(threads)
     for a, b in zip(one, two):
@@ -217,6 +226,64 @@ def test_declines_mixed_block_sizes(lib):
     scalars = rule.scalars(("a",), [1.0], [1e-3], 0.0, lambda k: SAMPLE_INFO)
     assert not native.step(lib, "shared", p, [g], bufs, scalars)
     assert torch.equal(p, before)
+
+
+def _bridged_tensors(n, kind, gen):
+    """Bridged state of ``n`` values, slot order m_base, v_base, m, v: four float32
+    tensors, or (codes, absmax) pairs of 256-value blocks."""
+    values = [torch.randn(n, generator=gen) * 1e-2, torch.rand(n, generator=gen) * 1e-4,
+              torch.randn(n, generator=gen) * 1e-3, torch.randn(n, generator=gen) * 1e-5]
+    if kind == "fp32":
+        return values
+    return [t for k, v in enumerate(values)
+            for t in quantize_blockwise(v, get_map(k != 1), block_size=256)]
+
+
+def _bridged_bufs(tensors, kind):
+    if kind == "fp32":
+        return [native.f32_buffer(t) for t in tensors]
+    return [native.int8_buffer(tensors[2 * k], tensors[2 * k + 1], get_map(k != 1), 256)
+            for k in range(4)]
+
+
+@pytest.mark.parametrize("kind", ["fp32", "int8"])
+def test_one_call_for_many_tensors_equals_one_call_each(kind, lib):
+    """moopt_step_many (small tensors side by side on two threads, large ones one after
+    another) leaves every parameter and buffer as one moopt_step call per tensor does, and a
+    tensor it declines (8-bit buffers of different block sizes) unchanged."""
+    gen = torch.Generator().manual_seed(3)
+    sizes = [1, 7, 64, 100, 257, 1000, 70_000, 3] + [4000 + 97 * i for i in range(20)]
+    rule = Rule.of(moopt.get_policy("bridged"), 1)
+    scalars = native.scalar_array(list(
+        rule.scalars(("a",), [1.0], [1e-3], 0.1, lambda k: SAMPLE_INFO)))
+    params = [torch.randn(n, generator=gen) for n in sizes]
+    grads = [torch.randn(n, generator=gen) for n in sizes]
+    states = [_bridged_tensors(n, kind, gen) for n in sizes]
+    initial = [p.clone() for p in params]
+    twins = [p.clone() for p in params]
+    twin_states = [[t.clone() for t in tensors] for tensors in states]
+    bufs = [_bridged_bufs(tensors, kind) for tensors in states]
+    twin_bufs = [_bridged_bufs(tensors, kind) for tensors in twin_states]
+    odd = 4  # declined with int8 state: its m_base buffer claims 64-value blocks
+    if kind == "int8":
+        bufs[odd][0].block = twin_bufs[odd][0].block = 64
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        done = native.step_many(lib, "bridged", params, [[g] for g in grads],
+                                [native.buffer_array(b) for b in bufs],
+                                [scalars] * len(sizes))
+        torch.set_num_threads(1)
+        alone = [native.step(lib, "bridged", p, [g], b, scalars)
+                 for p, g, b in zip(twins, grads, twin_bufs)]
+    finally:
+        torch.set_num_threads(threads)
+    assert done == alone
+    assert done == [kind == "fp32" or i != odd for i in range(len(sizes))]
+    for i in range(len(sizes)):
+        assert torch.equal(params[i], twins[i])
+        assert all(torch.equal(a, b) for a, b in zip(states[i], twin_states[i]))
+        assert torch.equal(params[i], initial[i]) == (not done[i])
 
 
 def test_mixed_block_sizes_take_the_fused_path(monkeypatch):

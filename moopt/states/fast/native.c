@@ -1042,6 +1042,38 @@ int moopt_step(int family, float *p, const float *const *grads, int count, int64
     return run_joint(family, p, grads, count, n, bufs, nbuf, s, threads);
 }
 
+/* One step of `count` parameters of one family, each as moopt_step takes it: parameter k
+ * is p[k] (n[k] values) with gradients grads[k * nobj .. k * nobj + nobj - 1], buffers
+ * bufs[k] (nbuf of them) and scalars s[k] (ns values); status[k] receives moopt_step's
+ * return value. Parameters of at least `parallel_min` values are stepped one after another
+ * with `threads` threads each; the smaller ones, single-threaded, are shared among the
+ * threads (one call instead of one per tensor: models with many small tensors, such as
+ * biases, norms and LoRA factors, pay a few microseconds per tensor less). Every parameter
+ * runs the same loops as alone, whatever thread takes it, so the results do not depend on
+ * the thread count. */
+void moopt_step_many(int family, int count, float *const *p, const float *const *grads,
+                     int nobj, const int64_t *n, Buf *const *bufs, int nbuf,
+                     const float *const *s, int ns, int threads, int64_t parallel_min,
+                     int32_t *status) {
+    int64_t small = 0;
+    for (int k = 0; k < count; k++) {
+        if (n[k] < parallel_min) {
+            small += n[k];
+            continue;
+        }
+        status[k] = moopt_step(family, p[k], grads + (int64_t)k * nobj, nobj, n[k], bufs[k],
+                               nbuf, s[k], ns, threads);
+    }
+    /* Small tensors in parallel only when there is enough work for a parallel region. */
+    const int team = threads > 1 && small >= parallel_min ? threads : 1;
+#pragma omp parallel for num_threads(team) schedule(dynamic, 4)
+    for (int k = 0; k < count; k++) {
+        if (n[k] >= parallel_min) continue;
+        status[k] = moopt_step(family, p[k], grads + (int64_t)k * nobj, nobj, n[k], bufs[k],
+                               nbuf, s[k], ns, 1);
+    }
+}
+
 /* 1 if no value of the float32 array is NaN or inf (exponent bits all ones), else 0. The
  * AVX-512 loop keeps the largest exponent field in four accumulators and prefetches 8 KB
  * ahead (measured: 32 MB of gradients in 2.8 ms instead of 4.4 ms with the plain loop, which

@@ -34,6 +34,7 @@ import subprocess
 import tempfile
 import threading
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -151,6 +152,15 @@ def _build() -> ctypes.CDLL:
                                    ctypes.POINTER(ctypes.c_void_p), ctypes.c_int,
                                    ctypes.c_int64, ctypes.POINTER(Buf), ctypes.c_int,
                                    ctypes.POINTER(ctypes.c_float), ctypes.c_int, ctypes.c_int]
+        lib.moopt_step_many.restype = None
+        lib.moopt_step_many.argtypes = [ctypes.c_int, ctypes.c_int,
+                                        ctypes.POINTER(ctypes.c_void_p),
+                                        ctypes.POINTER(ctypes.c_void_p), ctypes.c_int,
+                                        ctypes.POINTER(ctypes.c_int64),
+                                        ctypes.POINTER(ctypes.c_void_p), ctypes.c_int,
+                                        ctypes.POINTER(ctypes.c_void_p), ctypes.c_int,
+                                        ctypes.c_int, ctypes.c_int64,
+                                        ctypes.POINTER(ctypes.c_int32)]
         lib.moopt_decode.restype = None
         lib.moopt_decode.argtypes = [ctypes.POINTER(Buf), ctypes.c_int64, ctypes.c_void_p,
                                      ctypes.c_int]
@@ -291,6 +301,31 @@ def step(lib: ctypes.CDLL, family: str, p: Tensor, grads: list[Tensor],
     pointers = (ctypes.c_void_p * len(grads))(*[g.data_ptr() for g in grads])
     return lib.moopt_step(FAMILY[family], p.data_ptr(), pointers, len(grads), n, array,
                           len(array), values, len(values), _threads(n)) == 0
+
+
+def step_many(lib: ctypes.CDLL, family: str, params: Sequence[Tensor],
+              grads: Sequence[Sequence[Tensor]], bufs: Sequence[ctypes.Array],
+              scalars: Sequence[ctypes.Array]) -> list[bool]:
+    """:func:`step` for several parameters in one call: parameter ``k`` with its gradients
+    ``grads[k]`` (as many for every parameter), its :func:`buffer_array` ``bufs[k]`` (of
+    one length) and :func:`scalar_array` ``scalars[k]`` (of one length). Tensors of at least
+    :data:`PARALLEL_MIN_NUMEL` values run one after another on torch's threads, the smaller
+    ones single-threaded and side by side. Returns, per parameter, whether it was stepped
+    (False: declined, nothing changed)."""
+    count = len(params)
+    if count == 0:
+        return []
+    nobj = len(grads[0])
+    pointers = ctypes.c_void_p * count
+    status = (ctypes.c_int32 * count)()
+    lib.moopt_step_many(
+        FAMILY[family], count, pointers(*[p.data_ptr() for p in params]),
+        (ctypes.c_void_p * (count * nobj))(*[g.data_ptr() for gs in grads for g in gs]), nobj,
+        (ctypes.c_int64 * count)(*[p.numel() for p in params]),
+        pointers(*[ctypes.addressof(b) for b in bufs]), len(bufs[0]),
+        pointers(*[ctypes.addressof(v) for v in scalars]), len(scalars[0]),
+        torch.get_num_threads(), PARALLEL_MIN_NUMEL, status)
+    return [code == 0 for code in status]
 
 
 def scannable(t: Tensor) -> bool:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import ctypes
 import weakref
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -71,37 +71,50 @@ class NativeSteps:
         # its buffer arrays by slot keys. Building one costs more than a small tensor's step.
         self._arrays: dict[int, tuple[weakref.ref, dict]] = {}
 
-    def why_not(self, item: ParamStep) -> str | None:
-        """None if the kernels take this parameter's step, else why not."""
-        if self.family is None:
-            return "the policy has no native kernel"
-        if not self.backends_ok:
-            kinds = sorted({b.name or type(b).__name__ for b in self.storage.values()
-                            if not _native_kind(b)})
-            return f"the native kernels do not read storage {kinds}"
-        p = local(item.param.detach())
+    def usable(self) -> bool:
+        """Whether the kernels can step this optimizer's parameters at all: a built-in
+        policy, built-in storage and the library (built or loaded here on first use)."""
+        return self.family is not None and self.backends_ok and native.library() is not None
+
+    @staticmethod
+    def takes(item: ParamStep) -> bool:
+        """Whether the kernels take this parameter's step (after :meth:`usable`): a
+        contiguous float32 CPU parameter (or DTensor shard) with gradients like it."""
+        p = local(item.param)
         if not _plain_ok(p):
-            return (f"the native kernels take contiguous float32 CPU parameters, not "
-                    f"{p.dtype} on {p.device.type}" + ("" if p.is_contiguous()
-                                                       else " (non-contiguous)"))
+            return False
+        numel = p.numel()
         for g in item.grads:
             g = local(g)
-            if not _plain_ok(g) or g.numel() != p.numel():
-                return "the native kernels take contiguous float32 CPU gradients"
-        if native.library() is None:  # built (or loaded) here, on first use
-            return ("MOOPT_NATIVE=0" if native.mode() == "off"
-                    else f"native kernels unavailable: {native.failure()}")
-        return None
+            if not _plain_ok(g) or g.numel() != numel:
+                return False
+        return True
 
-    def step(self, rule: Rule, item: ParamStep, scalars: ctypes.Array) -> bool:
-        """Run the kernel on ``item`` (after :meth:`why_not` said yes); False if it declined
-        (nothing changed: unusual layouts such as different 8-bit block sizes)."""
+    def step_many(self, policy: SharingPolicy, items: Sequence[ParamStep]) -> list[ParamStep]:
+        """Run the kernels on ``items`` (each one :meth:`takes`), in one call per number of
+        objectives; returns the items they declined (nothing changed for those: unusual
+        layouts such as different 8-bit block sizes)."""
         lib = native.library()
-        array = self._buffers(rule, item)
-        if array is None:
-            return False
-        grads = [local(g) for g in item.grads]
-        return native.step(lib, self.family, local(item.param.detach()), grads, array, scalars)
+        assert lib is not None and self.family is not None, "step_many() before usable()"
+        declined: list[ParamStep] = []
+        batches: dict[int, list[tuple[ParamStep, ctypes.Array]]] = {}
+        for item in items:
+            array = self._buffers(Rule.of(policy, len(item.objectives)), item)
+            if array is None:
+                declined.append(item)
+            else:
+                batches.setdefault(len(item.objectives), []).append((item, array))
+        scalars: dict[tuple[float, ...], ctypes.Array] = {}
+        for batch in batches.values():
+            for item, _ in batch:
+                if item.scalars not in scalars:
+                    scalars[item.scalars] = native.scalar_array(list(item.scalars))
+            done = native.step_many(
+                lib, self.family, [local(item.param) for item, _ in batch],
+                [[local(g) for g in item.grads] for item, _ in batch],
+                [array for _, array in batch], [scalars[item.scalars] for item, _ in batch])
+            declined.extend(item for (item, _), ok in zip(batch, done) if not ok)
+        return declined
 
     def _buffers(self, rule: Rule, item: ParamStep) -> ctypes.Array | None:
         p, state = item.param, item.state

@@ -27,7 +27,6 @@ Example:
 
 from __future__ import annotations
 
-import ctypes
 import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -35,7 +34,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from moopt.states.fast import compiled, native
+from moopt.states.fast import compiled
 from moopt.states.fast.fused import fused_function
 from moopt.states.fast.native_step import NativeSteps
 from moopt.states.layout import part_key
@@ -71,16 +70,18 @@ class FastPath:
         """Step every item of param group ``group``; ``reference(item)`` runs the reference
         path for the items no fused path takes."""
         paths: Paths = {}
-        arrays: dict[tuple[float, ...], ctypes.Array] = {}
         batches: dict[tuple, list[ParamStep]] = {}
-        for item in items:
+        rest: Sequence[ParamStep] = items
+        if self.native.usable():
+            takes = [item for item in items if self.native.takes(item)]
+            if takes:
+                declined = self.native.step_many(self.policy, takes)
+                if len(takes) > len(declined):
+                    _record(paths, "native", len(takes) - len(declined), "")
+                stepped = {id(item) for item in takes}.difference(map(id, declined))
+                rest = [item for item in items if id(item) not in stepped]
+        for item in rest:
             rule = Rule.of(self.policy, len(item.objectives))
-            if self.native.why_not(item) is None:
-                if item.scalars not in arrays:
-                    arrays[item.scalars] = native.scalar_array(list(item.scalars))
-                if self.native.step(rule, item, arrays[item.scalars]):
-                    _record(paths, "native", 1, "")
-                    continue
             codecs, why = self._codecs(rule, item)
             if codecs is None:
                 reference(item)
