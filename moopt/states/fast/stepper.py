@@ -33,6 +33,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
 from moopt.states.fast import compiled
 from moopt.states.fast.fused import fused_function
@@ -179,31 +180,36 @@ def _flat_inputs(rule: Rule, codecs: Sequence[Codec], items: Sequence[ParamStep]
     """``((p, grads, parts), finish)``: the fused function's flat inputs for ``items``
     (concatenated when several), and the function that writes concatenated or copied
     outputs back."""
-    slots = rule.slots(items[0].objectives)
+    names = [[part_key(spec.key(k), name) for name in codec.parts]
+             for (spec, k), codec in zip(rule.slots(items[0].objectives), codecs)]
     params = [local(item.param.detach()) for item in items]
-    parts_of = [[[local(item.state[part_key(spec.key(k), name)]) for name in codec.parts]
-                 for (spec, k), codec in zip(rule.slots(item.objectives), codecs)]
-                for item in items]
     writes: list[tuple[Tensor, Tensor]] = []
     if len(items) == 1:
+        state = items[0].state
         grads = [local(g).reshape(-1) for g in items[0].grads]
         p = _flat(params[0], writes)
-        parts = [[_flat(t, writes) for t in slot] for slot in parts_of[0]]
-    else:
-        grads = [torch.cat([local(item.grads[k]).reshape(-1) for item in items])
-                 for k in range(rule.count)]
-        p = torch.cat([t.reshape(-1) for t in params])
-        parts = [[torch.cat([parts_of[i][slot][j].reshape(-1) for i in range(len(items))])
-                  for j in range(len(codecs[slot].parts))] for slot in range(len(slots))]
-        sizes = [t.numel() for t in params]
-        writes.extend(zip(params, p.split(sizes)))
-        for slot in range(len(slots)):
-            for j in range(len(codecs[slot].parts)):
-                targets = [parts_of[i][slot][j] for i in range(len(items))]
-                writes.extend(zip(targets, parts[slot][j].split(sizes)))
+        parts = [[_flat(local(state[name]), writes) for name in slot] for slot in names]
 
-    def finish() -> None:
-        if writes:
-            torch._foreach_copy_([t for t, _ in writes], [s.view(t.shape) for t, s in writes])
+        def finish() -> None:
+            if writes:
+                torch._foreach_copy_([t for t, _ in writes],
+                                     [s.view(t.shape) for t, s in writes])
 
-    return (p, grads, parts), finish
+        return (p, grads, parts), finish
+    # Several (small) tensors: flattened into one tensor per input, and the outputs' views
+    # unflattened back onto them (both loops in C++: per-tensor Python costs more than the
+    # step itself here).
+    grads = [_flatten_dense_tensors([local(item.grads[k]) for item in items])
+             for k in range(rule.count)]
+    targets = [params] + [[local(item.state[name]) for item in items]
+                          for slot in names for name in slot]
+    flats = [_flatten_dense_tensors(group) for group in targets]
+    p, rest = flats[0], iter(flats[1:])
+    parts = [[next(rest) for _ in slot] for slot in names]
+
+    def finish_many() -> None:
+        sources = [view for flat, group in zip(flats, targets)
+                   for view in _unflatten_dense_tensors(flat, group)]
+        torch._foreach_copy_([t for group in targets for t in group], sources)
+
+    return (p, grads, parts), finish_many
