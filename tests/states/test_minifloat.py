@@ -128,6 +128,22 @@ def _assert_codecs_agree(lib, qmap, x, block):
                                rtol=0, atol=0, equal_nan=True)
 
 
+@pytest.mark.parametrize("mantissa_bits", [2, 3, 4, 7])
+@pytest.mark.parametrize("signed", [True, False], ids=["signed", "unsigned"])
+def test_native_decoder_gives_the_entries_of_every_code(signed, mantissa_bits, lib):
+    """The native decoder's arithmetic (native.c minifloat_decode) against the torch one,
+    on all 256 codes (255 of a signed map, never written, too) in blocks of 64 with scales
+    of 1, a non-power of two, a subnormal, 0, inf and NaN, plus a 20-value tail."""
+    qmap = Fp8Storage(mantissa_bits=mantissa_bits).qmap(signed)
+    codes = torch.arange(256, dtype=torch.uint8).roll(37).repeat(3)[:8 * 64 + 20]
+    scales = [1.0, 3.7, 1e-40, 0.0, math.inf, math.nan, 0.5, -2.0, 2.0**100]
+    absmax = torch.tensor(scales, dtype=torch.float32)
+    out = native.decode(lib, codes, absmax, qmap, 64, torch.empty(codes.numel()))
+    want = minifloat_entries(codes, signed, mantissa_bits) * absmax.repeat_interleave(64)[
+        :codes.numel()]
+    torch.testing.assert_close(out, want, rtol=0, atol=0, equal_nan=True)
+
+
 @pytest.mark.parametrize(("signed", "block", "mantissa_bits"), [
     (signed, block, 3) for signed in (True, False) for block in (256, 64, 100)] + [
     (True, 256, 2), (False, 256, 2), (True, 256, 4), (False, 100, 4), (True, 100, 7),

@@ -84,7 +84,7 @@ static const uint8_t PACK_HIGH[64] = {
 /* Vectorised 8-bit codec loops; they return how many values they did (the caller finishes).
  * Written with intrinsics because compilers decline to emit gathers for these loops. */
 HOT int64_t decode_simd(const uint8_t *codes, const float *values, const uint8_t *planes,
-                           float scale, float *out, int64_t len, const int high_only) {
+                           float scale, float *out, int64_t len) {
     int64_t i = 0;
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VBMI__)
     /* 64 codes at a time without gathers: byte b of every entry is looked up in its own
@@ -109,13 +109,8 @@ HOT int64_t decode_simd(const uint8_t *codes, const float *values, const uint8_t
             __mmask64 six = _mm512_test_epi8_mask(c, _mm512_set1_epi8(0x40));
             __mmask64 q1 = _kandn_mask64(high, six), q2 = _kandn_mask64(six, high),
                       q3 = _kand_mask64(high, six);
-            /* The entries of a minifloat map have zero low bytes (`high_only`): two planes. */
             __m512i byte[4];
             for (int b = 0; b < 4; b++) {
-                if (high_only && b < 2) {
-                    byte[b] = _mm512_setzero_si512();
-                    continue;
-                }
                 __m512i r = _mm512_permutexvar_epi8(c, plane[b][0]);
                 r = _mm512_mask_permutexvar_epi8(r, q1, c, plane[b][1]);
                 r = _mm512_mask_permutexvar_epi8(r, q2, c, plane[b][2]);
@@ -149,7 +144,6 @@ HOT int64_t decode_simd(const uint8_t *codes, const float *values, const uint8_t
 #else
     (void)codes; (void)values; (void)scale; (void)out; (void)len;
 #endif
-    (void)high_only;
     return i;
 }
 
@@ -344,6 +338,35 @@ HOT int64_t encode_block(const float *x, Divisor d, const Buf *b, uint8_t *codes
     return encode_simd(x, d, b->table, codes, len);
 }
 
+#if defined(__AVX512F__)
+/* A minifloat map's entries by arithmetic (moopt/states/minifloat_codec.py
+ * minifloat_entries): d = code - 127 (signed maps) or the code (unsigned ones), pattern
+ * (|d| + o) << S with the sign of d, zero for d = 0; times the block scale. Returns how many
+ * values it did (whole vectors of 16). */
+HOT int64_t minifloat_decode(const uint8_t *codes, const Buf *b, float scale, float *out,
+                             int64_t len) {
+    const int shift = b->shift;
+    const int32_t zero_code = b->minifloat == 1 ? 127 : 0;
+    const int32_t offset = (0x3F800000 >> shift) - (b->minifloat == 1 ? 127 : 255);
+    const __m512 s = _mm512_set1_ps(scale);
+    const __m512i zero = _mm512_set1_epi32(zero_code), base = _mm512_set1_epi32(offset << shift);
+    const __m512i sign = _mm512_set1_epi32((int32_t)0x80000000u);
+    const __m128i count = _mm_cvtsi32_si128(shift);
+    int64_t i = 0;
+    for (; i + 16 <= len; i += 16) {
+        __m512i d = _mm512_sub_epi32(
+            _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(codes + i))), zero);
+        __m512i index = _mm512_abs_epi32(d);
+        __m512i bits = _mm512_add_epi32(_mm512_sll_epi32(index, count), base);
+        /* bits | (d & sign) where the index is not 0, else 0 */
+        bits = _mm512_maskz_ternarylogic_epi32(_mm512_test_epi32_mask(index, index), bits, d,
+                                               sign, 0xF8);
+        _mm512_storeu_ps(out + i, _mm512_mul_ps(_mm512_castsi512_ps(bits), s));
+    }
+    return i;
+}
+#endif
+
 /* Values [start, start + n) of `b` as float32 in `out` (n spans whole blocks, or the tail). */
 HOT void load(const Buf *b, int64_t start, int64_t n, float *restrict out) {
     if (b->kind == KIND_BF16) {
@@ -355,12 +378,15 @@ HOT void load(const Buf *b, int64_t start, int64_t n, float *restrict out) {
     const float *restrict values = b->values;
     int64_t bs = b->block;
     const float *scales = b->absmax + start / bs;  /* n spans whole blocks from `start` */
-    const int high_only = b->minifloat != 0;
     for (int64_t j = 0; j < n; j += bs) {
         int64_t len = n - j < bs ? n - j : bs;
         float scale = *scales++;
-        int64_t i = high_only ? decode_simd(codes + j, values, b->planes, scale, out + j, len, 1)
-                              : decode_simd(codes + j, values, b->planes, scale, out + j, len, 0);
+#if defined(__AVX512F__)
+        int64_t i = b->minifloat ? minifloat_decode(codes + j, b, scale, out + j, len)
+                                 : decode_simd(codes + j, values, b->planes, scale, out + j, len);
+#else
+        int64_t i = decode_simd(codes + j, values, b->planes, scale, out + j, len);
+#endif
         for (; i < len; i++) out[j + i] = values[codes[j + i]] * scale;
     }
 }
