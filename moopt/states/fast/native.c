@@ -791,8 +791,12 @@ static int64_t chunk_length(const Buf *bufs, int nbuf) {
 
 /* Low-bit buffers go through scratch in pieces of at least PIECE values (whole 8-bit blocks),
  * small enough for the scratch to stay in the L1 cache between decoding, updating and
- * encoding (measured: 9% faster than whole 4096-value chunks for 8-bit bridged). */
+ * encoding (measured: 9% faster than whole 4096-value chunks for 8-bit bridged), and of at
+ * least PIECE_MANY with more than two low-bit buffers (bridged: four; measured on the AMD
+ * EPYC of docs/benchmarks.md: an fp8 step 7% faster with 256 than with 512, while shared
+ * and decoupled, with two, are fastest at 512). */
 #define PIECE 512
+#define PIECE_MANY 256
 /* Joint steps keep more arrays in scratch per piece. */
 #define JOINT_PIECE 128
 
@@ -821,7 +825,8 @@ static int run_alternating(int family, float *p, const float *g, int64_t n, Buf 
     if (all_bf16) lowbit = 0;
     /* Low-bit state goes through scratch in pieces; float32 and bfloat16 state is updated in
      * place, a whole chunk at a time. */
-    int64_t piece = lowbit ? piece_length(qblock, PIECE, chunk) : chunk;
+    int64_t piece = lowbit ? piece_length(qblock, lowbit > 2 ? PIECE_MANY : PIECE, chunk)
+                           : chunk;
     if (threads < 1 || nchunks < 2) threads = 1;
     /* Scratch for every thread (values, per-block maxima), allocated before anything is
      * written. */
