@@ -183,8 +183,8 @@ def _flat_inputs(rule: Rule, codecs: Sequence[Codec], items: Sequence[ParamStep]
     names = [[part_key(spec.key(k), name) for name in codec.parts]
              for (spec, k), codec in zip(rule.slots(items[0].objectives), codecs)]
     params = [local(item.param.detach()) for item in items]
-    writes: list[tuple[Tensor, Tensor]] = []
     if len(items) == 1:
+        writes: list[tuple[Tensor, Tensor]] = []
         state = items[0].state
         grads = [local(g).reshape(-1) for g in items[0].grads]
         p = _flat(params[0], writes)
