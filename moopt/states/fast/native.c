@@ -338,6 +338,45 @@ HOT int64_t encode_block(const float *x, Divisor d, const Buf *b, uint8_t *codes
     return encode_simd(x, d, b->table, codes, len);
 }
 
+#if defined(__AVX512BW__)
+/* Word order of minifloat_decode_halves: position 8L + i holds code 4L + i and position
+ * 8L + 4 + i code 16 + 4L + i (L, i < 4), so that interleaving each 128-bit lane's low
+ * and high four words with zeros gives codes 0-15 and 16-31 in order. */
+static const uint16_t HALF_ORDER[32] = {
+    0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23,
+    8, 9, 10, 11, 24, 25, 26, 27, 12, 13, 14, 15, 28, 29, 30, 31};
+
+/* minifloat_decode's rule (below), 32 values at a time: entries with at most 7 mantissa
+ * bits (shift >= 16; minifloat_map allows 1 to 7) have float32 patterns ending in 16 zero
+ * bits, so their top halves are computed in 16-bit lanes, twice as many per instruction,
+ * and widened by interleaving with zeros (measured: bridged fp8 step 3% faster). */
+HOT int64_t minifloat_decode_halves(const uint8_t *codes, const Buf *b, float scale,
+                                    float *out, int64_t len, const int is_signed) {
+    const int s16 = b->shift - 16;
+    const int32_t offset = (0x3F800000 >> b->shift) - (is_signed ? 127 : 255);
+    const __m512 s = _mm512_set1_ps(scale);
+    const __m512i zero = _mm512_set1_epi16(127), base = _mm512_set1_epi16((short)(offset << s16));
+    const __m512i sign = _mm512_set1_epi16((short)0x8000), none = _mm512_setzero_si512();
+    const __m512i order = _mm512_loadu_si512((const void *)HALF_ORDER);
+    const __m128i count = _mm_cvtsi32_si128(s16);
+    int64_t i = 0;
+    for (; i + 32 <= len; i += 32) {
+        __m512i d = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)(codes + i)));
+        if (is_signed) d = _mm512_sub_epi16(d, zero);
+        const __m512i index = is_signed ? _mm512_abs_epi16(d) : d;
+        __m512i bits = _mm512_maskz_add_epi16(_mm512_test_epi16_mask(index, index),
+                                              _mm512_sll_epi16(index, count), base);
+        if (is_signed) bits = _mm512_ternarylogic_epi32(bits, d, sign, 0xF8);
+        bits = _mm512_permutexvar_epi16(order, bits);
+        _mm512_storeu_ps(out + i, _mm512_mul_ps(
+            _mm512_castsi512_ps(_mm512_unpacklo_epi16(none, bits)), s));
+        _mm512_storeu_ps(out + i + 16, _mm512_mul_ps(
+            _mm512_castsi512_ps(_mm512_unpackhi_epi16(none, bits)), s));
+    }
+    return i;
+}
+#endif
+
 #if defined(__AVX512F__)
 /* A minifloat map's entries by arithmetic (moopt/states/minifloat_codec.py
  * minifloat_entries): d = code - 127 (signed maps) or the code (unsigned ones), pattern
@@ -353,6 +392,11 @@ HOT int64_t minifloat_decode(const uint8_t *codes, const Buf *b, float scale, fl
     const __m512i sign = _mm512_set1_epi32((int32_t)0x80000000u);
     const __m128i count = _mm_cvtsi32_si128(shift);
     int64_t i = 0;
+#if defined(__AVX512BW__)
+    if (shift >= 16)
+        i = b->minifloat == 1 ? minifloat_decode_halves(codes, b, scale, out, len, 1)
+                              : minifloat_decode_halves(codes, b, scale, out, len, 0);
+#endif
     for (; i + 16 <= len; i += 16) {
         __m512i d = _mm512_sub_epi32(
             _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(codes + i))), zero);
@@ -464,13 +508,19 @@ HOT void store(const Buf *b, int64_t start, int64_t n, const float *restrict in,
     }
 }
 
-static inline float maximum(float a, float b) {  /* like torch.maximum: NaN wins */
-    float m = a > b ? a : b;
-    return (a != a || b != b) ? a + b : m;
+/* like torch.maximum: NaN wins (ties, +0 and -0, give a). Written as x86's max (the second
+ * operand where the comparison fails, a NaN a included) with one check of b, so that the
+ * loops use three instructions instead of five (measured: bridged fp8 step 2% faster). */
+static inline float maximum(float a, float b) {
+    float m = b > a ? b : a;
+    return b != b ? b : m;
 }
 
-static inline float clamp(float x, float bound) {  /* like torch.clamp: NaN stays NaN */
-    return x > bound ? bound : (x < -bound ? -bound : x);
+/* like torch.clamp(x, -bound, bound): NaN stays NaN. Two x86 min/max instructions: each
+ * keeps x where the comparison fails, NaN included. */
+static inline float clamp(float x, float bound) {
+    x = bound < x ? bound : x;
+    return -bound > x ? -bound : x;
 }
 
 /* ---------------------------------------------------------------------------------------
