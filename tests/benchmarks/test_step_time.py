@@ -3,6 +3,7 @@
 import argparse
 
 import pytest
+import torch
 
 from tests.benchmarks import load_script
 
@@ -35,10 +36,24 @@ def test_tiny_run_has_every_row(step_time, monkeypatch):
     assert rows["AdamW fused"]["ratio_to_fused_adamw_row"] == 1.0
     # Paired ratios: each row against the fused-AdamW steps taken beside its own.
     assert all(r["ratio_to_fused_adamw"] > 0 for r in rows.values())
+    assert all(r["ratio_fast_partner"] > 0 for r in rows.values())
     # State bytes per parameter, as in ALGORITHMS.md section 4: (2 + 2N) buffers.
     assert rows["bridged fp32 N=2 joint"]["state_bytes_per_param"] == 24.0
     assert rows["bridged int8 N=2 joint"]["state_bytes_per_param"] == pytest.approx(
         6 * (1 + 4 / 256))
+
+
+def test_fast_partner_ratio_takes_the_quietest_fifth(step_time):
+    """Steps whose partner was among the fastest fifth: here the partner takes 1 ms and the
+    step 3 ms in those, while noisy steps (partner 2-5 ms) would give other ratios."""
+    gen = torch.Generator().manual_seed(0)
+    noisy = (2 + 3 * torch.rand(40, generator=gen)).tolist()
+    partners = [1.0] * 10 + noisy
+    times = [3.0] * 10 + [4.0] * 40
+    order = torch.randperm(50, generator=gen).tolist()
+    got = step_time.fast_partner_ratio([times[i] for i in order], [partners[i] for i in order])
+    assert got == 3.0
+    assert step_time.fast_partner_ratio([2.0], [1.0]) == 2.0  # fewer than five steps
 
 
 def test_first_step_measurement(step_time, monkeypatch):
