@@ -270,7 +270,12 @@ HOT int64_t encode_simd(const float *x, Divisor d, const int32_t *table, uint8_t
  * values), else 0: with t = |pattern| + bias (+ 1), that is t > half + bias. Codes:
  * 127 +- index (signed maps, zero at 127), the index for positive values of unsigned maps
  * and 0 for negative ones (zero is their nearest entry). */
-typedef struct { __m512 one; __m512i bias, above, unit, top; int shift; } Minifloat;
+typedef struct {
+    __m512 one;
+    __m512i bias, above, unit, top, minus_one;
+    int shift;
+    int32_t above_scalar;
+} Minifloat;
 
 HOT Minifloat minifloat_constants(const Buf *b) {
     const int shift = b->shift;
@@ -284,34 +289,100 @@ HOT Minifloat minifloat_constants(const Buf *b) {
     m.above = _mm512_set1_epi32(half + bias);
     m.unit = _mm512_set1_epi32(1);
     m.top = _mm512_set1_epi32(127);
+    m.minus_one = _mm512_set1_epi32(-1);
     m.shift = shift;
+    m.above_scalar = half + bias;
     return m;
 }
 
-HOT __m512i minifloat16(__m512 q, const Minifloat *m, const int is_signed) {
-    const __mmask16 negative = _mm512_movepi32_mask(_mm512_castps_si512(q));
+/* The rule's first half: t of 16 quotients, and the mask of their signs: for signed maps
+ * the negative ones, for unsigned maps the others (the values that may get a non-zero code). */
+HOT __m512i minifloat_t16(__m512 q, const Minifloat *m, const int is_signed, __mmask16 *sign) {
     /* imm 0b1010: the operand of smaller magnitude, sign bit cleared: min(|q|, 1) */
     const __m512i a = _mm512_castps_si512(_mm512_range_ps(q, m->one, 0x0A));
-    __m512i t = _mm512_add_epi32(a, m->bias);
+    const __m512i t = _mm512_add_epi32(a, m->bias);
+    if (!is_signed) {
+        *sign = _mm512_cmpgt_epi32_mask(_mm512_castps_si512(q), m->minus_one);
+        return t;
+    }
+    *sign = _mm512_movepi32_mask(_mm512_castps_si512(q));
+    return _mm512_mask_add_epi32(t, *sign, t, m->unit);
+}
+
+HOT __m512i minifloat16(__m512 q, const Minifloat *m, const int is_signed) {
+    __mmask16 sign;
+    const __m512i t = minifloat_t16(q, m, is_signed, &sign);
     if (is_signed) {
-        t = _mm512_mask_add_epi32(t, negative, t, m->unit);
         const __mmask16 above = _mm512_cmpgt_epi32_mask(t, m->above);
         const __m512i index = _mm512_maskz_max_epi32(above, _mm512_srai_epi32(t, m->shift),
                                                      m->unit);
-        return _mm512_mask_sub_epi32(_mm512_add_epi32(m->top, index), negative, m->top, index);
+        return _mm512_mask_sub_epi32(_mm512_add_epi32(m->top, index), sign, m->top, index);
     }
-    const __mmask16 above = _kandn_mask16(negative, _mm512_cmpgt_epi32_mask(t, m->above));
+    const __mmask16 above = _mm512_mask_cmpgt_epi32_mask(sign, t, m->above);
     return _mm512_maskz_max_epi32(above, _mm512_srai_epi32(t, m->shift), m->unit);
 }
 
-/* Minifloat codes of x[0, len) / scale, 64 (VBMI) or 16 at a time; returns how many it did
- * (the caller finishes with the table). `scaled` and `is_signed` are constants at each
+#if defined(__AVX512BW__) && defined(__AVX512VBMI__)
+/* Word and byte picks of minifloat_words: the high half of every 32-bit lane of two vectors
+ * (permutex2var_epi16), the low byte of every 16-bit lane of two (permutex2var_epi8). */
+static const uint16_t HIGH_WORDS[32] = {
+    1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31,
+    33, 35, 37, 39, 41, 43, 45, 47, 49, 51, 53, 55, 57, 59, 61, 63};
+static const uint8_t LOW_BYTES[64] = {
+    0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30,
+    32, 34, 36, 38, 40, 42, 44, 46, 48, 50, 52, 54, 56, 58, 60, 62,
+    64, 66, 68, 70, 72, 74, 76, 78, 80, 82, 84, 86, 88, 90, 92, 94,
+    96, 98, 100, 102, 104, 106, 108, 110, 112, 114, 116, 118, 120, 122, 124, 126};
+
+/* The rule's second half in 16-bit lanes, 64 values at a time, for shift >= 17: there the
+ * threshold half + bias ends in 16 one bits, so t > half + bias exactly when its high half
+ * exceeds the threshold's, and the index t >> shift is the high half shifted by shift - 16:
+ * both come from the high halves of t alone, 32 per instruction (measured: bridged fp8 step
+ * 5% faster than 16 at a time). Returns how many values it did. */
+HOT int64_t minifloat_words(const float *x, Divisor d, const Minifloat *m, uint8_t *codes,
+                            int64_t len, const int scaled, const int is_signed) {
+    const __m512 f = _mm512_set1_ps(d.f), r = _mm512_set1_ps(d.r);
+    const __m512i high = _mm512_loadu_si512((const void *)HIGH_WORDS);
+    const __m512i low = _mm512_loadu_si512((const void *)LOW_BYTES);
+    const __m512i above = _mm512_set1_epi16((short)(m->above_scalar >> 16));
+    const __m512i unit = _mm512_set1_epi16(1), top = _mm512_set1_epi16(127);
+    const __m128i count = _mm_cvtsi32_si128(m->shift - 16);
+    int64_t i = 0;
+    for (; i + 64 <= len; i += 64) {
+        __m512i code[2];
+        for (int h = 0; h < 2; h++) {
+            __mmask16 sign0, sign1;
+            const float *at = x + i + 32 * h;
+            const __m512i t0 = minifloat_t16(_mm512_castsi512_ps(quotient_bits16(
+                _mm512_loadu_ps(at), f, r, scaled)), m, is_signed, &sign0);
+            const __m512i t1 = minifloat_t16(_mm512_castsi512_ps(quotient_bits16(
+                _mm512_loadu_ps(at + 16), f, r, scaled)), m, is_signed, &sign1);
+            const __mmask32 sign = _mm512_kunpackw(sign1, sign0);
+            const __m512i th = _mm512_permutex2var_epi16(t0, high, t1);
+            const __mmask32 up = is_signed ? _mm512_cmpgt_epi16_mask(th, above)
+                                           : _mm512_mask_cmpgt_epi16_mask(sign, th, above);
+            const __m512i index = _mm512_maskz_max_epi16(up, _mm512_sra_epi16(th, count), unit);
+            code[h] = is_signed ? _mm512_mask_sub_epi16(_mm512_add_epi16(top, index), sign, top,
+                                                        index)
+                                : index;
+        }
+        _mm512_storeu_si512((void *)(codes + i), _mm512_permutex2var_epi8(code[0], low, code[1]));
+    }
+    return i;
+}
+#endif
+
+/* Minifloat codes of x[0, len) / scale, 64 at a time (minifloat_words, or the 32-bit rule
+ * with VBMI packing) or 16; returns how many it did (the caller finishes with the table). `scaled` and `is_signed` are constants at each
  * call. */
 HOT int64_t minifloat_loop(const float *x, Divisor d, const Buf *b, uint8_t *codes,
                            int64_t len, const int scaled, const int is_signed) {
     const Minifloat m = minifloat_constants(b);
     const __m512 f = _mm512_set1_ps(d.f), r = _mm512_set1_ps(d.r);
     int64_t i = 0;
+#if defined(__AVX512BW__) && defined(__AVX512VBMI__)
+    if (m.shift >= 17) i = minifloat_words(x, d, &m, codes, len, scaled, is_signed);
+#endif
 #define MINI16(at)                                                                            \
     minifloat16(_mm512_castsi512_ps(quotient_bits16(_mm512_loadu_ps(x + (at)), f, r, scaled)), \
                 &m, is_signed)
