@@ -11,6 +11,10 @@ runs all float32 patterns of [-1, 1] (and a little beyond) for both maps.
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -318,3 +322,34 @@ def test_native_encoder_on_every_pattern(signed, lib):
             values = pattern.to(torch.int32).view(torch.float32)
             _assert_codecs_agree(lib, qmap, _blocks(values, 256), 256)
             assert torch.equal(minifloat_codes(values, signed, 3), qmap.encode(values))
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    line = next((line for line in text.splitlines() if line.startswith("flags")), "")
+    return set(line.split(":", 1)[-1].split())
+
+
+@pytest.mark.parametrize(("arch", "needs"), [
+    ("-march=skylake-avx512", {"avx512f", "avx512dq", "avx512bw"}),
+    ("-march=x86-64-v3 -mavx512f -mavx512dq", {"avx512f", "avx512dq"})],
+    ids=["avx512-without-vbmi", "avx512-without-bw"])
+def test_minifloat_kernels_of_other_avx512_sets(arch, needs, tmp_path):
+    """The minifloat codec's narrower AVX-512 paths (this machine may take the 16-bit-lane
+    ones, which need BW and VBMI): the native codec tests and the fp8 bridged contract, in a
+    process whose library is built for ``arch``."""
+    if not needs <= _cpu_flags():
+        pytest.skip(f"this CPU lacks {sorted(needs - _cpu_flags())}")
+    env = dict(os.environ, MOOPT_NATIVE_ARCH=arch, MOOPT_NATIVE="sync", MOOPT_COMPILE="0",
+               MOOPT_CACHE_DIR=str(tmp_path))
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-m",
+         "not slow", __file__, str(Path(__file__).with_name("test_contract.py")),
+         "-k", "native or (fp8 and bridged)"],
+        env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    assert " passed" in done.stdout
+    assert list((tmp_path / "native").glob("*.so"))  # built here, for this arch
