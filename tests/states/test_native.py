@@ -104,6 +104,56 @@ def test_native_step_equals_eager_kernels(policy, storage, joint, shapes, lib, m
                 assert sa[key] == sb[key]
 
 
+@pytest.mark.parametrize(("storage", "block"), [
+    ("int8", 256), ("fp8", 256), (Int8Storage(block_size=100, min_size=0), 100)], ids=repr)
+@pytest.mark.parametrize("policy", BUILTIN)
+def test_nonfinite_gradients_reach_the_state_as_in_the_eager_kernels(policy, storage, block,
+                                                                      lib, monkeypatch):
+    """Unchecked steps (the default) carry NaN and inf gradients into the 8-bit state: the
+    native kernels mark the same blocks NaN or infinite as the eager kernels and give the
+    same codes in every other block (a NaN block's codes follow its NaN's sign and payload,
+    which each instruction set propagates its own way)."""
+    def go(use_native):
+        monkeypatch.setenv("MOOPT_NATIVE", "sync" if use_native else "0")
+        monkeypatch.setenv("MOOPT_COMPILE", "0")
+        gen = torch.Generator().manual_seed(9)
+        params = [torch.nn.Parameter(torch.randn(s, generator=gen)) for s in (70_003, 300)]
+        opt = moopt.MultiObjectiveOptimizer(params, ["a", "b"], policy, storage, lr=1e-2,
+                                            weight_decay=0.1)
+        for i in range(4):
+            for p in params:
+                p.grad = torch.randn(p.shape, generator=gen)
+            if i == 1:  # a vector's lane, a block's odd tail, another block, both tensors
+                bad = params[0].grad
+                bad[5], bad[70_001], bad[1000], bad[1001] = math.nan, math.nan, math.inf, -1e38
+                params[1].grad[299] = -math.inf
+            opt.step(objective="ab"[i % 2])
+        return params, opt
+    fast, opt_fast = go(True)
+    ref, opt_ref = go(False)
+    assert {e["path"] for e in opt_fast.kernel_report()} == {"native"}
+    nan_blocks = 0
+    for a, b in zip(fast, ref):
+        assert torch.equal(a.isnan(), b.isnan())
+        assert a.isnan().any()
+        finite = ~a.isnan()
+        assert (a[finite] - b[finite]).abs().max() <= 8 * EPS32 * b[finite].abs().max()
+        state, want_state = opt_fast.state[a], opt_ref.state[b]
+        for key, value in state.items():
+            if not isinstance(value, torch.Tensor):
+                continue
+            want = want_state[key]
+            if key.endswith("#codes"):
+                absmax = state[key.replace("#codes", "#absmax")]
+                kept = (~absmax.isnan()).repeat_interleave(block)[:value.numel()]
+                nan_blocks += int((~kept).any())
+                assert torch.equal(value.flatten()[kept], want.flatten()[kept]), key
+            else:
+                assert torch.equal(value.isnan(), want.isnan()), key
+                assert torch.equal(value.nan_to_num(), want.nan_to_num()), key
+    assert nan_blocks  # some block did turn NaN
+
+
 @pytest.mark.parametrize("shapes", [SHAPES, MANY_SMALL], ids=["mixed", "many-small"])
 @pytest.mark.parametrize("storage", ["int8", "fp32"])
 @pytest.mark.parametrize("joint", [False, True], ids=["alternating", "joint"])
