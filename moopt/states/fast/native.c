@@ -373,8 +373,8 @@ HOT int64_t minifloat_words(const float *x, Divisor d, const Minifloat *m, uint8
 #endif
 
 /* Minifloat codes of x[0, len) / scale, 64 at a time (minifloat_words, or the 32-bit rule
- * with VBMI packing) or 16; returns how many it did (the caller finishes with the table). `scaled` and `is_signed` are constants at each
- * call. */
+ * with VBMI packing) or 16; returns how many it did (the caller finishes with the table).
+ * `scaled` and `is_signed` are constants at each call. */
 HOT int64_t minifloat_loop(const float *x, Divisor d, const Buf *b, uint8_t *codes,
                            int64_t len, const int scaled, const int is_signed) {
     const Minifloat m = minifloat_constants(b);
