@@ -11,9 +11,6 @@ runs all float32 patterns of [-1, 1] (and a little beyond) for both maps.
 from __future__ import annotations
 
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -32,6 +29,7 @@ from moopt.states.quantization import (
     minifloat_map,
     quantize_blockwise,
 )
+from tests.states.test_native import run_tests_built_for
 from tests.states.test_quantization import EXTREME_SCALES
 
 
@@ -343,13 +341,6 @@ def test_minifloat_kernels_of_other_avx512_sets(arch, needs, tmp_path):
     process whose library is built for ``arch``."""
     if not needs <= _cpu_flags():
         pytest.skip(f"this CPU lacks {sorted(needs - _cpu_flags())}")
-    env = dict(os.environ, MOOPT_NATIVE_ARCH=arch, MOOPT_NATIVE="sync", MOOPT_COMPILE="0",
-               MOOPT_CACHE_DIR=str(tmp_path))
-    done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-m",
-         "not slow", __file__, str(Path(__file__).with_name("test_contract.py")),
-         "-k", "native or (fp8 and bridged)"],
-        env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
-    assert " passed" in done.stdout
-    assert list((tmp_path / "native").glob("*.so"))  # built here, for this arch
+    run_tests_built_for(arch, tmp_path,
+                        [__file__, str(Path(__file__).with_name("test_contract.py"))],
+                        "native or (fp8 and bridged)")

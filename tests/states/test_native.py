@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import weakref
+from pathlib import Path
 
 import pytest
 import torch
@@ -419,15 +420,22 @@ def test_cache_key_follows_source_and_flags(tmp_path, monkeypatch):
 def test_other_instruction_sets(arch, tmp_path):
     """The AVX2 and the portable code paths (this machine may take the AVX-512 one): the
     codec and step tests above, in a process whose library is built for ``arch``."""
+    run_tests_built_for(arch, tmp_path, [__file__],
+                        "codec or all_finite or (equals_eager and bridged and int8)")
+
+
+def run_tests_built_for(arch: str, cache: Path, files: list[str], select: str) -> None:
+    """Run the tests of ``files`` that ``select`` (pytest -k) picks in a fresh process whose
+    native library is built for ``arch`` (MOOPT_NATIVE_ARCH) into ``cache``; they must pass."""
     env = dict(os.environ, MOOPT_NATIVE_ARCH=arch, MOOPT_NATIVE="sync", MOOPT_COMPILE="0",
-               MOOPT_CACHE_DIR=str(tmp_path))
+               MOOPT_CACHE_DIR=str(cache))
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", __file__,
-         "-k", "codec or all_finite or (equals_eager and bridged and int8)"],
+        [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-m",
+         "not slow", *files, "-k", select],
         env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
-    assert "passed" in done.stdout
-    assert list((tmp_path / "native").glob("*.so"))  # built here, for this arch
+    assert " passed" in done.stdout
+    assert list((cache / "native").glob("*.so"))  # built here, for this arch
 
 
 @pytest.mark.parametrize("storage", ["fp32", "int8", "bf16"])

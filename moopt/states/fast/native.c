@@ -254,6 +254,12 @@ HOT int64_t encode_simd(const float *x, Divisor d, const int32_t *table, uint8_t
                        : encode_loop(x, d, table, codes, len, 1);
 }
 
+/* The pattern index of a minifloat map's smallest entry, minus one (o below):
+ * its `count` entries (127 signed, 255 unsigned) end at the pattern of 1.0. */
+static inline int32_t minifloat_offset(const Buf *b) {
+    return (0x3F800000 >> b->shift) - (b->minifloat == 1 ? 127 : 255);
+}
+
 #if defined(__AVX512F__) && defined(__AVX512DQ__)
 #define MINIFLOAT_SIMD 1
 /* 16 codes of a minifloat map (moopt/states/quantization.py minifloat_map: zero and the
@@ -279,8 +285,7 @@ typedef struct {
 
 HOT Minifloat minifloat_constants(const Buf *b) {
     const int shift = b->shift;
-    const int32_t count = b->minifloat == 1 ? 127 : 255;
-    const int32_t offset = (0x3F800000 >> shift) - count;
+    const int32_t offset = minifloat_offset(b);
     const int32_t bias = ((1 << (shift - 1)) - 1) - (offset << shift);
     const int32_t half = ((1 + offset) << shift) - (1 << 23);  /* pattern of v1 / 2 */
     Minifloat m;
@@ -424,7 +429,7 @@ static const uint16_t HALF_ORDER[32] = {
 HOT int64_t minifloat_decode_halves(const uint8_t *codes, const Buf *b, float scale,
                                     float *out, int64_t len, const int is_signed) {
     const int s16 = b->shift - 16;
-    const int32_t offset = (0x3F800000 >> b->shift) - (is_signed ? 127 : 255);
+    const int32_t offset = minifloat_offset(b);
     const __m512 s = _mm512_set1_ps(scale);
     const __m512i zero = _mm512_set1_epi16(127), base = _mm512_set1_epi16((short)(offset << s16));
     const __m512i sign = _mm512_set1_epi16((short)0x8000), none = _mm512_setzero_si512();
@@ -457,7 +462,7 @@ HOT int64_t minifloat_decode(const uint8_t *codes, const Buf *b, float scale, fl
                              int64_t len) {
     const int shift = b->shift;
     const int32_t zero_code = b->minifloat == 1 ? 127 : 0;
-    const int32_t offset = (0x3F800000 >> shift) - (b->minifloat == 1 ? 127 : 255);
+    const int32_t offset = minifloat_offset(b);
     const __m512 s = _mm512_set1_ps(scale);
     const __m512i zero = _mm512_set1_epi32(zero_code), base = _mm512_set1_epi32(offset << shift);
     const __m512i sign = _mm512_set1_epi32((int32_t)0x80000000u);
