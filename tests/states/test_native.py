@@ -9,6 +9,7 @@ the argument tables generated from the declarations.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import subprocess
@@ -22,11 +23,13 @@ import torch
 import moopt
 from moopt.states.bridged import BridgedPolicy
 from moopt.states.fast import native, native_tables
+from moopt.states.fast.fused import fused_function
 from moopt.states.fast.native_step import _still_valid
 from moopt.states.int8 import Int8Storage
 from moopt.states.policy import SAMPLE_INFO
 from moopt.states.quantization import dequantize_blockwise, get_map, quantize_blockwise
 from moopt.states.rule import Rule
+from moopt.states.storage import PLAIN
 from tests.states.test_quantization import EXTREME_SCALES
 
 EPS32 = torch.finfo(torch.float32).eps
@@ -335,6 +338,47 @@ def test_one_call_for_many_tensors_equals_one_call_each(kind, lib):
         assert torch.equal(params[i], twins[i])
         assert all(torch.equal(a, b) for a, b in zip(states[i], twin_states[i]))
         assert torch.equal(params[i], initial[i]) == (not done[i])
+
+
+@pytest.mark.parametrize("unit_roundoff", [2.0**-24, 2.0**-8], ids=["unbounded", "bounded"])
+@pytest.mark.parametrize("base_betas", [None, (0.8, 0.99)], ids=["same-base", "other-base"])
+def test_bridged_joint_pair_loop_equals_the_eager_rule(unit_roundoff, base_betas, lib):
+    """The float32 joint loop of two objectives computes the base's products once when both
+    terms carry the same base coefficients (as the optimizer's always do) and skips the clip
+    of an infinite bound (float32 state). Here also with other base coefficients in the
+    second term and with a finite bound (the unit roundoff of lossy storage): every variant
+    equals the eager rule bit for bit, NaN and inf gradients included."""
+    gen = torch.Generator().manual_seed(11)
+    n = 3000
+    rule = Rule.of(moopt.get_policy("bridged"), 2)
+
+    def info(k):
+        other = base_betas if k == "b" and base_betas else SAMPLE_INFO.base_betas
+        return dataclasses.replace(SAMPLE_INFO, objective=k, unit_roundoff=unit_roundoff,
+                                   base_betas=other)
+
+    values = rule.scalars(("a", "b"), [0.25, 0.75], [1e-2, 3e-2], 0.1, info)
+    grads = [torch.randn(n, generator=gen) * 1e-2, torch.randn(n, generator=gen)]
+    grads[0][:3] = torch.tensor([math.nan, math.inf, -math.inf])
+    grads[1][5] = math.nan
+    # m_base, v_base, then each objective's m and v (v_k may be negative)
+    state = [torch.randn(n, generator=gen) * 1e-2, torch.rand(n, generator=gen) * 1e-4,
+             torch.randn(n, generator=gen) * 1e-3, torch.randn(n, generator=gen) * 1e-5,
+             torch.randn(n, generator=gen) * 1e-3, torch.randn(n, generator=gen) * 1e-5]
+    p = torch.randn(n, generator=gen)
+    p_ref, state_ref = p.clone(), [t.clone() for t in state]
+    assert native.step(lib, "bridged", p, grads, [native.f32_buffer(t) for t in state],
+                       native.scalar_array(list(values)))
+    step = fused_function(rule, [PLAIN] * len(state))
+    step(p_ref, grads, [[t] for t in state_ref], [()] * len(state),
+         torch.tensor(values, dtype=torch.float32))
+    assert torch.equal(p.isnan(), p_ref.isnan()) and p.isnan().any()
+    finite = ~p_ref.isnan()
+    # parameters within an ulp per step (torch's vectorised square root), states bit for bit
+    assert (p - p_ref)[finite].abs().max() <= 2 * EPS32 * p_ref[finite].abs().max()
+    for got, want in zip(state, state_ref):
+        assert torch.equal(got.isnan(), want.isnan())
+        assert torch.equal(got[~want.isnan()], want[~want.isnan()])
 
 
 def test_mixed_block_sizes_take_the_fused_path(monkeypatch):
