@@ -648,9 +648,9 @@ typedef struct {
                    (t)[BRIDGED_C_cb1], (t)[BRIDGED_C_cb2], (t)[BRIDGED_C_c1], (t)[BRIDGED_C_c2], \
                    (t)[BRIDGED_C_eps], (t)[BRIDGED_C_guard_u], (t)[BRIDGED_C_bound]})
 #define BRIDGED_SCALARS(t) const BridgedCoef K = BRIDGED_COEF(t)
-/* One term, given the base's products that do not depend on the term (BASE: mb^ = m_b cb1,
- * vb^ = v_b cb2, |vb^|, m_b b3, v_b b4; a joint step whose terms share the base coefficients
- * computes them once). */
+/* One term, given the products of the base that do not depend on the gradient: mb_hat =
+ * m_b cb1, vb_hat = v_b cb2, vb_abs = |vb_hat|, mb_kept = m_b b3, vb_kept = v_b b4 (a joint
+ * step whose terms share the base coefficients computes them once). */
 #define BRIDGED_TERM(K, grad, mb_hat, vb_hat, vb_abs, mb_kept, vb_kept, mk_old, vk_old,         \
                      mk_new, vk_new, mb_new, vb_new, dir, clamped)                            \
     do {                                                                                      \
