@@ -1148,8 +1148,7 @@ static void bridged_pair(float *restrict p, const float *restrict g1, const floa
                                BRIDGED_C_a3, BRIDGED_C_a4};
     int common = 1;
     for (int k = 0; k < 6; k++) common &= memcmp(t1 + base[k], t2 + base[k], 4) == 0;
-    const int unbounded = isinf(t1[BRIDGED_C_bound]) && t1[BRIDGED_C_bound] > 0 &&
-                          isinf(t2[BRIDGED_C_bound]) && t2[BRIDGED_C_bound] > 0;
+    const int unbounded = t1[BRIDGED_C_bound] == INFINITY && t2[BRIDGED_C_bound] == INFINITY;
     if (common && unbounded) bridged_pair_loop(p, g1, g2, mb, vb, m1, v1, m2, v2, n, s, 1, 0);
     else if (common) bridged_pair_loop(p, g1, g2, mb, vb, m1, v1, m2, v2, n, s, 1, 1);
     else bridged_pair_loop(p, g1, g2, mb, vb, m1, v1, m2, v2, n, s, 0, 1);
