@@ -698,9 +698,14 @@ typedef struct {
     }
 
 /* Alternating steps, in place: p <- p decay - lr direction, buffers in their slot order
- * (t: the term block; s[0]: decay). */
+ * (t: the term block; s[0]: decay). Kept out of line (UPDATE_LOOP): inlined into the
+ * piece driver, which holds the codecs' state too, the update loop lost registers to it
+ * and spilled its bound, and its speed swung with unrelated edits (measured on the AMD EPYC
+ * of docs/benchmarks.md: a bridged fp8 step 4-5% faster out of line; the call is once per
+ * piece of 256 or more values). */
+#define UPDATE_LOOP __attribute__((noinline)) static void
 #define DEFINE_ADAM_CHUNK(NAME, P, T, LD, ST, TOPS)                                           \
-    static void NAME(float *restrict p, const float *restrict g, T *restrict m,               \
+    UPDATE_LOOP NAME(float *restrict p, const float *restrict g, T *restrict m,               \
                      T *restrict v, int64_t n, const float *s, int64_t bs,                    \
                      uint32_t *restrict top) {                                                \
         const float *t = s + 2;                                                               \
@@ -718,7 +723,7 @@ typedef struct {
     }
 
 #define DEFINE_BRIDGED_CHUNK(NAME, T, LD, ST, TOPS)                                           \
-    static void NAME(float *restrict p, const float *restrict g, T *restrict mb,              \
+    UPDATE_LOOP NAME(float *restrict p, const float *restrict g, T *restrict mb,              \
                      T *restrict vb, T *restrict mk, T *restrict vk, int64_t n,               \
                      const float *s, int64_t bs, uint32_t *restrict top) {                    \
         const float *t = s + 2;                                                               \
