@@ -601,8 +601,8 @@ static inline float clamp(float x, float bound) {
 
 #if defined(__AVX512F__)
 #define VECTOR16 1
-/* The same helpers on 16 floats at a time (GCC/Clang vector types: + - * / act lane-wise and
- * a float operand is broadcast), each the same instruction per lane as the scalar one, so
+/* The same helpers on 16 floats at a time (GCC vector types: + - * / act lane-wise and a
+ * float operand is broadcast), each the same instruction per lane as the scalar one, so
  * that the policies' element rules below can be written once for both (via _Generic). */
 typedef __m512 F16;
 HOT F16 abs16(F16 x) {
@@ -729,6 +729,12 @@ typedef struct {
         dir = GUARDED_FINISH(numerator_, radicand_, (K).eps, (K).bound, 1);                   \
     } while (0)
 #define BRIDGED_ELEMENT(...) BRIDGED_ELEMENT_K(K, __VA_ARGS__)
+/* The new buffer values in slot order (for the 8-bit maxima, kept per slot). */
+#define BRIDGED_IN_SLOTS(in_slot, mb_new, vb_new, mk_new, vk_new)                             \
+    do {                                                                                      \
+        in_slot[BRIDGED_S_m_base] = mb_new; in_slot[BRIDGED_S_v_base] = vb_new;               \
+        in_slot[BRIDGED_S_m] = mk_new; in_slot[BRIDGED_S_v] = vk_new;                         \
+    } while (0)
 
 /* The update loops, written once and instantiated for float32 state (updated in place, or
  * in scratch after decoding) and for bfloat16 state (converted in registers, so that a
@@ -764,7 +770,7 @@ typedef struct {
  * (t: the term block; s[0]: decay). Kept out of line (UPDATE_LOOP): inlined into the
  * piece driver, which holds the codecs' state too, the update loop lost registers to it
  * and spilled its bound, and its speed swung with unrelated edits (measured on the AMD EPYC
- * of docs/benchmarks.md: a bridged fp8 step 4-5% faster out of line; the call is once per
+ * of docs/benchmarks.md: a bridged fp8 step 3-4% faster out of line; the call is once per
  * piece of 256 or more values). */
 #define UPDATE_LOOP __attribute__((noinline)) static void
 #define NO_VECTORS(TOPS)
@@ -792,7 +798,7 @@ typedef struct {
  * its new state) and the previous vector's square root, division and parameter update, so
  * that the long chain through the divider overlaps independent work instead of waiting
  * for it (the compiler's loop waits: measured on the AMD EPYC of docs/benchmarks.md, 40
- * cycles per 16 values with data in the cache, 37 pipelined; a bridged fp8 step 5% faster).
+ * cycles per 16 values with data in the cache, 37 pipelined; a bridged fp8 step 3% faster).
  * The same operations per value as BRIDGED_ELEMENT. Returns how many values it did; with
  * `tops`, most[slot] is the largest magnitude_bits() of each buffer's new values. */
 HOT int64_t bridged_vectors(float *restrict p, const float *restrict g, float *restrict mb,
@@ -820,8 +826,7 @@ HOT int64_t bridged_vectors(float *restrict p, const float *restrict g, float *r
         _mm512_storeu_ps(vb + (at), vb_new_);                                                 \
         if (tops) {                                                                           \
             F16 in_slot_[4];                                                                  \
-            in_slot_[BRIDGED_S_m_base] = mb_new_; in_slot_[BRIDGED_S_v_base] = vb_new_;       \
-            in_slot_[BRIDGED_S_m] = mk_new_; in_slot_[BRIDGED_S_v] = vk_new_;                 \
+            BRIDGED_IN_SLOTS(in_slot_, mb_new_, vb_new_, mk_new_, vk_new_);                   \
             for (int k_ = 0; k_ < 4; k_++)                                                    \
                 top16[k_] = _mm512_max_epu32(                                                 \
                     top16[k_], _mm512_and_si512(_mm512_castps_si512(in_slot_[k_]), magnitude)); \
@@ -875,8 +880,7 @@ HOT int64_t bridged_vectors(float *restrict p, const float *restrict g, float *r
             ST(vb, i, vb_new);                                                                \
             if (TOPS) { /* maxima in slot order */                                            \
                 float in_slot[4];                                                             \
-                in_slot[BRIDGED_S_m_base] = mb_new; in_slot[BRIDGED_S_v_base] = vb_new;       \
-                in_slot[BRIDGED_S_m] = mk_new; in_slot[BRIDGED_S_v] = vk_new;                 \
+                BRIDGED_IN_SLOTS(in_slot, mb_new, vb_new, mk_new, vk_new);                    \
                 TRACK(t0, in_slot[0]); TRACK(t1, in_slot[1]);                                 \
                 TRACK(t2, in_slot[2]); TRACK(t3, in_slot[3]); })                              \
     }
